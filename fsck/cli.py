@@ -1,0 +1,188 @@
+"""The command line: parses, wires the pipeline stages, and turns outcomes into exit codes."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from enum import IntFlag
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from tqdm import tqdm
+
+from . import analyze, layout, manifests, report, scan, verify
+from .config import ConfigError, load_config
+from .findings import Severity
+
+
+class ExitCode(IntFlag):
+    """fsck(8)-style bits, combined."""
+
+    OK = 0
+    REPAIRED = 1
+    PROBLEMS_LEFT = 4
+    OPERATIONAL = 8
+    USAGE = 16
+    INTERRUPTED = 32
+
+
+class OperationalError(Exception):
+    """Stops the run with one line on stderr and exit code 8."""
+
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Audit and repair the filesystem storage of a Docker Distribution (registry:2) registry.",
+)
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`168h`, `7d`, `1h30m`, `90s`: the units the registry's own config uses, plus d and w."""
+    compact = text.strip().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(number + unit for number, unit in parts) != compact:
+        raise typer.BadParameter(f"{text!r} is not a duration like 168h, 7d or 30m")
+    return timedelta(seconds=sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    root: str  # the rootdirectory
+    v2: str
+
+
+def resolve_target(path: Optional[Path], config: Optional[Path]) -> Target:
+    if path is not None and config is not None:
+        raise typer.BadParameter("give PATH or --config, not both")
+    if path is None and config is None:
+        raise typer.BadParameter("give the registry's storage PATH or its --config file")
+    try:
+        where = str(path) if path is not None else load_config(str(config)).rootdirectory
+        v2 = layout.find_v2(where)
+    except (ConfigError, layout.NotARegistry) as error:
+        raise OperationalError(str(error)) from None
+    v2 = os.path.abspath(v2)
+    return Target(layout.rootdirectory_of(v2), v2)
+
+
+class _Progress:
+    """tqdm on stderr, only when stderr is a terminal and not --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+
+    def counter(self, description: str, unit: str, total: int | None = None, scale: bool = False):
+        return tqdm(
+            total=total, desc=description, unit=unit, unit_scale=scale, file=sys.stderr,
+            disable=not self.enabled, leave=False, mininterval=0.25,
+        )
+
+
+def run_audit(target: Target, policy: analyze.Policy, *, verify_blobs: bool, quiet: bool) -> analyze.Audit:
+    progress = _Progress(quiet)
+    with progress.counter("scanning", " dirs") as bar:
+        inventory = scan.scan(target.v2, bar.update)
+    revisions = {d for repo in inventory.repositories.values() for d in repo.revisions}
+    with progress.counter("manifests", " manifests", total=len(revisions)):
+        parsed = manifests.read_manifests(target.v2, revisions, inventory.blobs)
+    corrupt: frozenset[layout.Digest] = frozenset()
+    if verify_blobs:
+        total = sum(inventory.blobs.values())
+        with progress.counter("verifying", "B", total=total, scale=True) as bar:
+            verification = verify.verify_blobs(target.v2, inventory.blobs, bar.update)
+        corrupt = verification.corrupt
+        inventory.unreadable.extend(scan.Oddity(path, reason) for path, reason in verification.unreadable)
+    return analyze.analyze(inventory, parsed, policy, corrupt)
+
+
+def audit_exit_code(audit: analyze.Audit) -> ExitCode:
+    code = ExitCode.OK
+    if any(f.severity is not Severity.NOTICE for f in audit.findings):
+        code |= ExitCode.PROBLEMS_LEFT
+    if not audit.complete:
+        code |= ExitCode.OPERATIONAL
+    return code
+
+
+def _write_output(output: Path, data: bytes, target: Target) -> None:
+    resolved = os.path.realpath(output)
+    root = os.path.realpath(target.root)
+    if resolved == root or resolved.startswith(root + os.sep):
+        raise typer.BadParameter(f"{output}: refusing to write inside the registry's root {target.root}")
+    try:
+        with open(output, "wb") as handle:
+            handle.write(data)
+    except OSError as error:
+        raise OperationalError(f"{output}: cannot write: {error.strerror}") from None
+
+
+PathArgument = typer.Argument(
+    None, help="The registry's rootdirectory, or its docker/registry/v2 directory.", show_default=False
+)
+ConfigOption = typer.Option(
+    None, "--config", help="The registry's config.yml: storage.filesystem.rootdirectory is read from it."
+)
+
+
+@app.command()
+def audit(
+    path: Optional[Path] = PathArgument,
+    config: Optional[Path] = ConfigOption,
+    json_output: bool = typer.Option(False, "--json", help="Print the whole report as one JSON document."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout."),
+    verify_blobs: bool = typer.Option(False, "--verify", help="Re-hash every blob against its digest (all cores)."),
+    limit: int = typer.Option(20, "--limit", min=0, help="Findings shown per id in the text report; 0 for all."),
+    upload_age: str = typer.Option("168h", "--upload-age", help="Uploads older than this are stale."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Report garbage and damage. Never writes to the registry."""
+    age = parse_duration(upload_age)
+    target = resolve_target(path, config)
+    policy = analyze.Policy(now=datetime.now(timezone.utc), upload_age=age)
+    result = run_audit(target, policy, verify_blobs=verify_blobs, quiet=quiet)
+    code = audit_exit_code(result)
+    context = report.Context(target.root, target.v2, policy.now, verify_blobs)
+    data = (
+        report.to_json(result, context, int(code))
+        if json_output
+        else report.to_text(result, context, limit).encode("utf-8")
+    )
+    if output is not None:
+        _write_output(output, data, target)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    raise typer.Exit(int(code))
+
+
+def _error(message: str) -> None:
+    click.echo(f"registry-fsck: error: {report.display(message)}", err=True)
+
+
+def main(argv: list[str] | None = None, run: Callable[..., object] | None = None) -> None:
+    try:
+        outcome = (run or app)(args=argv, prog_name="registry-fsck", standalone_mode=False)
+    except click.exceptions.UsageError as error:
+        error.show()
+        sys.exit(ExitCode.USAGE)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("registry-fsck: interrupted", err=True)
+        sys.exit(ExitCode.INTERRUPTED)
+    except OperationalError as error:
+        _error(str(error))
+        sys.exit(ExitCode.OPERATIONAL)
+    except BrokenPipeError:
+        # The reader went away (| head): nothing more to say, and Python must not complain at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.OK)
+    sys.exit(outcome if isinstance(outcome, int) else ExitCode.OK)

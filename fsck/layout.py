@@ -1,0 +1,244 @@
+"""The one place that knows distribution's filesystem layout and digest syntax.
+
+    <rootdirectory>/docker/registry/v2/                 (the "v2" directory; every path below is relative to it)
+    ├── blobs/<alg>/<2 hex>/<hex>/data                     content: layers, configs, manifests
+    └── repositories/<name>/                               <name> nests: a/b and a/b/c may both be repositories
+        ├── _layers/<alg>/<hex>/link                       repository may serve this blob
+        ├── _manifests/revisions/<alg>/<hex>/link          manifest belongs to the repository
+        ├── _manifests/tags/<tag>/current/link             what the tag resolves to
+        ├── _manifests/tags/<tag>/index/<alg>/<hex>/link   every manifest the tag ever named
+        └── _uploads/<id>/{data,startedat,hashstates/<alg>/<offset>}
+
+Digests are held as `Digest` keys: the raw hash bytes. The algorithm follows from the
+length (sha256: 32, sha384: 48, sha512: 64 bytes), which keeps millions of them compact.
+Nothing else in the package builds a storage path by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+Digest = bytes
+
+V2_PARTS = ("docker", "registry", "v2")
+DEFAULT_ROOTDIRECTORY = "/var/lib/registry"
+BLOBS = "blobs"
+REPOSITORIES = "repositories"
+LAYERS = "_layers"
+MANIFESTS = "_manifests"
+UPLOADS = "_uploads"
+REPOSITORY_MARKERS = (LAYERS, MANIFESTS, UPLOADS)
+REVISIONS = "revisions"
+TAGS = "tags"
+CURRENT = "current"
+INDEX = "index"
+LINK = "link"
+DATA = "data"
+STARTEDAT = "startedat"
+HASHSTATES = "hashstates"
+SIGNATURES = "signatures"  # registries <= 2.4 kept manifest signatures beside revisions
+
+HEX_LENGTH = {"sha256": 64, "sha384": 96, "sha512": 128}
+ALGORITHM_BY_SIZE = {length // 2: alg for alg, length in HEX_LENGTH.items()}
+BLOB_ALGORITHM = "sha256"
+EMPTY_BLOB = bytes.fromhex("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_LINK_BYTES = 256
+
+_HEX = re.compile(r"[0-9a-f]+")
+# distribution's reference grammar: path components of lowercase alphanumerics and separators.
+_REPOSITORY_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def digest_key(algorithm: str, hex_part: str) -> Digest | None:
+    """The key for a digest given as algorithm and hex, or None when it is not canonical."""
+    if HEX_LENGTH.get(algorithm) != len(hex_part) or not _HEX.fullmatch(hex_part):
+        return None
+    return bytes.fromhex(hex_part)
+
+
+def parse_digest(text: str) -> Digest | None:
+    """Parse `sha256:<hex>` exactly as the registry accepts it: lowercase, full length, nothing around it."""
+    algorithm, sep, hex_part = text.partition(":")
+    return digest_key(algorithm, hex_part) if sep else None
+
+
+def format_digest(digest: Digest) -> str:
+    return f"{ALGORITHM_BY_SIZE[len(digest)]}:{digest.hex()}"
+
+
+def algorithm_of(digest: Digest) -> str:
+    return ALGORITHM_BY_SIZE[len(digest)]
+
+
+class LinkDefect(str, Enum):
+    EMPTY = "empty"
+    TRAILING_WHITESPACE = "trailing whitespace"
+    UPPERCASE = "uppercase hex"
+    BAD_LENGTH = "wrong digest length"
+    BAD_FORMAT = "not a digest"
+    UNREADABLE = "unreadable"
+    NOT_A_FILE = "not a regular file"
+    TOO_LARGE = "too large"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkContent:
+    """What a link file says: a digest, or why it says none. `recoverable` is the digest a
+    lenient reader would see (e.g. before a stray newline), for repair to restore."""
+
+    digest: Digest | None
+    defect: LinkDefect | None = None
+    recoverable: Digest | None = None
+
+
+def parse_link(raw: bytes) -> LinkContent:
+    if not raw:
+        return LinkContent(None, LinkDefect.EMPTY)
+    if len(raw) > MAX_LINK_BYTES:
+        return LinkContent(None, LinkDefect.TOO_LARGE)
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        return LinkContent(None, LinkDefect.BAD_FORMAT)
+    digest = parse_digest(text)
+    if digest is not None:
+        return LinkContent(digest)
+    stripped = text.strip()
+    if stripped != text:
+        return LinkContent(None, LinkDefect.TRAILING_WHITESPACE, parse_digest(stripped.lower()))
+    if stripped.lower() != stripped:
+        return LinkContent(None, LinkDefect.UPPERCASE, parse_digest(stripped.lower()))
+    algorithm, sep, hex_part = stripped.partition(":")
+    if sep and algorithm in HEX_LENGTH and _HEX.fullmatch(hex_part):
+        return LinkContent(None, LinkDefect.BAD_LENGTH)
+    return LinkContent(None, LinkDefect.BAD_FORMAT)
+
+
+def is_alias(path_digest: Digest, content: Digest) -> bool:
+    """A link under a non-canonical algorithm may legitimately hold the canonical digest."""
+    return len(path_digest) != len(content) and algorithm_of(content) == BLOB_ALGORITHM
+
+
+def valid_repository_component(name: str) -> bool:
+    return _REPOSITORY_COMPONENT.fullmatch(name) is not None
+
+
+def valid_tag(name: str) -> bool:
+    return _TAG.fullmatch(name) is not None
+
+
+def valid_upload_id(name: str) -> bool:
+    return _UPLOAD_ID.fullmatch(name) is not None
+
+
+def join(*parts: str) -> str:
+    return "/".join(parts)
+
+
+# Path specs: every storage path is built here, relative to the v2 directory.
+
+
+def blob_dir(digest: Digest) -> str:
+    hex_part = digest.hex()
+    return join(BLOBS, algorithm_of(digest), hex_part[:2], hex_part)
+
+
+def blob_data(digest: Digest) -> str:
+    return join(blob_dir(digest), DATA)
+
+
+def repository_dir(repository: str) -> str:
+    return join(REPOSITORIES, repository)
+
+
+def layer_link_dir(repository: str, digest: Digest) -> str:
+    return join(REPOSITORIES, repository, LAYERS, algorithm_of(digest), digest.hex())
+
+
+def layer_link(repository: str, digest: Digest) -> str:
+    return join(layer_link_dir(repository, digest), LINK)
+
+
+def revision_dir(repository: str, digest: Digest) -> str:
+    return join(REPOSITORIES, repository, MANIFESTS, REVISIONS, algorithm_of(digest), digest.hex())
+
+
+def revision_link(repository: str, digest: Digest) -> str:
+    return join(revision_dir(repository, digest), LINK)
+
+
+def tag_dir(repository: str, tag: str) -> str:
+    return join(REPOSITORIES, repository, MANIFESTS, TAGS, tag)
+
+
+def tag_current_link(repository: str, tag: str) -> str:
+    return join(tag_dir(repository, tag), CURRENT, LINK)
+
+
+def tag_index_dir(repository: str, tag: str, digest: Digest) -> str:
+    return join(tag_dir(repository, tag), INDEX, algorithm_of(digest), digest.hex())
+
+
+def tag_index_link(repository: str, tag: str, digest: Digest) -> str:
+    return join(tag_index_dir(repository, tag, digest), LINK)
+
+
+def upload_dir(repository: str, upload_id: str) -> str:
+    return join(REPOSITORIES, repository, UPLOADS, upload_id)
+
+
+def blob_digest_from_path(relative: str) -> Digest | None:
+    """Inverse of `blob_dir`/`blob_data`: the digest a blob path names, if it is well formed."""
+    parts = relative.split("/")
+    if len(parts) not in (4, 5) or parts[0] != BLOBS:
+        return None
+    if len(parts) == 5 and parts[4] != DATA:
+        return None
+    _, algorithm, fan_out, hex_part = parts[:4]
+    digest = digest_key(algorithm, hex_part)
+    return digest if digest is not None and hex_part[:2] == fan_out else None
+
+
+# Locating the v2 directory.
+
+
+class NotARegistry(Exception):
+    """PATH holds no registry storage; the message is one line for the user."""
+
+
+def find_v2(path: str) -> str:
+    """Accept a rootdirectory or its docker/registry/v2 directory; return the v2 directory."""
+    if not os.path.lexists(path):
+        raise NotARegistry(f"{path}: no such file or directory")
+    if os.path.islink(path) and not os.path.isdir(path):
+        raise NotARegistry(f"{path}: a dangling symbolic link")
+    if not os.path.isdir(path):
+        raise NotARegistry(f"{path}: not a directory")
+    nested = os.path.join(path, *V2_PARTS)
+    if os.path.isdir(nested):
+        return nested
+    try:
+        names = set(os.listdir(path))
+    except OSError as error:
+        raise NotARegistry(f"{path}: cannot read: {error.strerror}") from None
+    if names & {BLOBS, REPOSITORIES}:
+        return path
+    raise NotARegistry(
+        f"{path}: not a registry storage root (no docker/registry/v2, blobs/ or repositories/ in it)"
+    )
+
+
+def rootdirectory_of(v2: str) -> str:
+    """The registry rootdirectory above a v2 directory, or the v2 directory itself when it stands alone."""
+    head = os.path.abspath(v2)
+    for part in reversed(V2_PARTS):
+        head, tail = os.path.split(head)
+        if tail != part:
+            return os.path.abspath(v2)
+    return head

@@ -1,0 +1,208 @@
+"""Manifest bytes to references, for every media type the registry stores.
+
+`parse_manifest` is pure; `read_manifests` is the one reader of manifest data. What counts as a reference follows the registry's garbage
+collector: config, layers, index children and schema1 fsLayers reference blobs;
+`subject` does not (it makes a manifest live, see analyze).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+
+import orjson
+
+from . import layout
+from .layout import Digest
+
+DOCKER_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_ARTIFACT = "application/vnd.oci.artifact.manifest.v1+json"  # withdrawn from the spec; 3.x may hold some
+
+MANIFEST_MEDIA_TYPES = frozenset(
+    {DOCKER_SCHEMA2, DOCKER_LIST, DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED, OCI_MANIFEST, OCI_INDEX, OCI_ARTIFACT}
+)
+
+
+class Kind(str, Enum):
+    IMAGE = "image"
+    INDEX = "index"
+    SCHEMA1 = "schema1"
+    ARTIFACT = "artifact"
+
+
+class Role(str, Enum):
+    CONFIG = "config"
+    LAYER = "layer"
+    CHILD = "child"  # an index entry: usually a manifest, sometimes a plain blob (buildkit cache)
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    digest: Digest
+    role: Role
+    size: int | None = None
+    media_type: str | None = None
+    foreign: bool = False  # carries `urls`: non-distributable, normally not stored
+
+    @property
+    def names_manifest(self) -> bool:
+        return self.media_type in MANIFEST_MEDIA_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    kind: Kind
+    media_type: str | None
+    references: tuple[Reference, ...]
+    subject: Digest | None = None
+
+    def blob_references(self) -> tuple[Reference, ...]:
+        """Configs and layers, which a pull fetches as blobs through the repository's `_layers`."""
+        return tuple(r for r in self.references if r.role is not Role.CHILD)
+
+    def children(self) -> tuple[Reference, ...]:
+        return tuple(r for r in self.references if r.role is Role.CHILD)
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidManifest:
+    reason: str
+
+
+class _Malformed(Exception):
+    pass
+
+
+def parse_manifest(raw: bytes) -> Manifest | InvalidManifest:
+    if not raw:
+        return InvalidManifest("empty")
+    if len(raw) > layout.MAX_MANIFEST_BYTES:
+        return InvalidManifest(f"larger than the registry's {layout.MAX_MANIFEST_BYTES} byte limit")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return InvalidManifest("not JSON (truncated or corrupt)")
+    if not isinstance(document, dict):
+        return InvalidManifest("not a JSON object")
+    try:
+        return _parse_document(document)
+    except _Malformed as error:
+        return InvalidManifest(str(error))
+
+
+def _parse_document(document: dict) -> Manifest | InvalidManifest:
+    media_type = document.get("mediaType")
+    if media_type is not None and not isinstance(media_type, str):
+        raise _Malformed("mediaType is not a string")
+    schema_version = document.get("schemaVersion")
+    if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED) or (media_type is None and schema_version == 1):
+        return _schema1(document, media_type)
+    if media_type in (DOCKER_LIST, OCI_INDEX) or (media_type is None and "manifests" in document):
+        return Manifest(Kind.INDEX, media_type, _descriptors(document, "manifests", Role.CHILD), _subject(document))
+    if media_type in (DOCKER_SCHEMA2, OCI_MANIFEST) or (media_type is None and "config" in document):
+        config = document.get("config")
+        if not isinstance(config, dict):
+            raise _Malformed("image manifest without a config descriptor")
+        references = (_descriptor(config, Role.CONFIG),) + _descriptors(document, "layers", Role.LAYER)
+        return Manifest(Kind.IMAGE, media_type, references, _subject(document))
+    if media_type == OCI_ARTIFACT:
+        return Manifest(Kind.ARTIFACT, media_type, _descriptors(document, "blobs", Role.LAYER), _subject(document))
+    if media_type is None:
+        return InvalidManifest("no mediaType and no known schema")
+    return InvalidManifest(f"unknown media type {media_type!r}")
+
+
+def _schema1(document: dict, media_type: str | None) -> Manifest:
+    fs_layers = document.get("fsLayers")
+    if not isinstance(fs_layers, list):
+        raise _Malformed("schema1 manifest without fsLayers")
+    references = []
+    for entry in fs_layers:
+        if not isinstance(entry, dict) or not isinstance(entry.get("blobSum"), str):
+            raise _Malformed("schema1 fsLayers entry without a blobSum")
+        digest = layout.parse_digest(entry["blobSum"])
+        if digest is None:
+            raise _Malformed(f"invalid blobSum {entry['blobSum'][:80]!r}")
+        references.append(Reference(digest, Role.LAYER))
+    return Manifest(Kind.SCHEMA1, media_type, tuple(references))
+
+
+def _descriptors(document: dict, field: str, role: Role) -> tuple[Reference, ...]:
+    entries = document.get(field, [])
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise _Malformed(f"{field} is not a list")
+    return tuple(_descriptor(entry, role) for entry in entries)
+
+
+def _descriptor(entry: object, role: Role) -> Reference:
+    if not isinstance(entry, dict):
+        raise _Malformed(f"{role.value} descriptor is not an object")
+    text = entry.get("digest")
+    digest = layout.parse_digest(text) if isinstance(text, str) else None
+    if digest is None:
+        raise _Malformed(f"{role.value} descriptor with invalid digest {str(text)[:80]!r}")
+    size = entry.get("size")
+    media_type = entry.get("mediaType")
+    urls = entry.get("urls")
+    return Reference(
+        digest,
+        role,
+        size if isinstance(size, int) and not isinstance(size, bool) else None,
+        media_type if isinstance(media_type, str) else None,
+        foreign=isinstance(urls, list) and bool(urls),
+    )
+
+
+def _subject(document: dict) -> Digest | None:
+    subject = document.get("subject")
+    if subject is None:
+        return None
+    return _descriptor(subject, Role.CHILD).digest
+
+
+def read_manifests(
+    v2: str, digests: Iterable[Digest], sizes: Mapping[Digest, int], workers: int = 8
+) -> dict[Digest, Manifest | InvalidManifest]:
+    """Read and parse the stored data of each digest that is stored as a blob.
+
+    Reads run on a few threads: on network mounts the latency of many small reads dominates.
+    """
+    wanted = [digest for digest in set(digests) if digest in sizes]
+
+    def load(digest: Digest) -> Manifest | InvalidManifest:
+        if sizes[digest] > layout.MAX_MANIFEST_BYTES:
+            return InvalidManifest(f"larger than the registry's {layout.MAX_MANIFEST_BYTES} byte limit")
+        try:
+            fd = os.open(os.path.join(v2, layout.blob_data(digest)), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                raw = _read_all(fd, layout.MAX_MANIFEST_BYTES + 1)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            return InvalidManifest(f"unreadable: {error.strerror}")
+        return parse_manifest(raw)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(zip(wanted, pool.map(load, wanted, chunksize=64)))
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    chunks = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)

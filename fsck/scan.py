@@ -1,0 +1,510 @@
+"""One pass over the storage tree into an inventory. Records what is there; judges nothing.
+
+Built for trees of millions of files: `os.scandir` with its d_type (no stat per entry,
+except blob `data` and upload files, whose sizes are needed), digests held as raw
+bytes, and no path kept that `layout` can rebuild from a repository name and a digest.
+Symbolic links are recorded, never followed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from . import layout
+from .layout import Digest, LinkContent, LinkDefect
+
+
+class LinkKind:
+    LAYER = "layer"
+    REVISION = "revision"
+    CURRENT = "current"
+    INDEX = "index"
+
+
+@dataclass(frozen=True, slots=True)
+class BadLink:
+    """A link file that names no usable digest, or another digest than its path."""
+
+    kind: str
+    path: str
+    path_digest: Digest | None  # None for a tag's current link
+    content: LinkContent
+    tag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tag:
+    name: str
+    current: Digest | None  # None: missing or invalid (see the repository's bad_links)
+    has_current_file: bool
+    index: frozenset[Digest]  # entries whose link is valid and matches its path
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    upload_id: str
+    started_at: datetime | None  # None: startedat missing or not RFC 3339
+    modified_at: datetime
+    size: int
+
+
+@dataclass(slots=True)
+class Repository:
+    name: str
+    has_layers_dir: bool = False
+    has_manifests_dir: bool = False
+    has_tags_dir: bool = False
+    layer_links: set[Digest] = field(default_factory=set)
+    revisions: set[Digest] = field(default_factory=set)
+    tags: dict[str, Tag] = field(default_factory=dict)
+    uploads: list[Upload] = field(default_factory=list)
+    bad_links: list[BadLink] = field(default_factory=list)
+    fully_read: bool = True  # False: part of it was unreadable, so nothing in it can be judged garbage
+
+
+@dataclass(frozen=True, slots=True)
+class Oddity:
+    """Something with no place in the layout: kept for the report, never touched."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeftoverFile:
+    path: str
+    size: int
+
+
+@dataclass(slots=True)
+class Inventory:
+    v2: str
+    blobs: dict[Digest, int] = field(default_factory=dict)  # digest -> size of data
+    repositories: dict[str, Repository] = field(default_factory=dict)
+    oddities: list[Oddity] = field(default_factory=list)
+    unreadable: list[Oddity] = field(default_factory=list)
+    empty_dirs: list[str] = field(default_factory=list)  # topmost directories holding no file at all
+    leftovers: list[LeftoverFile] = field(default_factory=list)  # *.tmp of interrupted writes
+    blobs_dir_readable: bool = True
+
+    @property
+    def complete(self) -> bool:
+        return not self.unreadable
+
+
+Progress = Callable[[int], None]
+
+
+def scan(v2: str, progress: Progress | None = None) -> Inventory:
+    walker = _Walker(Inventory(v2), progress or (lambda _n: None))
+    walker.top()
+    return walker.inventory
+
+
+_TMP_SUFFIX = ".tmp"
+
+
+def _is_leftover(name: str) -> bool:
+    # 3.1+ writes `<file>.<uuid>.tmp` and renames it into place.
+    base = name.split(".", 1)[0]
+    return name.endswith(_TMP_SUFFIX) and base in (layout.LINK, layout.DATA, layout.STARTEDAT)
+
+
+def _is_valid_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class _Walker:
+    """Per-level walkers over the fixed layout; every method takes a path relative to v2."""
+
+    def __init__(self, inventory: Inventory, progress: Progress) -> None:
+        self.inventory = inventory
+        self.progress = progress
+
+    # Helpers
+
+    def _list(self, relative: str) -> list[os.DirEntry] | None:
+        try:
+            with os.scandir(os.path.join(self.inventory.v2, relative)) as entries:
+                listed = list(entries)
+        except OSError as error:
+            self.inventory.unreadable.append(Oddity(relative, error.strerror or str(error)))
+            return None
+        self.progress(1)
+        return listed
+
+    def _odd(self, relative: str, reason: str) -> None:
+        self.inventory.oddities.append(Oddity(relative, reason))
+
+    def _classify(self, entry: os.DirEntry, relative: str) -> str | None:
+        """'dir', 'file', or None after recording why the entry is not usable."""
+        if not _is_valid_utf8(entry.name):
+            self._odd(relative, "name is not valid UTF-8")
+            return None
+        if entry.is_symlink():
+            self._odd(relative, "symbolic link (never followed)")
+            return None
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                return "dir"
+            if entry.is_file(follow_symlinks=False):
+                return "file"
+        except OSError as error:
+            self._odd(relative, f"cannot tell what it is: {error.strerror}")
+            return None
+        self._odd(relative, "neither a regular file nor a directory")
+        return None
+
+    def _children(self, relative: str) -> list[tuple[os.DirEntry, str, str]] | None:
+        """Usable entries as (entry, relative path, 'dir'|'file'); None when unreadable."""
+        listed = self._list(relative)
+        if listed is None:
+            return None
+        children = []
+        for entry in listed:
+            child = f"{relative}/{entry.name}"
+            what = self._classify(entry, child)
+            if what is not None:
+                children.append((entry, child, what))
+            else:
+                children.append((entry, child, "odd"))
+        return children
+
+    def _empty(self, relative: str) -> None:
+        """Record a directory holding no file; it replaces its own empty subdirectories."""
+        prefix = relative + "/"
+        empties = self.inventory.empty_dirs
+        while empties and empties[-1].startswith(prefix):
+            empties.pop()
+        empties.append(relative)
+
+    def _read_link(self, relative: str) -> LinkContent:
+        try:
+            fd = os.open(os.path.join(self.inventory.v2, relative), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                raw = os.read(fd, layout.MAX_LINK_BYTES + 1)
+            finally:
+                os.close(fd)
+        except OSError:
+            return LinkContent(None, LinkDefect.UNREADABLE)
+        return layout.parse_link(raw)
+
+    def _leftover(self, entry: os.DirEntry, relative: str) -> None:
+        try:
+            size = entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            size = 0
+        self.inventory.leftovers.append(LeftoverFile(relative, size))
+
+    # The tree
+
+    def top(self) -> None:
+        children = self._children("")
+        if children is None:
+            return
+        for entry, _, what in children:
+            name = entry.name
+            if what == "dir" and name == layout.BLOBS:
+                self.blobs(layout.BLOBS)
+            elif what == "dir" and name == layout.REPOSITORIES:
+                self.namespace(layout.REPOSITORIES, "", top=True)
+            elif what != "odd":
+                self._odd(name, "not part of the registry layout")
+
+    def blobs(self, relative: str) -> None:
+        children = self._children(relative)
+        if children is None:
+            self.inventory.blobs_dir_readable = False
+            return
+        for entry, algorithm_dir, what in children:
+            if what == "dir" and entry.name in layout.HEX_LENGTH:
+                self.blob_fan_out(algorithm_dir, entry.name)
+            elif what != "odd":
+                self._odd(algorithm_dir, "not a digest algorithm directory")
+
+    def blob_fan_out(self, relative: str, algorithm: str) -> None:
+        children = self._children(relative)
+        if children is None:
+            return
+        for entry, fan_out_dir, what in children:
+            if what == "dir" and len(entry.name) == 2:
+                if not self.blob_prefix(fan_out_dir, algorithm, entry.name):
+                    self._empty(fan_out_dir)
+            elif what != "odd":
+                self._odd(fan_out_dir, "not a blob fan-out directory")
+
+    def blob_prefix(self, relative: str, algorithm: str, fan_out: str) -> bool:
+        children = self._children(relative)
+        if children is None:
+            return True
+        holds_files = False
+        for entry, blob_dir, what in children:
+            digest = layout.digest_key(algorithm, entry.name) if what == "dir" else None
+            if digest is not None and entry.name.startswith(fan_out):
+                if self.blob(blob_dir, digest):
+                    holds_files = True
+                else:
+                    self._empty(blob_dir)
+            else:
+                holds_files = True
+                if what != "odd":
+                    self._odd(blob_dir, "not a blob directory")
+        return holds_files
+
+    def blob(self, relative: str, digest: Digest) -> bool:
+        children = self._children(relative)
+        if children is None:
+            return True
+        for entry, path, what in children:
+            if what == "file" and entry.name == layout.DATA:
+                try:
+                    self.inventory.blobs[digest] = entry.stat(follow_symlinks=False).st_size
+                except OSError as error:
+                    self.inventory.unreadable.append(Oddity(path, error.strerror or str(error)))
+            elif what == "file" and _is_leftover(entry.name):
+                self._leftover(entry, path)
+            elif what != "odd":
+                self._odd(path, "not part of a blob directory")
+        return bool(children)
+
+    def namespace(self, relative: str, name: str, top: bool = False) -> bool:
+        """A directory under repositories/: a repository when it holds a marker, else a namespace.
+        Returns whether anything other than empty directories is below it."""
+        children = self._children(relative)
+        if children is None:
+            return True
+        names = {entry.name for entry, _, what in children if what == "dir"}
+        is_repository = not top and bool(names.intersection(layout.REPOSITORY_MARKERS))
+        if is_repository:
+            self.repository(relative, name, children)
+        holds = is_repository
+        for entry, path, what in children:
+            if what == "dir" and not entry.name.startswith("_"):
+                child_name = f"{name}/{entry.name}" if name else entry.name
+                if not layout.valid_repository_component(entry.name):
+                    self._odd(path, "not a valid repository name component")
+                if self.namespace(path, child_name):
+                    holds = True
+                else:
+                    self._empty(path)
+            elif what == "dir" and is_repository and entry.name in layout.REPOSITORY_MARKERS:
+                continue
+            elif what == "dir":
+                holds = True
+                self._odd(path, "reserved name: not part of the registry layout")
+            elif what == "file":
+                holds = True
+                self._odd(path, "file outside any repository structure")
+            else:
+                holds = True
+        return holds
+
+    def repository(self, relative: str, name: str, children) -> None:
+        repository = Repository(name)
+        self.inventory.repositories[name] = repository
+        unreadable_before = len(self.inventory.unreadable)
+        self._repository_parts(repository, children)
+        repository.fully_read = len(self.inventory.unreadable) == unreadable_before
+
+    def _repository_parts(self, repository: Repository, children) -> None:
+        for entry, path, what in children:
+            if what != "dir":
+                continue
+            if entry.name == layout.LAYERS:
+                repository.has_layers_dir = True
+                self.links(path, repository, LinkKind.LAYER, repository.layer_links)
+            elif entry.name == layout.MANIFESTS:
+                repository.has_manifests_dir = True
+                self.manifests(path, repository)
+            elif entry.name == layout.UPLOADS:
+                self.uploads(path, repository)
+
+    def manifests(self, relative: str, repository: Repository) -> None:
+        children = self._children(relative)
+        if children is None:
+            return
+        for entry, path, what in children:
+            if what == "dir" and entry.name == layout.REVISIONS:
+                self.links(path, repository, LinkKind.REVISION, repository.revisions)
+            elif what == "dir" and entry.name == layout.TAGS:
+                repository.has_tags_dir = True
+                self.tags(path, repository)
+            elif what != "odd":
+                self._odd(path, "not part of _manifests")
+
+    def links(
+        self, relative: str, repository: Repository, kind: str, into: set[Digest], tag: str | None = None
+    ) -> bool:
+        """`<alg>/<hex>/link` below `relative`; valid links go into `into`, others into bad_links."""
+        children = self._children(relative)
+        if children is None:
+            return True
+        holds = False
+        for entry, algorithm_dir, what in children:
+            if what == "dir" and entry.name in layout.HEX_LENGTH:
+                if self.link_algorithm(algorithm_dir, entry.name, repository, kind, into, tag):
+                    holds = True
+                else:
+                    self._empty(algorithm_dir)
+            else:
+                holds = True
+                if what != "odd":
+                    self._odd(algorithm_dir, "not a digest algorithm directory")
+        return holds
+
+    def link_algorithm(self, relative, algorithm, repository, kind, into, tag) -> bool:
+        children = self._children(relative)
+        if children is None:
+            return True
+        holds = False
+        for entry, digest_dir, what in children:
+            digest = layout.digest_key(algorithm, entry.name) if what == "dir" else None
+            if digest is None:
+                holds = True
+                if what != "odd":
+                    self._odd(digest_dir, "not a digest directory")
+            elif self.link_dir(digest_dir, digest, repository, kind, into, tag):
+                holds = True
+            else:
+                self._empty(digest_dir)
+        return holds
+
+    def link_dir(self, relative, digest, repository, kind, into, tag) -> bool:
+        children = self._children(relative)
+        if children is None:
+            return True
+        for entry, path, what in children:
+            if entry.name == layout.LINK and what == "file":
+                content = self._read_link(path)
+                if content.digest is not None and (
+                    content.digest == digest or layout.is_alias(digest, content.digest)
+                ):
+                    into.add(digest)
+                else:
+                    repository.bad_links.append(BadLink(kind, path, digest, content, tag))
+            elif entry.name == layout.LINK and what == "dir":
+                repository.bad_links.append(BadLink(kind, path, digest, LinkContent(None, LinkDefect.NOT_A_FILE), tag))
+            elif what == "file" and _is_leftover(entry.name):
+                self._leftover(entry, path)
+            elif what == "dir" and entry.name == layout.SIGNATURES and kind == LinkKind.REVISION:
+                continue  # registries <= 2.4; nothing references these any more
+            elif what != "odd":
+                self._odd(path, "not part of a link directory")
+        return bool(children)
+
+    def tags(self, relative: str, repository: Repository) -> None:
+        children = self._children(relative)
+        if children is None:
+            return
+        for entry, path, what in children:
+            if what != "dir":
+                if what != "odd":
+                    self._odd(path, "file among tag directories")
+                continue
+            if not layout.valid_tag(entry.name):
+                self._odd(path, "not a valid tag name")
+            if not self.tag(path, entry.name, repository):
+                self._empty(path)
+
+    def tag(self, relative: str, name: str, repository: Repository) -> bool:
+        children = self._children(relative)
+        if children is None:
+            return True
+        index: set[Digest] = set()
+        current: Digest | None = None
+        has_current_file = False
+        holds = False
+        for entry, path, what in children:
+            if what == "dir" and entry.name == layout.CURRENT:
+                current, has_current_file, current_holds = self.current(path, repository, name)
+                if current_holds:
+                    holds = True
+                else:
+                    self._empty(path)
+            elif what == "dir" and entry.name == layout.INDEX:
+                if self.links(path, repository, LinkKind.INDEX, index, tag=name):
+                    holds = True
+                else:
+                    self._empty(path)
+            else:
+                holds = True
+                if what != "odd":
+                    self._odd(path, "not part of a tag directory")
+        if holds:
+            repository.tags[name] = Tag(name, current, has_current_file, frozenset(index))
+        return holds
+
+    def current(self, relative: str, repository: Repository, tag: str) -> tuple[Digest | None, bool, bool]:
+        children = self._children(relative)
+        if children is None:
+            return None, True, True
+        current = None
+        has_file = False
+        for entry, path, what in children:
+            if entry.name == layout.LINK and what == "file":
+                has_file = True
+                content = self._read_link(path)
+                if content.digest is not None:
+                    current = content.digest
+                else:
+                    repository.bad_links.append(BadLink(LinkKind.CURRENT, path, None, content, tag))
+            elif entry.name == layout.LINK and what == "dir":
+                has_file = True
+                repository.bad_links.append(
+                    BadLink(LinkKind.CURRENT, path, None, LinkContent(None, LinkDefect.NOT_A_FILE), tag)
+                )
+            elif what == "file" and _is_leftover(entry.name):
+                self._leftover(entry, path)
+            elif what != "odd":
+                self._odd(path, "not part of a tag's current directory")
+        return current, has_file, bool(children)
+
+    def uploads(self, relative: str, repository: Repository) -> None:
+        children = self._children(relative)
+        if children is None:
+            return
+        for entry, path, what in children:
+            if what == "dir":
+                self.upload(path, entry, repository)
+            elif what != "odd":
+                self._odd(path, "file among uploads")
+
+    def upload(self, relative: str, entry: os.DirEntry, repository: Repository) -> None:
+        size = 0
+        started_at = None
+        stack = [relative]
+        while stack:
+            children = self._children(stack.pop())
+            for child, path, what in children or ():
+                if what == "dir":
+                    stack.append(path)
+                elif what == "file":
+                    try:
+                        size += child.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        pass
+                    if path == f"{relative}/{layout.STARTEDAT}":
+                        started_at = self._read_started_at(path)
+        try:
+            modified = entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            modified = 0.0
+        repository.uploads.append(
+            Upload(entry.name, started_at, datetime.fromtimestamp(modified, timezone.utc), size)
+        )
+
+    def _read_started_at(self, relative: str) -> datetime | None:
+        try:
+            with open(os.path.join(self.inventory.v2, relative), "rb") as handle:
+                text = handle.read(128).decode("ascii")
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except (OSError, ValueError):
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

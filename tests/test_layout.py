@@ -1,0 +1,107 @@
+"""The layout module: every path shape, and the digest/link syntax the registry accepts."""
+
+import pytest
+
+from fsck import layout
+from fsck.layout import LinkDefect
+
+HEX = "ab" + "0" * 62
+D = bytes.fromhex(HEX)
+D512 = bytes.fromhex("cd" + "1" * 126)
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        (lambda: layout.blob_dir(D), f"blobs/sha256/ab/{HEX}"),
+        (lambda: layout.blob_data(D), f"blobs/sha256/ab/{HEX}/data"),
+        (lambda: layout.repository_dir("org/team/app"), "repositories/org/team/app"),
+        (lambda: layout.layer_link("a/b", D), f"repositories/a/b/_layers/sha256/{HEX}/link"),
+        (lambda: layout.layer_link("a", D512), f"repositories/a/_layers/sha512/{D512.hex()}/link"),
+        (lambda: layout.revision_link("app", D), f"repositories/app/_manifests/revisions/sha256/{HEX}/link"),
+        (lambda: layout.revision_dir("app", D), f"repositories/app/_manifests/revisions/sha256/{HEX}"),
+        (lambda: layout.tag_dir("app", "v1.0"), "repositories/app/_manifests/tags/v1.0"),
+        (lambda: layout.tag_current_link("app", "latest"), "repositories/app/_manifests/tags/latest/current/link"),
+        (
+            lambda: layout.tag_index_link("app", "latest", D),
+            f"repositories/app/_manifests/tags/latest/index/sha256/{HEX}/link",
+        ),
+        (
+            lambda: layout.upload_dir("app", "0b5c4b8e-1f7e-4a47-9a59-6d2f1c0e8a11"),
+            "repositories/app/_uploads/0b5c4b8e-1f7e-4a47-9a59-6d2f1c0e8a11",
+        ),
+    ],
+)
+def test_path_specs(build, expected):
+    assert build() == expected
+
+
+def test_blob_digest_from_path_inverts_blob_paths():
+    assert layout.blob_digest_from_path(layout.blob_dir(D)) == D
+    assert layout.blob_digest_from_path(layout.blob_data(D)) == D
+    assert layout.blob_digest_from_path(f"blobs/sha256/zz/{HEX}") is None  # fan-out must match
+    assert layout.blob_digest_from_path(f"blobs/sha256/ab/{HEX}/other") is None
+    assert layout.blob_digest_from_path("repositories/x") is None
+
+
+def test_digest_round_trip_and_compactness():
+    assert layout.parse_digest(f"sha256:{HEX}") == D
+    assert len(D) == 32
+    assert layout.format_digest(D) == f"sha256:{HEX}"
+    assert layout.format_digest(D512) == f"sha512:{D512.hex()}"
+
+
+@pytest.mark.parametrize(
+    ("raw", "digest", "defect", "recoverable"),
+    [
+        (f"sha256:{HEX}".encode(), D, None, None),
+        (b"", None, LinkDefect.EMPTY, None),
+        (f"sha256:{HEX}\n".encode(), None, LinkDefect.TRAILING_WHITESPACE, D),
+        (f"sha256:{HEX.upper()}".encode(), None, LinkDefect.UPPERCASE, D),
+        (f"sha256:{HEX[:-1]}".encode(), None, LinkDefect.BAD_LENGTH, None),
+        (b"sha256:xyz", None, LinkDefect.BAD_FORMAT, None),
+        (b"md5:abc", None, LinkDefect.BAD_FORMAT, None),
+        (b"\xff\xfe", None, LinkDefect.BAD_FORMAT, None),
+        (b"x" * 300, None, LinkDefect.TOO_LARGE, None),
+    ],
+)
+def test_parse_link_accepts_only_what_the_registry_accepts(raw, digest, defect, recoverable):
+    content = layout.parse_link(raw)
+    assert (content.digest, content.defect, content.recoverable) == (digest, defect, recoverable)
+
+
+def test_alias_is_only_a_canonical_digest_under_another_algorithm():
+    assert layout.is_alias(D512, D)
+    assert not layout.is_alias(D, D512)
+    assert not layout.is_alias(D, D)
+
+
+def test_find_v2_accepts_root_or_v2(tmp_path):
+    v2 = tmp_path / "docker" / "registry" / "v2"
+    (v2 / "repositories").mkdir(parents=True)
+    assert layout.find_v2(str(tmp_path)) == str(v2)
+    assert layout.find_v2(str(v2)) == str(v2)
+    assert layout.rootdirectory_of(str(v2)) == str(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty-dir", "dangling-symlink"])
+def test_find_v2_rejects_what_is_no_registry(tmp_path, kind):
+    target = tmp_path / "target"
+    if kind == "file":
+        target.write_text("x")
+    elif kind == "empty-dir":
+        target.mkdir()
+    elif kind == "dangling-symlink":
+        target.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(layout.NotARegistry) as raised:
+        layout.find_v2(str(target))
+    assert "\n" not in str(raised.value)
+
+
+def test_names():
+    assert layout.valid_repository_component("my-app.v2")
+    assert not layout.valid_repository_component("My")
+    assert layout.valid_tag("v1.2_rc-3")
+    assert not layout.valid_tag(".hidden")
+    assert layout.valid_upload_id("0b5c4b8e-1f7e-4a47-9a59-6d2f1c0e8a11")
+    assert not layout.valid_upload_id("tmp")

@@ -1,0 +1,94 @@
+"""Manifest parsing: every media type to its references; anything else to a reason."""
+
+import orjson
+import pytest
+
+from fsck import manifests as m
+from fsck.layout import format_digest
+
+A, B, C, S = (bytes([n]) * 32 for n in (1, 2, 3, 4))
+
+
+def desc(digest, media_type="application/octet-stream", size=10, **extra):
+    return {"mediaType": media_type, "digest": format_digest(digest), "size": size, **extra}
+
+
+def parse(document):
+    return m.parse_manifest(orjson.dumps(document))
+
+
+@pytest.mark.parametrize("media_type", [m.DOCKER_SCHEMA2, m.OCI_MANIFEST, None])
+def test_image_manifest_references_config_and_layers(media_type):
+    document = {"schemaVersion": 2, "config": desc(A), "layers": [desc(B), desc(C, urls=["https://x"])]}
+    if media_type:
+        document["mediaType"] = media_type
+    parsed = parse(document)
+    assert parsed.kind is m.Kind.IMAGE
+    assert [(r.digest, r.role, r.foreign) for r in parsed.references] == [
+        (A, m.Role.CONFIG, False), (B, m.Role.LAYER, False), (C, m.Role.LAYER, True)
+    ]
+
+
+@pytest.mark.parametrize("media_type", [m.DOCKER_LIST, m.OCI_INDEX, None])
+def test_index_references_children(media_type):
+    document = {"schemaVersion": 2, "manifests": [desc(A, m.OCI_MANIFEST), desc(B)]}
+    if media_type:
+        document["mediaType"] = media_type
+    parsed = parse(document)
+    assert parsed.kind is m.Kind.INDEX
+    assert [c.digest for c in parsed.children()] == [A, B]
+    assert [c.names_manifest for c in parsed.children()] == [True, False]
+    assert parsed.blob_references() == ()
+
+
+def test_referrer_subject_is_not_a_reference():
+    document = {
+        "schemaVersion": 2, "mediaType": m.OCI_MANIFEST, "artifactType": "application/vnd.example.sig",
+        "config": desc(A), "layers": [desc(B)], "subject": desc(S, m.OCI_MANIFEST),
+    }
+    parsed = parse(document)
+    assert parsed.subject == S
+    assert S not in {r.digest for r in parsed.references}
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_schema1_fs_layers(signed):
+    document = {"schemaVersion": 1, "name": "x", "tag": "t", "fsLayers": [{"blobSum": format_digest(A)}] * 2}
+    if signed:
+        document["signatures"] = [{"header": {}, "signature": "x", "protected": "y"}]
+    parsed = parse(document)
+    assert parsed.kind is m.Kind.SCHEMA1
+    assert [r.digest for r in parsed.references] == [A, A]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty"),
+        (b'{"schemaVersion": 2, "config": {', "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"schemaVersion": 2}', "no mediaType and no known schema"),
+        (b'{"mediaType": "text/plain"}', "unknown media type"),
+        (b'{"mediaType": "application/vnd.oci.image.manifest.v1+json"}', "without a config"),
+        (b'{"schemaVersion": 2, "config": {"digest": "sha256:SHORT"}}', "invalid digest"),
+        (b'{"schemaVersion": 1, "fsLayers": [{}]}', "without a blobSum"),
+        (b'{"manifests": 3}', "not a list"),
+        (b" " * (4 * 1024 * 1024 + 1), "larger than"),
+    ],
+)
+def test_invalid_manifests_say_why(raw, reason):
+    parsed = m.parse_manifest(raw)
+    assert isinstance(parsed, m.InvalidManifest)
+    assert reason in parsed.reason
+
+
+def test_read_manifests_reads_only_stored_digests(tmp_path):
+    from fsck import layout
+
+    data = orjson.dumps({"schemaVersion": 2, "config": desc(B), "layers": []})
+    path = tmp_path / layout.blob_data(A)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    parsed = m.read_manifests(str(tmp_path), [A, C], {A: len(data)})
+    assert set(parsed) == {A}
+    assert parsed[A].references[0].digest == B
