@@ -12,7 +12,6 @@ from enum import IntFlag
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from tqdm import tqdm
 
@@ -39,6 +38,7 @@ class OperationalError(Exception):
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Audit and repair the filesystem storage of a Docker Distribution (registry:2) registry.",
 )
 
@@ -165,18 +165,27 @@ def audit(
     raise typer.Exit(int(code))
 
 
+@app.callback()
+def _commands() -> None:
+    """Audit and repair the filesystem storage of a Docker Distribution (registry:2) registry."""
+
+
+# typer may vendor its own click: find its UsageError through a public class.
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def _error(message: str) -> None:
-    click.echo(f"registry-fsck: error: {report.display(message)}", err=True)
+    typer.echo(f"registry-fsck: error: {report.display(message)}", err=True)
 
 
 def main(argv: list[str] | None = None, run: Callable[..., object] | None = None) -> None:
     try:
         outcome = (run or app)(args=argv, prog_name="registry-fsck", standalone_mode=False)
-    except click.exceptions.UsageError as error:
+    except _UsageError as error:
         error.show()
         sys.exit(ExitCode.USAGE)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("registry-fsck: interrupted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("registry-fsck: interrupted", err=True)
         sys.exit(ExitCode.INTERRUPTED)
     except OperationalError as error:
         _error(str(error))

@@ -62,6 +62,7 @@ CATALOGUE: tuple[Check, ...] = (
 )
 
 BY_ID: dict[str, Check] = {check.id: check for check in CATALOGUE}
+_ORDER: dict[str, int] = {check.id: position for position, check in enumerate(CATALOGUE)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,4 +80,4 @@ class Finding:
         return BY_ID[self.id].severity
 
     def sort_key(self) -> tuple:
-        return (self.severity.rank, self.id, self.repository or "", self.path)
+        return (self.severity.rank, _ORDER[self.id], self.repository or "", self.path)
