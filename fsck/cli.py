@@ -24,7 +24,6 @@ class ExitCode(IntFlag):
     """fsck(8)-style bits, combined."""
 
     OK = 0
-    REPAIRED = 1
     PROBLEMS_LEFT = 4
     OPERATIONAL = 8
     USAGE = 16

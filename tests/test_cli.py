@@ -1,0 +1,101 @@
+"""The command line as an admin meets it: exit codes, one-line errors, no tracebacks, no writes."""
+
+import orjson
+import pytest
+from clirun import DEMO, run_cli
+
+
+def assert_one_line_error(result, code):
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("registry-fsck: error:"), result.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty-dir", "dangling-symlink"])
+def test_path_that_is_no_registry_is_one_line_and_exit_8(tmp_path, kind):
+    target = tmp_path / "target"
+    if kind == "file":
+        target.write_text("x")
+    elif kind == "empty-dir":
+        target.mkdir()
+    elif kind == "dangling-symlink":
+        target.symlink_to(tmp_path / "nowhere")
+    assert_one_line_error(run_cli("audit", str(target)), 8)
+
+
+def test_usage_errors_exit_16():
+    assert run_cli("audit", "--no-such-flag").returncode == 16
+    assert run_cli("audit").returncode == 16  # neither PATH nor --config
+    assert run_cli("audit", str(DEMO), "--config", "x.yml").returncode == 16
+    assert run_cli("audit", str(DEMO), "--upload-age", "soon").returncode == 16
+    assert run_cli("no-such-command").returncode == 16
+
+
+def test_help_exits_0():
+    result = run_cli("audit", "--help")
+    assert result.returncode == 0 and "--verify" in result.stdout
+
+
+def test_demo_audit_reports_garbage_with_exit_4():
+    result = run_cli("audit", str(DEMO))
+    assert result.returncode == 4, result.stderr
+    assert "blob-orphan" in result.stdout and "reclaimable" in result.stdout
+    assert result.stderr == ""  # no progress bars without a terminal
+
+
+def test_json_report_is_one_document(tmp_path):
+    result = run_cli("audit", str(DEMO), "--json")
+    document = orjson.loads(result.stdout)
+    assert document["format"] == "registry-fsck/report/1"
+    assert document["exit_code"] == result.returncode == 4
+    ids = {f["id"] for f in document["findings"]}
+    assert {"blob-orphan", "tag-index-stale", "manifest-untagged"} <= ids
+    assert document["summary"]["reclaimable_bytes"] == sum(
+        f["bytes"] for f in document["findings"] if f["severity"] == "garbage"
+    )
+
+
+def test_output_file_is_refused_inside_the_registry(tmp_path):
+    import shutil
+
+    tree = tmp_path / "reg"
+    shutil.copytree(DEMO, tree, symlinks=True)
+    result = run_cli("audit", str(tree), "--json", "--output", str(tree / "report.json"))
+    assert result.returncode == 16
+    assert not (tree / "report.json").exists()
+    outside = tmp_path / "report.json"
+    result = run_cli("audit", str(tree), "--json", "--output", str(outside))
+    assert result.returncode == 4 and result.stdout == ""
+    assert orjson.loads(outside.read_bytes())["format"] == "registry-fsck/report/1"
+
+
+def test_config_file_locates_the_root(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {DEMO}\n")
+    by_config = orjson.loads(run_cli("audit", "--config", str(config), "--json").stdout)
+    by_path = orjson.loads(run_cli("audit", str(DEMO / "docker/registry/v2"), "--json").stdout)
+    assert by_config["findings"] == by_path["findings"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("storage:\n  s3:\n    bucket: x\n", "not supported"),
+        ("storage: [unclosed\n", "not valid YAML"),
+        ("- a list\n", "not a registry config"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_8(tmp_path, text, message):
+    config = tmp_path / "config.yml"
+    config.write_text(text)
+    result = run_cli("audit", "--config", str(config))
+    assert_one_line_error(result, 8)
+    assert message in result.stderr
+
+
+def test_config_env_override(tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text("storage:\n  filesystem:\n    rootdirectory: /nonexistent\n")
+    result = run_cli("audit", "--config", str(config), env={"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(DEMO)})
+    assert result.returncode == 4, result.stderr
