@@ -21,3 +21,25 @@ def run_cli(
         stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
     )
+
+
+def audit_records(root: Path, *, verify: bool = False, upload_age: str = "168h") -> list[dict]:
+    """The audit's findings as their JSON records, through the library (faster than a subprocess)."""
+    from datetime import datetime, timezone
+
+    from fsck import analyze, cli, report
+
+    target = cli.resolve_target(Path(root), None)
+    policy = analyze.Policy(now=datetime.now(timezone.utc), upload_age=cli.parse_duration(upload_age))
+    result = cli.run_audit(target, policy, verify_blobs=verify, quiet=True)
+    return [report.finding_record(f) for f in result.findings]
+
+
+def by_id(records: list[dict], finding_id: str) -> list[dict]:
+    return [r for r in records if r["id"] == finding_id]
+
+
+def digests(records: list[dict], finding_id: str, repository: str | None = None) -> set[str]:
+    return {
+        r["digest"] for r in records if r["id"] == finding_id and (repository is None or r["repository"] == repository)
+    }
