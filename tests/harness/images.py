@@ -222,18 +222,27 @@ def make_index(
 
 
 def make_artifact(
-    seed: int | str, *, artifact_type: str, subject: Blob | None = None, layer_media_type: str = COSIGN_SIMPLESIGNING
+    seed: int | str,
+    *,
+    artifact_type: str | None = None,
+    subject: Blob | None = None,
+    layer_media_type: str = COSIGN_SIMPLESIGNING,
 ) -> tuple[Blob, Blob, Blob]:
-    """A tiny OCI artifact (config, one layer, manifest): a signature-like object.
+    """A tiny OCI artifact (config, one layer, manifest), e.g. a signature or an SBOM.
 
-    Returns the three blobs; with `subject` the manifest names it as an OCI referrer.
+    With `subject` the manifest names it: an OCI referrer.
     """
     config = Blob(OCI_EMPTY, b"{}")
-    payload = canonical_json({"critical": {"type": "test signature", "seed": str(seed)}})
-    layer = Blob(layer_media_type, payload)
+    layer = Blob(layer_media_type, canonical_json({"critical": {"type": "test artifact", "seed": str(seed)}}))
     subject_desc = {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size} if subject else None
     manifest = image_manifest(config, [layer], artifact_type=artifact_type, subject=subject_desc)
     return config, layer, manifest
+
+
+def cosign_tag(digest: str, suffix: str = "sig") -> str:
+    """The tag cosign stores a signature (`sig`), attestation or SBOM of `digest` under."""
+    algorithm, hex_ = digest.split(":", 1)
+    return f"{algorithm}-{hex_}.{suffix}"
 
 
 def write_layout(path: Path, tags: Mapping[str, Image | Index]) -> Path:

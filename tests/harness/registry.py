@@ -123,6 +123,12 @@ def registry_config(root: Path, port: int, *, schema1: bool = False) -> dict:
     return config
 
 
+def write_config(root: Path, path: Path, *, schema1: bool = False) -> Path:
+    """A registry config over `root` for offline tools (`garbage_collect`); no server is started."""
+    path.write_text(yaml.safe_dump(registry_config(Path(root), _free_port(), schema1=schema1), sort_keys=False))
+    return path
+
+
 class Skopeo:
     """skopeo isolated from the host: own policy, registries.conf, HOME and caches."""
 
