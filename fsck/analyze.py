@@ -59,11 +59,12 @@ def analyze(
     corrupt_blobs: frozenset[Digest] = frozenset(),
 ) -> Audit:
     state = _State(inventory.blobs, manifests)
+    _damaged_blobs(state, corrupt_blobs)
     recent_uploads = 0
     empty_repositories: list[str] = []
     for repository in inventory.repositories.values():
         recent_uploads += _repository(state, repository, policy, empty_repositories)
-    _blobs(state, corrupt_blobs)
+    _blob_verdicts(state)
     _leftovers(state, inventory, empty_repositories)
     totals = Totals(
         repositories=len(inventory.repositories),
@@ -168,7 +169,7 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
             "no tags and no manifests; still listed by /v2/_catalog", name,
         ))
     else:
-        if not repo.has_layers_dir:
+        if not repo.has_layers_dir and repo.has_manifests_dir:
             state.add(Finding(
                 "repo-invisible", layout.repository_dir(name),
                 "no _layers directory: registry 2.8 does not list this repository and its "
@@ -316,16 +317,23 @@ def _tags(state: _State, repo: Repository) -> None:
             ))
 
 
-def _blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
+def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
+    """Damage to the bytes themselves: found first, so it takes precedence over what follows from it."""
+    for digest in corrupt_blobs:
+        state.damage_blob(Finding(
+            "blob-digest-mismatch", layout.blob_dir(digest), "content does not hash to its digest", digest=digest,
+        ))
     for digest, size in state.blobs.items():
-        if digest in state.blob_damage:
-            continue
+        if size == 0 and digest != layout.EMPTY_BLOB and digest not in state.manifests:  # manifests: manifest-invalid
+            state.damage_blob(Finding(
+                "blob-empty", layout.blob_dir(digest), "0 bytes stored for non-empty content", digest=digest,
+            ))
+
+
+def _blob_verdicts(state: _State) -> None:
+    for digest, size in state.blobs.items():
         path = layout.blob_dir(digest)
-        if digest in corrupt_blobs:
-            state.damage_blob(Finding("blob-digest-mismatch", path, "content does not hash to its digest", digest=digest))
-        elif size == 0 and digest != layout.EMPTY_BLOB:
-            state.damage_blob(Finding("blob-empty", path, "0 bytes stored for non-empty content", digest=digest))
-        elif digest in state.kept or digest in state.protected:
+        if digest in state.blob_damage or digest in state.kept or digest in state.protected:
             continue
         elif digest not in state.marked:
             state.add(Finding("blob-orphan", path, "no manifest references this blob", digest=digest, bytes=size))
