@@ -80,7 +80,7 @@ class Manifest:
         return json.loads(self.body)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -125,7 +125,7 @@ def registry_config(root: Path, port: int, *, schema1: bool = False) -> dict:
 
 def write_config(root: Path, path: Path, *, schema1: bool = False) -> Path:
     """A registry config over `root` for offline tools (`garbage_collect`); no server is started."""
-    path.write_text(yaml.safe_dump(registry_config(Path(root), _free_port(), schema1=schema1), sort_keys=False))
+    path.write_text(yaml.safe_dump(registry_config(Path(root), free_port(), schema1=schema1), sort_keys=False))
     return path
 
 
@@ -189,7 +189,7 @@ class Registry:
         self.log_path = self.workdir / "registry.log"
         self.skopeo = Skopeo(self.workdir / "skopeo")
         self._proc: subprocess.Popen | None = None
-        self._port = _free_port()
+        self._port = free_port()
         self._write_config()
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -202,6 +202,10 @@ class Registry:
     @property
     def url(self) -> str:
         return f"http://{self.addr}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
@@ -219,7 +223,7 @@ class Registry:
             if self._spawn_and_wait():
                 return self
             # Lost the race for the port to another process: take a new one.
-            self._port = _free_port()
+            self._port = free_port()
             self._write_config()
         raise RegistryError(f"registry did not start; log:\n{self.log_tail()}")
 
