@@ -119,3 +119,39 @@ def test_blob_orphan_equals_garbage_collect_dry_run(demo, demo_config):
     assert result.returncode == 0, result.stderr
     gc = parse_gc_output(result.stdout)
     assert digests(records, "blob-orphan") == set(gc.eligible_blobs)
+
+
+def snapshot(root):
+    """Every name under root with its kind, content and mtime (ns): what 'nothing written' means."""
+    import os
+
+    state = {}
+    for directory, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            content = None
+            if os.path.isfile(path) and not os.path.islink(path):
+                with open(path, "rb") as handle:
+                    content = handle.read()
+            state[path] = (info.st_mode, info.st_mtime_ns, info.st_size, content)
+        state[directory] = (os.lstat(directory).st_mode, os.lstat(directory).st_mtime_ns)
+    return state
+
+
+def test_audit_with_verify_writes_nothing(demo):
+    from clirun import run_cli
+
+    before = snapshot(demo.root)
+    for args in ([], ["--verify"], ["--json", "--verify"]):
+        result = run_cli("audit", str(demo.root), *args)
+        assert result.returncode == 4, result.stderr
+    assert snapshot(demo.root) == before
+
+
+def test_fresh_upload_warns_that_the_registry_looks_live(demo):
+    from clirun import run_cli
+
+    result = run_cli("audit", str(demo.root))
+    assert sum(demo.scenario.uploads.values()) > sum(demo.scenario.stale_uploads.values())
+    assert "the registry looks live" in result.stdout.splitlines()[1]
