@@ -1,0 +1,51 @@
+"""Progress goes to stderr only when stderr is a terminal, and never with --quiet."""
+
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
+from clirun import DEMO, REPO
+
+
+def run_with_terminal_stderr(*args):
+    leader, follower = pty.openpty()
+    # A new pty is 0x0; a real terminal has a size, and tqdm draws nothing in zero columns.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "fsck", *args], stdout=subprocess.PIPE, stderr=follower,
+            stdin=subprocess.DEVNULL, cwd=REPO, timeout=120,
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return result, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(leader)
+        if follower >= 0:
+            os.close(follower)
+
+
+def test_progress_on_a_terminal_stderr_only():
+    result, stderr = run_with_terminal_stderr("audit", str(DEMO), "--verify")
+    assert result.returncode == 4
+    assert "scanning" in stderr
+    assert "scanning" not in result.stdout.decode()
+
+
+def test_quiet_silences_progress():
+    result, stderr = run_with_terminal_stderr("audit", str(DEMO), "--quiet")
+    assert result.returncode == 4
+    assert stderr == ""
