@@ -241,6 +241,18 @@ def test_restart_serves_a_tree_changed_offline(registry: Registry, tmp_path: Pat
 
 
 @pytest.mark.registry
+def test_pull_detects_a_corrupt_layer(registry: Registry, tmp_path: Path) -> None:
+    image = make_image("rot", 2)
+    registry.push(write_layout(tmp_path / "layout", {"img": image}), "img", "rot/app", "v1")
+    assert registry.pull_ok("rot/app", "v1")
+    data = tree.blob_data(registry.root, image.layers[1].digest)
+    flipped = bytearray(data.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    data.write_bytes(bytes(flipped))
+    assert not registry.pull_ok("rot/app", "v1")
+
+
+@pytest.mark.registry
 def test_registry_is_stopped_on_exit(tmp_path: Path) -> None:
     with Registry(tmp_path / "root") as registry:
         pid = registry.pid

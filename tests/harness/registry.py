@@ -111,7 +111,7 @@ def registry_config(root: Path, port: int, *, schema1: bool = False) -> dict:
             "filesystem": {"rootdirectory": str(root)},
             "delete": {"enabled": True},
             # No purging: a restarted registry must not clean up the stale uploads
-            # a test planted. All four keys are required or the registry panics.
+            # a test planted. (Enabled, it panics unless all four keys are given.)
             "maintenance": {
                 "uploadpurging": {"enabled": False, "age": "168h", "interval": "24h", "dryrun": False}
             },
@@ -394,11 +394,10 @@ class Registry:
             raise RegistryError(f"skopeo push to {repo}:{tag} failed:\n{result.stderr}")
 
     def pull(self, repo: str, ref: str, all: bool = True) -> subprocess.CompletedProcess:
-        """skopeo copy into a throwaway directory; verifies every digest on the way."""
+        """skopeo copy into a throwaway OCI layout; skopeo verifies every blob on the way."""
         with tempfile.TemporaryDirectory(dir=self.skopeo.tmp, prefix="pull-") as dest:
             flags = ["--src-tls-verify=false", *(["--all"] if all else [])]
-            # `dir:` stores every manifest type as it is (oci: would convert schema1).
-            return self.skopeo.copy(self.image_ref(repo, ref), f"dir:{dest}", *flags)
+            return self.skopeo.copy(self.image_ref(repo, ref), f"oci:{dest}:pulled", *flags)
 
     def pull_ok(self, repo: str, ref: str, all: bool = True) -> bool:
         return self.pull(repo, ref, all).returncode == 0
