@@ -33,7 +33,6 @@ Everything else checked here matched the notes.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
