@@ -47,9 +47,14 @@ class Audit:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
+    """How to judge. The defaults are the audit's; repair narrows what counts as garbage."""
+
     now: datetime
     upload_age: timedelta = DEFAULT_UPLOAD_AGE
     quiet_period: timedelta = QUIET_PERIOD
+    keep_untagged: bool = False  # untagged manifests stay, so what they reference is not garbage
+    pinned: frozenset[Digest] = frozenset()  # manifests and blobs kept wherever they are
+    pinned_in: frozenset[tuple[str, Digest]] = frozenset()  # (repository, manifest) kept
 
 
 def analyze(
@@ -58,7 +63,7 @@ def analyze(
     policy: Policy,
     corrupt_blobs: frozenset[Digest] = frozenset(),
 ) -> Audit:
-    state = _State(inventory.blobs, manifests)
+    state = _State(inventory.blobs, manifests, protected=set(policy.pinned))
     _damaged_blobs(state, corrupt_blobs)
     recent_uploads = 0
     empty_repositories: list[str] = []
@@ -114,15 +119,23 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
                 state.marked.update(r.digest for r in manifest.references)
 
     _bad_links(state, repo)
-    live = _live_manifests(state, repo)
-    kept_references: set[Digest] = set()
+    roots = _roots(repo)
+    live = _closure(state, repo, roots)
+    extra_roots = {d for d in repo.revisions if d in policy.pinned or (name, d) in policy.pinned_in}
+    if policy.keep_untagged:
+        extra_roots |= repo.revisions
+    kept = _closure(state, repo, roots | extra_roots) if extra_roots else live
     reported: set[tuple[str, Digest]] = set()
     for digest in live:
+        manifest = state.manifest(digest) if digest in blobs else None
+        if manifest is not None:
+            _check_live_manifest(state, repo, digest, manifest, reported)
+    kept_references: set[Digest] = set()
+    for digest in kept:
         state.kept.add(digest)
         manifest = state.manifest(digest) if digest in blobs else None
         if manifest is not None:
             kept_references.update(r.digest for r in manifest.references)
-            _check_live_manifest(state, repo, digest, manifest, reported)
     state.kept.update(kept_references)
 
     _tags(state, repo)
@@ -139,7 +152,7 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
                 "manifest-invalid", layout.blob_dir(digest), f"manifest data is {reason}", name, digest=digest,
                 bytes=0,
             ))
-        if digest in blobs and digest not in live:
+        if digest in blobs and digest not in kept:
             state.add(Finding(
                 "manifest-untagged", layout.revision_dir(name, digest),
                 "no tag, live index or live subject reaches this manifest", name, digest=digest,
@@ -191,7 +204,7 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
     return recent
 
 
-def _live_manifests(state: _State, repo: Repository) -> set[Digest]:
+def _roots(repo: Repository) -> set[Digest]:
     roots: set[Digest] = set()
     for tag in repo.tags.values():
         if tag.current is not None:
@@ -200,6 +213,11 @@ def _live_manifests(state: _State, repo: Repository) -> set[Digest]:
             roots.update(tag.index)  # a broken tag keeps what it may still need
     if not repo.fully_read:
         roots.update(repo.revisions)
+    return roots
+
+
+def _closure(state: _State, repo: Repository, roots: set[Digest]) -> set[Digest]:
+    """The roots and every manifest they keep: index children, recursively, and referrers of kept subjects."""
     referrers: dict[Digest, list[Digest]] = defaultdict(list)
     for digest in repo.revisions:
         manifest = state.manifest(digest) if digest in state.blobs else None

@@ -24,6 +24,7 @@ class ExitCode(IntFlag):
     """fsck(8)-style bits, combined."""
 
     OK = 0
+    REPAIRED = 1
     PROBLEMS_LEFT = 4
     OPERATIONAL = 8
     USAGE = 16
@@ -58,6 +59,7 @@ def parse_duration(text: str) -> timedelta:
 class Target:
     root: str  # the rootdirectory
     v2: str
+    http_addr: str | None = None  # from --config: where the registry would answer if it is running
 
 
 def resolve_target(path: Optional[Path], config: Optional[Path]) -> Target:
@@ -66,12 +68,12 @@ def resolve_target(path: Optional[Path], config: Optional[Path]) -> Target:
     if path is None and config is None:
         raise typer.BadParameter("give the registry's storage PATH or its --config file")
     try:
-        where = str(path) if path is not None else load_config(str(config)).rootdirectory
-        v2 = layout.find_v2(where)
+        registry_config = load_config(str(config)) if config is not None else None
+        v2 = layout.find_v2(str(path) if path is not None else registry_config.rootdirectory)
     except (ConfigError, layout.NotARegistry) as error:
         raise OperationalError(str(error)) from None
     v2 = os.path.abspath(v2)
-    return Target(layout.rootdirectory_of(v2), v2)
+    return Target(layout.rootdirectory_of(v2), v2, registry_config.http_addr if registry_config else None)
 
 
 class _Progress:
@@ -87,7 +89,15 @@ class _Progress:
         )
 
 
-def run_audit(target: Target, policy: analyze.Policy, *, verify_blobs: bool, quiet: bool) -> analyze.Audit:
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    inventory: scan.Inventory
+    manifests: dict
+    corrupt: frozenset[layout.Digest]
+
+
+def load(target: Target, *, verify_blobs: bool, quiet: bool) -> Loaded:
+    """Scan, read the manifests and, with --verify, re-hash the blobs: everything judging needs."""
     progress = _Progress(quiet)
     with progress.counter("scanning", " dirs") as bar:
         inventory = scan.scan(target.v2, bar.update)
@@ -101,7 +111,12 @@ def run_audit(target: Target, policy: analyze.Policy, *, verify_blobs: bool, qui
             verification = verify.verify_blobs(target.v2, inventory.blobs, bar.update)
         corrupt = verification.corrupt
         inventory.unreadable.extend(scan.Oddity(path, reason) for path, reason in verification.unreadable)
-    return analyze.analyze(inventory, parsed, policy, corrupt)
+    return Loaded(inventory, parsed, corrupt)
+
+
+def run_audit(target: Target, policy: analyze.Policy, *, verify_blobs: bool, quiet: bool) -> analyze.Audit:
+    loaded = load(target, verify_blobs=verify_blobs, quiet=quiet)
+    return analyze.analyze(loaded.inventory, loaded.manifests, policy, loaded.corrupt)
 
 
 def audit_exit_code(audit: analyze.Audit) -> ExitCode:
@@ -175,6 +190,9 @@ _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Usage
 
 def _error(message: str) -> None:
     typer.echo(f"registry-fsck: error: {report.display(message)}", err=True)
+
+
+from . import repair_cli  # noqa: E402,F401  (registers repair, undo, runs, purge)
 
 
 def main(argv: list[str] | None = None, run: Callable[..., object] | None = None) -> None:

@@ -193,6 +193,17 @@ def upload_dir(repository: str, upload_id: str) -> str:
     return join(REPOSITORIES, repository, UPLOADS, upload_id)
 
 
+def is_structural(relative: str) -> bool:
+    """Directories of the fixed layout that stay even when empty: 2.8 finds repositories by `_layers`,
+    and its GC aborts on a repository without `_manifests/tags`."""
+    parts = relative.split("/")
+    if relative in ("", BLOBS, REPOSITORIES) or (parts[0] == BLOBS and len(parts) == 2):
+        return True
+    if parts[-1] in REPOSITORY_MARKERS:
+        return True
+    return len(parts) >= 2 and parts[-1] in (REVISIONS, TAGS) and parts[-2] == MANIFESTS
+
+
 def blob_digest_from_path(relative: str) -> Digest | None:
     """Inverse of `blob_dir`/`blob_data`: the digest a blob path names, if it is well formed."""
     parts = relative.split("/")

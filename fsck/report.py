@@ -10,8 +10,12 @@ from datetime import datetime
 import humanize
 import orjson
 
+import os
+
 from . import layout
 from .analyze import Audit
+from .apply import Outcome
+from .plan import Action, Plan
 from .findings import BY_ID, CATALOGUE, Finding, Severity
 
 FORMAT = "registry-fsck/report/1"
@@ -147,3 +151,114 @@ def _finding_line(finding: Finding) -> str:
     parts = [p for p in (where, what) if p]
     amount = f" ({size(finding.bytes)})" if finding.bytes else ""
     return f"{' '.join(parts)}: {display(finding.message)}{amount}"
+
+
+# Repair: the plan, and what a run did.
+
+PLAN_FORMAT = "registry-fsck/plan/1"
+
+
+def action_record(action: Action) -> dict:
+    return {
+        "action": action.kind.value,
+        "path": display(action.path),
+        "finding": action.finding,
+        "bytes": action.bytes,
+        "repository": display(action.repository) if action.repository is not None else None,
+        "tag": display(action.tag) if action.tag is not None else None,
+        "digest": layout.format_digest(action.digest) if action.digest is not None else None,
+        "content": layout.format_digest(action.content) if action.content is not None else None,
+    }
+
+
+def _counts(items: Iterable[str]) -> dict[str, int]:
+    counted = Counter(items)
+    return {check.id: counted[check.id] for check in CATALOGUE if counted[check.id]}
+
+
+def plan_document(plan: Plan, context: Context, quarantine: str | None, outcome: Outcome | None,
+                  exit_code: int) -> dict:
+    document = {
+        "format": PLAN_FORMAT,
+        "root": display(context.root),
+        "v2": display(context.v2),
+        "generated_at": context.generated_at.isoformat(timespec="seconds"),
+        "quarantine": display(quarantine) if quarantine else None,
+        "exit_code": exit_code,
+        "summary": {
+            "actions": len(plan.actions),
+            "bytes": plan.bytes,
+            "by_finding": _counts(a.finding for a in plan.actions),
+            "skipped": len(plan.skipped),
+            "left": _counts(f.id for f in plan.leftover),
+        },
+        "actions": [action_record(a) for a in plan.actions],
+        "skipped": [dict(finding_record(s.finding), reason=s.reason) for s in plan.skipped],
+        "needs_repush": [display(t) for t in plan.needs_repush],
+        "outcome": None,
+    }
+    if outcome is not None:
+        document["outcome"] = {
+            "run": outcome.run,
+            "done": len(outcome.done),
+            "vanished": len(outcome.vanished),
+            "failed": [dict(action_record(a), error=e) for a, e in outcome.failed],
+            "directories_removed": outcome.directories_removed,
+            "bytes_freed": outcome.bytes if outcome.deleted else 0,
+            "bytes_quarantined": 0 if outcome.deleted else outcome.bytes,
+        }
+    return document
+
+
+def plan_to_text(plan: Plan, context: Context, limit: int, quarantine: str | None, delete: bool) -> str:
+    lines = [f"registry-fsck repair of {display(context.v2)}"]
+    if not plan.actions:
+        lines.append("nothing to do")
+    else:
+        where = "deleted" if delete else f"moved to the quarantine {display(quarantine or '')}"
+        lines.append(f"plan: {len(plan.actions)} actions, {size(plan.bytes)} {where}")
+        for finding_id, count in _counts(a.finding for a in plan.actions).items():
+            lines.append(f"  {finding_id:<22} {count:>7}")
+        shown = plan.actions[:limit] if limit > 0 else plan.actions
+        lines.append("")
+        lines.extend("  " + _action_line(a) for a in shown)
+        if len(shown) < len(plan.actions):
+            lines.append(f"  ... and {len(plan.actions) - len(shown)} more (--limit 0 shows all, --json lists all)")
+        lines.append("  then: directories this leaves empty")
+    if plan.skipped:
+        lines.append("")
+        lines.append(f"skipped ({len(plan.skipped)}):")
+        for reason, count in Counter(s.reason for s in plan.skipped).items():
+            lines.append(f"  {count:>7}  {reason}")
+    left = _counts(f.id for f in plan.leftover)
+    if left:
+        lines.append("")
+        lines.append("left as they are: " + ", ".join(f"{k} {v}" for k, v in left.items()))
+        if any(k in left for k in ("manifest-untagged", "blob-unreachable")):
+            lines.append("  (untagged manifests stay unless --untagged: clients may pull them by digest)")
+    if plan.needs_repush:
+        lines.append("")
+        lines.append("re-push these tags, whose content is quarantined as corrupt: " + ", ".join(plan.needs_repush))
+    return "\n".join(lines) + "\n"
+
+
+def _action_line(action: Action) -> str:
+    amount = f" ({size(action.bytes)})" if action.bytes else ""
+    content = f" <- {layout.format_digest(action.content)}" if action.content is not None else ""
+    return f"{action.kind.value:<10} {display(action.path)}{content}  [{action.finding}]{amount}"
+
+
+def outcome_to_text(outcome: Outcome, quarantine: str) -> str:
+    lines = [f"run {outcome.run}: {len(outcome.done)} done, {outcome.directories_removed} empty directories removed"]
+    if outcome.deleted:
+        lines.append(f"freed {size(outcome.bytes)}")
+    else:
+        lines.append(
+            f"moved {size(outcome.bytes)} to {display(os.path.join(quarantine, outcome.run))}; freed 0 bytes until "
+            f"`registry-fsck purge` (undo with `registry-fsck undo ... {outcome.run}`)"
+        )
+    if outcome.vanished:
+        lines.append(f"{len(outcome.vanished)} already gone")
+    for action, error in outcome.failed:
+        lines.append(f"FAILED {display(action.path)}: {error}")
+    return "\n".join(lines) + "\n"

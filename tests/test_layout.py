@@ -105,3 +105,17 @@ def test_names():
     assert not layout.valid_tag(".hidden")
     assert layout.valid_upload_id("0b5c4b8e-1f7e-4a47-9a59-6d2f1c0e8a11")
     assert not layout.valid_upload_id("tmp")
+
+
+@pytest.mark.parametrize(
+    ("path", "structural"),
+    [
+        ("blobs", True), ("blobs/sha256", True), ("blobs/sha256/ab", False), ("repositories", True),
+        ("repositories/a", False), ("repositories/a/_layers", True), ("repositories/a/_layers/sha256", False),
+        ("repositories/a/_manifests", True), ("repositories/a/_manifests/revisions", True),
+        ("repositories/a/_manifests/tags", True), ("repositories/a/_manifests/tags/v1", False),
+        ("repositories/tags", False), ("repositories/a/_uploads", True),
+    ],
+)
+def test_structural_directories_stay(path, structural):
+    assert layout.is_structural(path) is structural

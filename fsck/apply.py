@@ -1,0 +1,436 @@
+"""Carry out a plan, journaled and crash-safe; undo a run; list and purge the quarantine.
+
+Every removal is a rename into the run's quarantine directory on the same file system:
+instant, atomic, and reversible. The journal entry describing a change is fsynced
+before the change is made, so after a crash `undo` knows everything that may have
+happened: an entry whose change did not happen is simply skipped.
+
+    <quarantine>/
+      lock                        held while a run, undo or purge works
+      <run>/journal.jsonl         header, then one entry per change, then "commit"
+      <run>/files/<path>          what the run removed, at its path relative to v2
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import orjson
+
+from . import layout
+from .plan import Action, Kind, Plan
+
+JOURNAL_FORMAT = "registry-fsck/journal/1"
+JOURNAL = "journal.jsonl"
+FILES = "files"
+LOCK = "lock"
+QUARANTINE_NAME = "registry-fsck-quarantine"
+BATCH = 256  # journal entries made durable together, before any of their changes
+
+
+class ApplyError(Exception):
+    """A run cannot start or continue; the message is one line for the user."""
+
+
+def default_quarantine(v2: str) -> str:
+    """Beside the registry's `docker/` tree, in its rootdirectory: same file system, outside what it serves."""
+    root = layout.rootdirectory_of(v2)
+    base = root if root != os.path.abspath(v2) else os.path.dirname(os.path.abspath(v2))
+    return os.path.join(base, QUARANTINE_NAME)
+
+
+def check_quarantine(quarantine: str, v2: str) -> None:
+    real_quarantine = os.path.realpath(quarantine)
+    real_v2 = os.path.realpath(v2)
+    registry_tree = os.path.dirname(os.path.dirname(real_v2)) if layout.rootdirectory_of(v2) != real_v2 else real_v2
+    if real_quarantine == registry_tree or real_quarantine.startswith(registry_tree + os.sep):
+        raise ApplyError(f"{quarantine}: the quarantine must be outside the registry's tree {registry_tree}")
+    if os.stat(quarantine).st_dev != os.stat(v2).st_dev:
+        raise ApplyError(
+            f"{quarantine}: on another file system than {v2}; moving there would copy. "
+            "Choose a --quarantine on the same file system, or --delete"
+        )
+
+
+@contextmanager
+def locked(quarantine: str) -> Iterator[None]:
+    os.makedirs(quarantine, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(quarantine, LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ApplyError(f"{quarantine}: another registry-fsck run holds the lock") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class Outcome:
+    run: str
+    done: list[Action] = field(default_factory=list)
+    vanished: list[Action] = field(default_factory=list)  # gone before the run reached it
+    failed: list[tuple[Action, str]] = field(default_factory=list)
+    directories_removed: int = 0
+    deleted: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return sum(a.bytes for a in self.done)
+
+
+class _Journal:
+    def __init__(self, path: str, header: dict) -> None:
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        self._seq = 0
+        self.write([header])
+        _fsync_dir(os.path.dirname(path))
+
+    def write(self, entries: list[dict]) -> None:
+        data = b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
+        os.write(self._fd, data)
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _safe(v2: str, relative: str) -> str:
+    """The absolute path of `relative`, refusing anything that is not plainly inside v2 or goes through a symlink."""
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ApplyError(f"refusing unsafe path {relative!r}")
+    current = v2
+    for part in parts[:-1]:
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            raise ApplyError(f"refusing to go through the symbolic link {current}")
+    return os.path.join(v2, *parts)
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def apply(
+    plan: Plan,
+    v2: str,
+    quarantine: str,
+    *,
+    now: datetime,
+    delete: bool = False,
+    progress: Callable[[int], None] | None = None,
+    after_action: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Carry out `plan`. The caller holds the lock. `after_action(n)` runs after the n-th change (tests)."""
+    advance = progress or (lambda _n: None)
+    run = new_run_id(now)
+    run_dir = os.path.join(quarantine, run)
+    os.makedirs(os.path.join(run_dir, FILES), mode=0o700)
+    journal = _Journal(os.path.join(run_dir, JOURNAL), {
+        "format": JOURNAL_FORMAT, "run": run, "v2": v2, "started": now.isoformat(timespec="seconds"),
+        "delete": delete,
+    })
+    outcome = Outcome(run, deleted=delete)
+    count = 0
+    try:
+        actions = list(plan.actions)
+        for start in range(0, len(actions), BATCH):
+            batch = actions[start:start + BATCH]
+            journal.write([_entry(action, v2, run_dir) for action in batch])
+            for action in batch:
+                _carry_out(action, v2, run_dir, outcome)
+                count += 1
+                advance(1)
+                if after_action:
+                    after_action(count)
+        outcome.directories_removed = _remove_emptied_dirs(outcome, v2, journal, after_action, count)
+        journal.write([{"op": "commit", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}])
+    finally:
+        journal.close()
+    if delete:
+        shutil.rmtree(os.path.join(run_dir, FILES))
+        with open(os.path.join(run_dir, JOURNAL), "ab") as handle:
+            handle.write(orjson.dumps({"op": "purged"}) + b"\n")
+    return outcome
+
+
+def _entry(action: Action, v2: str, run_dir: str) -> dict:
+    entry = {"op": action.kind.value, "path": action.path, "finding": action.finding, "bytes": action.bytes}
+    if action.kind is Kind.WRITE_LINK:
+        entry["content"] = layout.format_digest(action.content)
+        existed = os.path.lexists(_safe(v2, action.path))
+        entry["replaced"] = existed
+        entry["created_dirs"] = _missing_dirs(v2, action.path)
+    return entry
+
+
+def _missing_dirs(v2: str, relative: str) -> list[str]:
+    missing = []
+    parent = os.path.dirname(relative)
+    while parent and not os.path.isdir(os.path.join(v2, parent)):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    return list(reversed(missing))
+
+
+def _carry_out(action: Action, v2: str, run_dir: str, outcome: Outcome) -> None:
+    try:
+        source = _safe(v2, action.path)
+        if action.kind is Kind.MOVE:
+            if not os.path.lexists(source):
+                outcome.vanished.append(action)
+                return
+            target = os.path.join(run_dir, FILES, action.path)
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            os.rename(source, target)
+        else:
+            _write_link(action, v2, source, run_dir)
+    except (OSError, ApplyError) as error:
+        outcome.failed.append((action, getattr(error, "strerror", None) or str(error)))
+        return
+    outcome.done.append(action)
+
+
+def _write_link(action: Action, v2: str, path: str, run_dir: str) -> None:
+    """Write a link as the registry would: owner and mode from what is beside it, atomically."""
+    parent = os.path.dirname(path)
+    model = _ownership_model(parent)
+    created = []
+    probe = parent
+    while not os.path.isdir(probe):
+        created.append(probe)
+        probe = os.path.dirname(probe)
+    for directory in reversed(created):
+        os.mkdir(directory, stat.S_IMODE(model.st_mode) if stat.S_ISDIR(model.st_mode) else 0o755)
+        _chown_like(directory, model)
+    if os.path.lexists(path):
+        saved = os.path.join(run_dir, FILES, action.path)
+        os.makedirs(os.path.dirname(saved), mode=0o700, exist_ok=True)
+        shutil.copy2(path, saved, follow_symlinks=False)
+    temporary = f"{path}.{secrets.token_hex(8)}.tmp"
+    with open(temporary, "wb") as handle:
+        handle.write(layout.format_digest(action.content).encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+    file_model = _file_model(parent)
+    if file_model is not None:
+        os.chmod(temporary, stat.S_IMODE(file_model.st_mode))
+        _chown_like(temporary, file_model)
+    os.rename(temporary, path)
+
+
+def _ownership_model(directory: str) -> os.stat_result:
+    """The nearest existing directory at or above `directory`: new directories copy its owner and mode."""
+    probe = directory
+    while not os.path.isdir(probe):
+        probe = os.path.dirname(probe)
+    return os.stat(probe)
+
+
+def _file_model(directory: str) -> os.stat_result | None:
+    """A link file near `directory` (a sibling's), whose owner and mode a new link copies."""
+    grandparent = os.path.dirname(directory)
+    for base in (directory, grandparent):
+        try:
+            for entry in os.scandir(base):
+                candidate = os.path.join(entry.path, layout.LINK) if entry.is_dir(follow_symlinks=False) else entry.path
+                if os.path.basename(candidate) == layout.LINK and os.path.isfile(candidate):
+                    return os.lstat(candidate)
+        except OSError:
+            continue
+    return None
+
+
+def _chown_like(path: str, model: os.stat_result) -> None:
+    try:
+        os.chown(path, model.st_uid, model.st_gid, follow_symlinks=False)
+    except PermissionError:
+        pass  # not root: the file is ours, as everything else this user writes
+
+
+def _remove_emptied_dirs(
+    outcome: Outcome, v2: str, journal: _Journal, after_action: Callable[[int], None] | None, count: int
+) -> int:
+    """Remove the directories this run left empty, deepest first, up to the layout's fixed directories."""
+    candidates = set()
+    for action in outcome.done:
+        if action.kind is Kind.MOVE:
+            parent = os.path.dirname(action.path)
+            while parent and not layout.is_structural(parent):
+                candidates.add(parent)
+                parent = os.path.dirname(parent)
+    removed = 0
+    for relative in sorted(candidates, key=lambda p: (-p.count("/"), p)):
+        path = _safe(v2, relative)
+        try:
+            if os.path.islink(path) or not os.path.isdir(path) or os.listdir(path):
+                continue
+            info = os.lstat(path)
+        except OSError:
+            continue
+        journal.write([{
+            "op": "rmdir", "path": relative, "mode": stat.S_IMODE(info.st_mode), "uid": info.st_uid,
+            "gid": info.st_gid,
+        }])
+        try:
+            os.rmdir(path)
+        except OSError:
+            continue
+        removed += 1
+        count += 1
+        if after_action:
+            after_action(count)
+    return removed
+
+
+# Runs: list, undo, purge.
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    run: str
+    started: str
+    committed: bool
+    purged: bool
+    changes: int
+    bytes: int  # what its removals hold in the quarantine (0 once purged)
+
+
+def _read_journal(run_dir: str) -> list[dict]:
+    entries = []
+    try:
+        with open(os.path.join(run_dir, JOURNAL), "rb") as handle:
+            for line in handle:
+                try:
+                    entries.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    break  # a torn last line after a crash: nothing after it happened
+    except OSError as error:
+        raise ApplyError(f"{run_dir}: cannot read its journal: {error.strerror}") from None
+    if not entries or entries[0].get("format") != JOURNAL_FORMAT:
+        raise ApplyError(f"{run_dir}: not a registry-fsck run")
+    return entries
+
+
+def list_runs(quarantine: str) -> list[Run]:
+    runs = []
+    try:
+        names = sorted(os.listdir(quarantine))
+    except FileNotFoundError:
+        return []
+    for name in names:
+        run_dir = os.path.join(quarantine, name)
+        if name == LOCK or not os.path.isdir(run_dir):
+            continue
+        try:
+            entries = _read_journal(run_dir)
+        except ApplyError:
+            continue
+        ops = [e.get("op") for e in entries[1:]]
+        purged = "purged" in ops
+        changes = [e for e in entries[1:] if e.get("op") in (Kind.MOVE.value, Kind.WRITE_LINK.value, "rmdir")]
+        runs.append(Run(
+            name, entries[0].get("started", ""), "commit" in ops, purged, len(changes),
+            0 if purged else sum(e.get("bytes", 0) for e in changes if e.get("op") == Kind.MOVE.value),
+        ))
+    return runs
+
+
+@dataclass(slots=True)
+class UndoOutcome:
+    run: str
+    restored: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
+    """Put a run's changes back, newest first. The caller holds the lock."""
+    runs = [r for r in list_runs(quarantine) if not r.purged]
+    if run is None:
+        if not runs:
+            raise ApplyError(f"{quarantine}: no run to undo")
+        run = runs[-1].run
+    elif run not in {r.run for r in list_runs(quarantine)}:
+        raise ApplyError(f"{run}: no such run in {quarantine}")
+    elif run not in {r.run for r in runs}:
+        raise ApplyError(f"{run}: its quarantine was purged; nothing to restore")
+    run_dir = os.path.join(quarantine, run)
+    entries = _read_journal(run_dir)
+    outcome = UndoOutcome(run)
+    for entry in reversed(entries[1:]):
+        op, relative = entry.get("op"), entry.get("path")
+        if op not in (Kind.MOVE.value, Kind.WRITE_LINK.value, "rmdir"):
+            continue
+        path = _safe(v2, relative)
+        saved = os.path.join(run_dir, FILES, relative)
+        if op == "rmdir":
+            if not os.path.lexists(path):
+                os.mkdir(path, entry["mode"])
+                os.chmod(path, entry["mode"])
+                _chown(path, entry["uid"], entry["gid"])
+                outcome.restored += 1
+        elif op == Kind.MOVE.value:
+            if os.path.lexists(saved) and not os.path.lexists(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.rename(saved, path)
+                outcome.restored += 1
+            elif os.path.lexists(saved):
+                outcome.skipped.append((relative, "something new is at its place; left in the quarantine"))
+        else:
+            if entry.get("replaced"):
+                if os.path.lexists(saved):
+                    os.rename(saved, path)
+                    outcome.restored += 1
+            else:
+                if os.path.lexists(path):
+                    os.unlink(path)
+                for directory in reversed(entry.get("created_dirs", [])):
+                    try:
+                        os.rmdir(_safe(v2, directory))
+                    except OSError:
+                        break
+                outcome.restored += 1
+    if not outcome.skipped:
+        shutil.rmtree(run_dir)
+    return outcome
+
+
+def _chown(path: str, uid: int, gid: int) -> None:
+    try:
+        os.chown(path, uid, gid, follow_symlinks=False)
+    except PermissionError:
+        pass
+
+
+def purge(quarantine: str, runs: list[str]) -> int:
+    """Free the space runs hold: delete their quarantined files, keep their journals. Returns bytes freed."""
+    freed = 0
+    known = {r.run: r for r in list_runs(quarantine)}
+    for run in runs:
+        if run not in known:
+            raise ApplyError(f"{run}: no such run in {quarantine}")
+        files = os.path.join(quarantine, run, FILES)
+        if os.path.isdir(files):
+            freed += known[run].bytes
+            shutil.rmtree(files)
+            with open(os.path.join(quarantine, run, JOURNAL), "ab") as handle:
+                handle.write(orjson.dumps({"op": "purged"}) + b"\n")
+    return freed
