@@ -240,10 +240,14 @@ def build_plan(
     actions = _drop_covered(actions)
     if selection.from_report is not None:
         holding = {(f.id, f.path) for f in judged.findings}
-        skipped.extend(
-            Skipped(Finding(finding_id, path, "listed in the report"), "no longer holds in the tree")
-            for finding_id, path in sorted(selection.from_report - holding) if finding_id in ids
-        )
+        in_tree = {(f.id, f.path) for f in audit.findings}
+        for finding_id, path in sorted(selection.from_report - holding):
+            if finding_id in ids:
+                reason = (
+                    "still used by what this repair keeps (untagged manifests stay without --untagged)"
+                    if (finding_id, path) in in_tree else "no longer holds in the tree"
+                )
+                skipped.append(Skipped(Finding(finding_id, path, "listed in the report"), reason))
     actions.sort(key=lambda a: (a.step, a.path))
     acted = {a.path for a in actions}
     covered = tuple(a.path + "/" for a in actions if a.kind is Kind.MOVE)
