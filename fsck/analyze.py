@@ -118,7 +118,7 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
             if manifest is not None:
                 state.marked.update(r.digest for r in manifest.references)
 
-    _bad_links(state, repo)
+    protected = _bad_links(state, repo)
     roots = _roots(repo)
     live = _closure(state, repo, roots)
     extra_roots = {d for d in repo.revisions if d in policy.pinned or (name, d) in policy.pinned_in}
@@ -188,7 +188,7 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
                 "no _layers directory: registry 2.8 does not list this repository and its "
                 "garbage-collect would delete all its blobs", name,
             ))
-        for digest in repo.layer_links - kept_references:
+        for digest in repo.layer_links - kept_references - protected:
             if not repo.fully_read:
                 break
             if digest in blobs:
@@ -202,6 +202,25 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
                     "links a blob that is not stored", name, digest=digest,
                 ))
     return recent
+
+
+def tags_using(
+    inventory: Inventory, manifests: Mapping[Digest, Manifest | InvalidManifest], digests: set[Digest]
+) -> list[str]:
+    """`repo:tag` of every tag whose image (index children included) is or references one of `digests`."""
+    state = _State(inventory.blobs, manifests)
+    using = []
+    for repo in inventory.repositories.values():
+        for tag in repo.tags.values():
+            if tag.current is None:
+                continue
+            for digest in _closure(state, repo, {tag.current}):
+                manifest = state.manifest(digest)
+                referenced = {r.digest for r in manifest.references} if manifest is not None else set()
+                if digest in digests or referenced & digests:
+                    using.append(f"{repo.name}:{tag.name}")
+                    break
+    return sorted(using)
 
 
 def _roots(repo: Repository) -> set[Digest]:
@@ -285,13 +304,20 @@ def _check_live_manifest(
             ))
 
 
-def _bad_links(state: _State, repo: Repository) -> None:
+def _bad_links(state: _State, repo: Repository) -> set[Digest]:
+    """Damaged links are reported; what they may name, and all it references, is never judged garbage."""
+    protected: set[Digest] = set()
     for bad in repo.bad_links:
         where = f"{bad.kind} link" + (f" of tag {bad.tag}" if bad.tag else "")
-        if bad.path_digest is not None:
-            state.protected.add(bad.path_digest)
+        named = {d for d in (bad.path_digest, bad.content.digest, bad.content.recoverable) if d is not None}
+        protected |= named
+        if bad.kind != LinkKind.LAYER:
+            for digest in _closure(state, repo, named):
+                protected.add(digest)
+                manifest = state.manifest(digest) if digest in state.blobs else None
+                if manifest is not None:
+                    protected.update(r.digest for r in manifest.references)
         if bad.content.digest is not None:
-            state.protected.add(bad.content.digest)
             state.add(Finding(
                 "link-mismatch", bad.path,
                 f"{where} holds {layout.format_digest(bad.content.digest)}, its path names another digest",
@@ -301,6 +327,8 @@ def _bad_links(state: _State, repo: Repository) -> None:
             state.add(Finding(
                 "link-invalid", bad.path, f"{where}: {bad.content.defect.value}", repo.name, bad.tag, bad.path_digest,
             ))
+    state.protected |= protected
+    return protected
 
 
 def _tags(state: _State, repo: Repository) -> None:

@@ -101,9 +101,9 @@ def load(target: Target, *, verify_blobs: bool, quiet: bool) -> Loaded:
     progress = _Progress(quiet)
     with progress.counter("scanning", " dirs") as bar:
         inventory = scan.scan(target.v2, bar.update)
-    revisions = {d for repo in inventory.repositories.values() for d in repo.revisions}
-    with progress.counter("manifests", " manifests", total=len(revisions)):
-        parsed = manifests.read_manifests(target.v2, revisions, inventory.blobs)
+    named = manifests.named_by_links(inventory)
+    with progress.counter("manifests", " manifests", total=len(named)):
+        parsed = manifests.read_manifests(target.v2, named, inventory.blobs)
     corrupt: frozenset[layout.Digest] = frozenset()
     if verify_blobs:
         total = sum(inventory.blobs.values())

@@ -17,6 +17,7 @@ import orjson
 
 from . import layout
 from .layout import Digest
+from .scan import Inventory
 
 DOCKER_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -168,6 +169,21 @@ def _subject(document: dict) -> Digest | None:
     if subject is None:
         return None
     return _descriptor(subject, Role.CHILD).digest
+
+
+def named_by_links(inventory: Inventory) -> set[Digest]:
+    """Every digest a manifest link names, valid or damaged: what may be a manifest to read."""
+    named: set[Digest] = set()
+    for repository in inventory.repositories.values():
+        named |= repository.revisions
+        for tag in repository.tags.values():
+            named |= tag.index
+            if tag.current is not None:
+                named.add(tag.current)
+        for bad in repository.bad_links:
+            if bad.kind != "layer":
+                named.update(d for d in (bad.path_digest, bad.content.digest, bad.content.recoverable) if d)
+    return named
 
 
 def read_manifests(

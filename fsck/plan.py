@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from . import layout
-from .analyze import Audit, Policy, analyze
+from .analyze import Audit, Policy, analyze, tags_using
 from .findings import BY_ID, Finding, Severity
 from .layout import Digest
 from .manifests import InvalidManifest, Manifest
@@ -36,7 +36,8 @@ UNTAGGED_IDS = frozenset({"manifest-untagged", "blob-unreachable"})
 DAMAGE_IDS = frozenset({"link-invalid", "layer-link-missing", "tag-broken", "blob-digest-mismatch", "blob-empty",
                         "manifest-invalid"})
 REPAIRABLE_IDS = DEFAULT_IDS | UNTAGGED_IDS | DAMAGE_IDS
-BLOB_IDS = frozenset({"blob-orphan", "blob-unreachable", "blob-digest-mismatch", "blob-empty", "manifest-invalid"})
+CORRUPT_BLOB_IDS = frozenset({"blob-digest-mismatch", "blob-empty", "manifest-invalid"})
+BLOB_IDS = frozenset({"blob-orphan", "blob-unreachable"}) | CORRUPT_BLOB_IDS
 
 STEP = {
     "link-invalid": 0, "layer-link-missing": 0, "tag-broken": 0,
@@ -199,7 +200,11 @@ def prepare(
     if young_manifests:
         repair_policy = replace(repair_policy, pinned_in=repair_policy.pinned_in | frozenset(young_manifests))
         judged = analyze(inventory, manifests, repair_policy, corrupt_blobs)
-    return audit, build_plan(audit, judged, inventory, selection, too_recent)
+    the_plan = build_plan(audit, judged, inventory, selection, too_recent)
+    corrupt = {a.digest for a in the_plan.actions if a.finding in CORRUPT_BLOB_IDS}
+    if corrupt:
+        the_plan = replace(the_plan, needs_repush=tuple(tags_using(inventory, manifests, corrupt)))
+    return audit, the_plan
 
 
 def _too_recent(audit: Audit, selection: Selection, modified: Modified, now: datetime) -> frozenset[str]:
@@ -255,7 +260,7 @@ def build_plan(
         f for f in audit.findings
         if f.severity is not Severity.NOTICE and f.path not in acted and not (f.path + "/").startswith(covered)
     )
-    return Plan(tuple(actions), tuple(skipped), leftover, _needs_repush(actions, judged))
+    return Plan(tuple(actions), tuple(skipped), leftover)
 
 
 def _reason_to_skip(finding: Finding, judged: Audit, selection: Selection, too_recent: frozenset[str]) -> str | None:
@@ -348,7 +353,13 @@ def _guard_blobs(actions: list[Action], inventory: Inventory) -> tuple[list[Acti
 
 
 def _drop_covered(actions: list[Action]) -> list[Action]:
-    """An action inside a directory another action removes is done by that one."""
+    """An action inside a directory another action removes is done by that one; an empty directory
+    about to receive a written link is not removed."""
+    written = tuple(a.path for a in actions if a.kind is Kind.WRITE_LINK)
+    actions = [
+        a for a in actions
+        if not (a.finding == "dir-empty" and any(w.startswith(a.path + "/") for w in written))
+    ]
     moved = sorted({a.path for a in actions if a.kind is Kind.MOVE})
     covering: list[str] = []
     for path in moved:
@@ -357,18 +368,3 @@ def _drop_covered(actions: list[Action]) -> list[Action]:
     prefixes = tuple(p + "/" for p in covering)
     return [a for a in actions if not a.path.startswith(prefixes)]
 
-
-def _needs_repush(actions: list[Action], judged: Audit) -> tuple[str, ...]:
-    corrupt = {a.digest for a in actions if a.finding in ("blob-digest-mismatch", "blob-empty", "manifest-invalid")}
-    if not corrupt:
-        return ()
-    tags = {
-        f"{f.repository}:{f.tag}" for f in judged.findings
-        if f.id == "tag-broken" and f.digest in corrupt
-    }
-    return tuple(sorted(tags))
-
-
-def describe(action: Action) -> str:
-    what = BY_ID[action.finding].id
-    return f"{action.kind.value} {action.path} ({what})"

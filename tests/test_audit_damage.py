@@ -206,3 +206,15 @@ def test_unreadable_directory_makes_the_audit_incomplete(demo):
     assert [f["path"] for f in unreadable] == ["repositories/plain/app/_manifests"]
     # Nothing in a repository that could not be read whole is judged garbage.
     assert not [f for f in document["findings"] if f["repository"] == "plain/app" and f["severity"] == "garbage"]
+
+
+@pytest.mark.parametrize("kind", ["revision", "current"])
+def test_damaged_link_never_turns_what_it_names_into_garbage(demo, kind):
+    """A recoverable link (here: a stray newline) still names a manifest: its blobs and links are not garbage."""
+    repo, tag, digest = plain(demo)
+    link = tree.revision_link(demo.root, repo, digest) if kind == "revision" else tree.tag_current_link(demo.root, repo, tag)
+    link.write_text(digest + "\n")
+    records = audit_records(demo.root)
+    facts = demo.scenario.manifests[digest]
+    garbage = {r["digest"] for r in records if r["severity"] == "garbage"}
+    assert not garbage & {digest, *facts.references}
