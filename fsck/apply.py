@@ -126,7 +126,8 @@ def _safe(v2: str, relative: str) -> str:
 
 
 def new_run_id(now: datetime) -> str:
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    """Sorts in the order runs started (undo takes the newest), and is unique."""
+    return f"{now:%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(3)}"
 
 
 def apply(
@@ -388,6 +389,8 @@ def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
                 _chown(path, entry["uid"], entry["gid"])
                 outcome.restored += 1
         elif op == Kind.MOVE.value:
+            if os.path.lexists(saved) and _is_empty_dir(path):
+                os.rmdir(path)  # re-created as a parent by an earlier restore: nothing in it to keep
             if os.path.lexists(saved) and not os.path.lexists(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 os.rename(saved, path)
@@ -411,6 +414,13 @@ def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
     if not outcome.skipped:
         shutil.rmtree(run_dir)
     return outcome
+
+
+def _is_empty_dir(path: str) -> bool:
+    try:
+        return not os.path.islink(path) and os.path.isdir(path) and not os.listdir(path)
+    except OSError:
+        return False
 
 
 def _chown(path: str, uid: int, gid: int) -> None:

@@ -43,3 +43,45 @@ def digests(records: list[dict], finding_id: str, repository: str | None = None)
     return {
         r["digest"] for r in records if r["id"] == finding_id and (repository is None or r["repository"] == repository)
     }
+
+
+def snapshot(root: Path, directory_mtimes: bool = True) -> dict:
+    """Every name under root with its mode, owner, mtime and file content: what 'nothing written' means.
+
+    `directory_mtimes=False` leaves out directory mtimes, which any rename inside changes (undo restores the
+    names, contents, files' mtimes and modes, not the directories' clocks).
+    """
+    state = {}
+    for directory, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames, ""]:
+            path = os.path.join(directory, name) if name else directory
+            info = os.lstat(path)
+            is_file = os.path.isfile(path) and not os.path.islink(path)
+            content = Path(path).read_bytes() if is_file else None
+            mtime = info.st_mtime_ns if is_file or directory_mtimes else None
+            state[os.path.relpath(path, root)] = (info.st_mode, info.st_uid, info.st_gid, mtime, content)
+    return state
+
+
+def make_non_registry(tmp_path: Path, kind: str) -> Path:
+    """A PATH that is no registry: missing, a file, an empty directory, or a dangling symbolic link."""
+    target = tmp_path / "target"
+    if kind == "file":
+        target.write_text("x")
+    elif kind == "empty-dir":
+        target.mkdir()
+    elif kind == "dangling-symlink":
+        target.symlink_to(tmp_path / "nowhere")
+    return target
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    """The command line in this process (no interpreter start-up): for loops that run it many times."""
+    from typer.testing import CliRunner
+
+    from fsck.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout

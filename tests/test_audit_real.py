@@ -121,26 +121,8 @@ def test_blob_orphan_equals_garbage_collect_dry_run(demo, demo_config):
     assert digests(records, "blob-orphan") == set(gc.eligible_blobs)
 
 
-def snapshot(root):
-    """Every name under root with its kind, content and mtime (ns): what 'nothing written' means."""
-    import os
-
-    state = {}
-    for directory, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(directory, name)
-            info = os.lstat(path)
-            content = None
-            if os.path.isfile(path) and not os.path.islink(path):
-                with open(path, "rb") as handle:
-                    content = handle.read()
-            state[path] = (info.st_mode, info.st_mtime_ns, info.st_size, content)
-        state[directory] = (os.lstat(directory).st_mode, os.lstat(directory).st_mtime_ns)
-    return state
-
-
 def test_audit_with_verify_writes_nothing(demo):
-    from clirun import run_cli
+    from clirun import run_cli, snapshot
 
     before = snapshot(demo.root)
     for args in ([], ["--verify"], ["--json", "--verify"]):

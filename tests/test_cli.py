@@ -2,7 +2,7 @@
 
 import orjson
 import pytest
-from clirun import DEMO, run_cli
+from clirun import DEMO, make_non_registry, run_cli
 
 
 def assert_one_line_error(result, code):
@@ -14,13 +14,7 @@ def assert_one_line_error(result, code):
 
 @pytest.mark.parametrize("kind", ["missing", "file", "empty-dir", "dangling-symlink"])
 def test_path_that_is_no_registry_is_one_line_and_exit_8(tmp_path, kind):
-    target = tmp_path / "target"
-    if kind == "file":
-        target.write_text("x")
-    elif kind == "empty-dir":
-        target.mkdir()
-    elif kind == "dangling-symlink":
-        target.symlink_to(tmp_path / "nowhere")
+    target = make_non_registry(tmp_path, kind)
     assert_one_line_error(run_cli("audit", str(target)), 8)
 
 

@@ -1,6 +1,7 @@
 """The layout module: every path shape, and the digest/link syntax the registry accepts."""
 
 import pytest
+from clirun import make_non_registry
 
 from fsck import layout
 from fsck.layout import LinkDefect
@@ -86,13 +87,7 @@ def test_find_v2_accepts_root_or_v2(tmp_path):
 
 @pytest.mark.parametrize("kind", ["missing", "file", "empty-dir", "dangling-symlink"])
 def test_find_v2_rejects_what_is_no_registry(tmp_path, kind):
-    target = tmp_path / "target"
-    if kind == "file":
-        target.write_text("x")
-    elif kind == "empty-dir":
-        target.mkdir()
-    elif kind == "dangling-symlink":
-        target.symlink_to(tmp_path / "nowhere")
+    target = make_non_registry(tmp_path, kind)
     with pytest.raises(layout.NotARegistry) as raised:
         layout.find_v2(str(target))
     assert "\n" not in str(raised.value)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from clirun import REPO, audit_records, run_cli
+from clirun import REPO, audit_records, invoke, run_cli, snapshot
 
 from tests.harness import tree
 from tests.harness.registry import Registry, age_uploads
@@ -16,21 +16,8 @@ from tests.harness.registry import Registry, age_uploads
 pytestmark = pytest.mark.registry
 
 
-def snapshot(root):
-    """Names, kinds, modes, owners and file contents under root (directory mtimes change with any rename)."""
-    state = {}
-    for directory, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(directory, name)
-            info = os.lstat(path)
-            content = Path(path).read_bytes() if os.path.isfile(path) and not os.path.islink(path) else None
-            mtime = info.st_mtime_ns if content is not None else None
-            state[os.path.relpath(path, root)] = (info.st_mode, info.st_uid, info.st_gid, mtime, content)
-    return state
-
-
 def registry_tree(root):
-    return {k: v for k, v in snapshot(root).items() if k.startswith("docker")}
+    return {k: v for k, v in snapshot(root, directory_mtimes=False).items() if k.startswith("docker")}
 
 
 @pytest.fixture
@@ -243,14 +230,13 @@ def crash_and_check(base, k, tmp_path, scenario):
                              capture_output=True, text=True, timeout=120, cwd=REPO)
     assert crashed.returncode == 137, crashed.stdout + crashed.stderr
     assert serve(root, tmp_path, scenario, name=f"k{k}-crashed") == [], f"after {k} changes"
-    finished = run_cli("repair", str(root), "--yes", "--untagged")
-    assert finished.returncode in (0, 1), finished.stderr
-    assert run_cli("audit", str(root)).returncode == 0, f"garbage left after finishing, k={k}"
-    assert serve(root, tmp_path, scenario, name=f"k{k}-finished") == [], f"after finishing, k={k}"
-    runs = orjson.loads(run_cli("runs", str(root), "--json").stdout)
+    code, _ = invoke("repair", str(root), "--yes", "--untagged", "--quiet")
+    assert code in (0, 1), f"finishing after a crash at {k}"
+    assert invoke("audit", str(root), "--quiet")[0] == 0, f"garbage left after finishing, k={k}"
+    runs = orjson.loads(invoke("runs", str(root), "--json")[1])
     assert 1 <= len(runs) <= 2
     for _ in runs:  # the finishing run (if there was anything left), then the interrupted one
-        assert run_cli("undo", str(root)).returncode == 0
+        assert invoke("undo", str(root))[0] == 0
     assert registry_tree(root) == original, f"undo after a crash at {k}"
 
 
