@@ -146,18 +146,24 @@ PathArgument = typer.Argument(
 ConfigOption = typer.Option(
     None, "--config", help="The registry's config.yml: storage.filesystem.rootdirectory is read from it."
 )
+JsonOption = typer.Option(False, "--json", help="Print the whole report as one JSON document.")
+OutputOption = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout.")
+VerifyOption = typer.Option(False, "--verify", help="Re-hash every blob against its digest (all cores).")
+LimitOption = typer.Option(20, "--limit", min=0, help="Items listed per kind in the text report; 0 for all.")
+UploadAgeOption = typer.Option("168h", "--upload-age", help="Uploads older than this are stale.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
 @app.command()
 def audit(
     path: Optional[Path] = PathArgument,
     config: Optional[Path] = ConfigOption,
-    json_output: bool = typer.Option(False, "--json", help="Print the whole report as one JSON document."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout."),
-    verify_blobs: bool = typer.Option(False, "--verify", help="Re-hash every blob against its digest (all cores)."),
-    limit: int = typer.Option(20, "--limit", min=0, help="Findings shown per id in the text report; 0 for all."),
-    upload_age: str = typer.Option("168h", "--upload-age", help="Uploads older than this are stale."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    json_output: bool = JsonOption,
+    output: Optional[Path] = OutputOption,
+    verify_blobs: bool = VerifyOption,
+    limit: int = LimitOption,
+    upload_age: str = UploadAgeOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)

@@ -14,8 +14,8 @@ import typer
 
 from . import analyze, apply, guards, plan, report
 from .cli import (
-    ConfigOption, ExitCode, OperationalError, PathArgument, Target, _Progress, _write_output, app, load,
-    parse_duration, resolve_target,
+    ConfigOption, ExitCode, JsonOption, LimitOption, OperationalError, OutputOption, PathArgument, QuietOption,
+    Target, UploadAgeOption, VerifyOption, _Progress, _write_output, app, load, parse_duration, resolve_target,
 )
 from .findings import BY_ID
 
@@ -73,8 +73,8 @@ def repair(
     config: Optional[Path] = ConfigOption,
     yes: bool = typer.Option(False, "--yes", "-y", help="Act without asking (for scripts)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan and stop."),
-    json_output: bool = typer.Option(False, "--json", help="Print the plan (and outcome) as one JSON document."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the JSON or text to FILE."),
+    json_output: bool = JsonOption,
+    output: Optional[Path] = OutputOption,
     untagged: bool = typer.Option(False, "--untagged", help="Also remove untagged manifests and the blobs they free."),
     fix_damage: bool = typer.Option(False, "--fix-damage", help="Also mend damage: rewrite links, quarantine corrupt blobs."),
     protect: Optional[Path] = typer.Option(None, "--protect", help="File of references never removed: digest, repo@digest, repo:tag."),
@@ -82,13 +82,13 @@ def repair(
     skip: Optional[str] = typer.Option(None, "--skip", help="Never act on these finding ids (comma-separated)."),
     from_report: Optional[Path] = typer.Option(None, "--from", help="Repair exactly what this saved audit --json report lists."),
     min_age: Optional[str] = typer.Option(None, "--min-age", help="Leave objects younger than this alone (e.g. 24h)."),
-    upload_age: str = typer.Option("168h", "--upload-age", help="Uploads older than this are stale."),
+    upload_age: str = UploadAgeOption,
     delete: bool = typer.Option(False, "--delete", help="Delete instead of moving into the quarantine (no undo)."),
     quarantine: Optional[Path] = QuarantineOption,
     force: bool = typer.Option(False, "--force", help="Run even if the registry looks live or the audit is incomplete."),
-    verify_blobs: bool = typer.Option(False, "--verify", help="Re-hash every blob first (finds corrupt blobs for --fix-damage)."),
-    limit: int = typer.Option(20, "--limit", min=0, help="Actions listed in the text plan; 0 for all."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    verify_blobs: bool = VerifyOption,
+    limit: int = LimitOption,
+    quiet: bool = QuietOption,
 ) -> None:
     """Remove garbage (and with --fix-damage mend damage): plan, confirm, act; undoable."""
     if dry_run and yes:
@@ -197,7 +197,7 @@ def runs(
     path: Optional[Path] = PathArgument,
     config: Optional[Path] = ConfigOption,
     quarantine: Optional[Path] = QuarantineOption,
-    json_output: bool = typer.Option(False, "--json", help="List the runs as JSON."),
+    json_output: bool = JsonOption,
 ) -> None:
     """List repair runs kept in the quarantine."""
     target = resolve_target(path, config)
