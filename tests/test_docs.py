@@ -44,3 +44,12 @@ def test_json_fields_are_documented():
         assert field in README, field
     for field in document["findings"][0]:
         assert f"`{field}`" in README, field
+
+
+def test_tests_the_readme_names_exist():
+    tests_dir = Path(__file__).parent
+    defined = set()
+    for path in tests_dir.glob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", path.read_text(), re.M))
+    named = set(re.findall(r"`(test_\w+)`", README))
+    assert named and named <= defined, named - defined
