@@ -2,6 +2,8 @@
 
     python benchmarks/profile_audit.py ROOT                 # seconds per stage, as JSON on stdout
     python benchmarks/profile_audit.py ROOT --cprofile 20   # and cProfile's top 20 by cumulative time
+    python benchmarks/profile_audit.py --memory ROOT        # tracemalloc: bytes held after each stage
+    python benchmarks/profile_audit.py --collapsed FILE     # top 20 of a `py-spy record -f raw` profile
 
 The stages are the ones `fsck.cli.run_audit` wires: layout.find_v2 → scan.scan →
 manifests.read_manifests → analyze.analyze → report.to_json. cProfile sees only the main
@@ -58,13 +60,84 @@ def stages(root: str, workers: int | None = None) -> dict:
     }
 
 
+def memory(root: str) -> dict:
+    """Python heap held after each stage, and its peak, by tracemalloc (slow: about 2x)."""
+    import tracemalloc
+
+    from fsck import analyze, layout, manifests, report, scan
+
+    held: dict[str, float] = {}
+    tracemalloc.start()
+
+    def mark(name: str) -> None:
+        current, peak = tracemalloc.get_traced_memory()
+        held[name] = round(current / 2**20, 1)
+        held[f"{name} peak"] = round(peak / 2**20, 1)
+        tracemalloc.reset_peak()
+
+    v2 = os.path.abspath(layout.find_v2(root))
+    inventory = scan.scan(v2)
+    mark("scan")
+    revisions = {d for repo in inventory.repositories.values() for d in repo.revisions}
+    parsed = manifests.read_manifests(v2, revisions, inventory.blobs)
+    mark("manifests")
+    policy = analyze.Policy(now=datetime.now(timezone.utc))
+    audit = analyze.analyze(inventory, parsed, policy)
+    mark("analyze")
+    data = report.to_json(audit, report.Context(layout.rootdirectory_of(v2), v2, policy.now, False), 4)
+    mark("report")
+    snapshot = tracemalloc.take_snapshot()
+    top = [
+        f"{stat.size / 2**20:.1f} MiB {stat.count} blocks {stat.traceback[0].filename.rsplit('/', 2)[-1]}:"
+        f"{stat.traceback[0].lineno}"
+        for stat in snapshot.statistics("lineno")[:12]
+    ]
+    del data
+    return {"held_mib": held, "top_lines": top}
+
+
+def collapsed_summary(path: str, count: int = 20) -> str:
+    """Top functions of a py-spy raw (collapsed-stack) profile, by inclusive and by own samples."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    with open(path) as handle:
+        for line in handle:
+            stack, _, samples = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            n = int(samples)
+            total += n
+            frames = [frame.split(":")[0] + ")" if "(" in frame else frame for frame in stack.split(";")]
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + n
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+    lines = [f"{total} samples", "", f"top {count} by inclusive samples (cumulative)", "   incl%   self%  function"]
+    for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:count]:
+        lines.append(f"  {100 * n / total:6.1f}  {100 * own.get(frame, 0) / total:6.1f}  {frame}")
+    lines += ["", f"top {count} by own samples", "   self%  function"]
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:count]:
+        lines.append(f"  {100 * n / total:6.1f}  {frame}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", help="the registry's rootdirectory (or its docker/registry/v2)")
+    parser.add_argument("root", nargs="?", help="the registry's rootdirectory (or its docker/registry/v2)")
     parser.add_argument("--cprofile", type=int, metavar="N", help="print cProfile's top N by cumulative time")
     parser.add_argument("--sort", default="cumulative", help="pstats sort key (default cumulative)")
+    parser.add_argument("--memory", action="store_true", help="tracemalloc: Python heap held after each stage")
+    parser.add_argument("--collapsed", metavar="FILE", help="summarize a `py-spy record -f raw` output file")
+    parser.add_argument("--top", type=int, default=20, help="lines in --collapsed summaries (default 20)")
     args = parser.parse_args(argv)
-    if args.cprofile:
+    if args.collapsed:
+        print(collapsed_summary(args.collapsed, args.top))
+        return
+    if not args.root:
+        parser.error("give ROOT")
+    if args.memory:
+        print(json.dumps(memory(args.root), indent=1))
+    elif args.cprofile:
         profiler = cProfile.Profile()
         profiler.enable()
         result = stages(args.root, workers=1)

@@ -173,6 +173,21 @@ def report_findings(path: str, finding_id: str) -> set[str] | None:
     return {f["digest"] for f in document.get("findings", []) if f.get("id") == finding_id}
 
 
+def package_version() -> str:
+    """The registry-fsck commit measured: the checkout this file sits in (with + when it has local changes)."""
+    repo = os.path.dirname(HERE)
+    try:
+        commit = subprocess.run(
+            ["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", repo, "status", "--porcelain", "--", "fsck"], capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+" if dirty else "")
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -314,7 +329,7 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
     print()
     print(
         f"registry-fsck benchmark, {when}, {platform.node() or 'host'}: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; scale {scale} "
+        f"Python {platform.python_version()}; registry-fsck {package_version()}; scale {scale} "
         f"(repos {params.repos}, tags {params.tags}, seed {params.seed})"
     )
     print(
@@ -349,6 +364,7 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
             json.dump(
                 {
                     "when": when,
+                    "registry_fsck": package_version(),
                     "cores": os.cpu_count(),
                     "python": platform.python_version(),
                     "scale": scale,
