@@ -223,13 +223,13 @@ def crash_points(root):
     return sum(1 for line in journal.read_bytes().splitlines() if orjson.loads(line).get("op") in ("remove", "rmdir"))
 
 
-def crash_and_check(base, k, tmp_path, scenario):
+def crash_and_check(base, k, tmp_path, scenario, deep=False):
     root = tree.copy_tree(base, tmp_path / f"k{k}")
     original = registry_tree(root)
     crashed = subprocess.run([sys.executable, str(REPO / "tests" / "crash_repair.py"), str(root), str(k), "--untagged"],
                              capture_output=True, text=True, timeout=120, cwd=REPO)
     assert crashed.returncode == 137, crashed.stdout + crashed.stderr
-    assert serve(root, tmp_path, scenario, name=f"k{k}-crashed") == [], f"after {k} changes"
+    assert serve(root, tmp_path, scenario, deep=deep, name=f"k{k}-crashed") == [], f"after {k} changes"
     code, _ = invoke("repair", str(root), "--yes", "--untagged", "--quiet")
     assert code in (0, 1), f"finishing after a crash at {k}"
     assert invoke("audit", str(root), "--quiet")[0] == 0, f"garbage left after finishing, k={k}"
@@ -258,4 +258,43 @@ def test_crash_at_first_middle_and_last_change(crash_base, tmp_path, quiet_demo)
 def test_crash_after_every_change(crash_base, tmp_path, quiet_demo):
     base, total = crash_base
     for k in range(1, total + 1):
-        crash_and_check(base, k, tmp_path, quiet_demo.scenario)
+        crash_and_check(base, k, tmp_path, quiet_demo.scenario, deep=True)
+
+
+def test_incomplete_audit_removes_no_blob_unless_forced(quiet_demo):
+    manifests_dir = tree.repo_dir(quiet_demo.root, "plain/app") / "_manifests"
+    os.chmod(manifests_dir, 0)
+    try:
+        def repair(*extra):
+            result = subprocess.run(
+                ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m", "fsck",
+                 "repair", str(quiet_demo.root), "--dry-run", "--json", *extra],
+                capture_output=True, text=True, timeout=120, cwd=REPO,
+            )
+            return orjson.loads(result.stdout)
+
+        careful, forced = repair(), repair("--force")
+    finally:
+        os.chmod(manifests_dir, 0o755)
+    assert not [a for a in careful["actions"] if a["finding"].startswith("blob-")]
+    assert {s["reason"] for s in careful["skipped"] if s["id"] == "blob-orphan"} == {
+        "the audit could not read everything: blob references unknown (use --force)"
+    }
+    assert [a for a in forced["actions"] if a["finding"] == "blob-orphan"]
+    assert not [a for a in careful["actions"] if a["repository"] == "plain/app"]
+
+
+def test_only_and_skip_select_finding_ids(quiet_demo):
+    only = orjson.loads(run_cli("repair", str(quiet_demo.root), "-n", "--json", "--only", "tag-index-stale").stdout)
+    assert {a["finding"] for a in only["actions"]} == {"tag-index-stale"}
+    skip = orjson.loads(run_cli("repair", str(quiet_demo.root), "-n", "--json", "--skip", "blob-orphan,dir-empty").stdout)
+    assert {a["finding"] for a in skip["actions"]}.isdisjoint({"blob-orphan", "dir-empty"})
+    assert "tag-index-stale" in {a["finding"] for a in skip["actions"]}
+    bad = run_cli("repair", str(quiet_demo.root), "-n", "--only", "no-such-id")
+    assert bad.returncode == 16 and "no-such-id" in bad.stderr
+
+
+def test_purge_older_than_keeps_recent_runs(quiet_demo):
+    assert run_cli("repair", str(quiet_demo.root), "--yes").returncode & 1
+    assert "purged 0 run" in run_cli("purge", str(quiet_demo.root), "--older-than", "1h").stdout
+    assert "purged 1 run" in run_cli("purge", str(quiet_demo.root), "--older-than", "0s").stdout
