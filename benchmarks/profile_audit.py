@@ -96,15 +96,18 @@ def memory(root: str) -> dict:
     return {"held_mib": held, "top_lines": top}
 
 
-def collapsed_summary(path: str, count: int = 20) -> str:
-    """Top functions of a py-spy raw (collapsed-stack) profile, by inclusive and by own samples."""
+def collapsed_summary(path: str, count: int = 20, main_only: bool = False) -> str:
+    """Top functions of a py-spy raw (collapsed-stack) profile, by inclusive and by own samples.
+
+    py-spy samples every thread: with `main_only`, only stacks rooted in `<module>` count, so
+    percentages are of the main thread's wall time (waits on worker threads included)."""
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
     with open(path) as handle:
         for line in handle:
             stack, _, samples = line.rstrip("\n").rpartition(" ")
-            if not stack:
+            if not stack or (main_only and not stack.startswith("<module>")):
                 continue
             n = int(samples)
             total += n
@@ -129,9 +132,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory", action="store_true", help="tracemalloc: Python heap held after each stage")
     parser.add_argument("--collapsed", metavar="FILE", help="summarize a `py-spy record -f raw` output file")
     parser.add_argument("--top", type=int, default=20, help="lines in --collapsed summaries (default 20)")
+    parser.add_argument("--main-thread", action="store_true", help="--collapsed: only the main thread's stacks")
     args = parser.parse_args(argv)
     if args.collapsed:
-        print(collapsed_summary(args.collapsed, args.top))
+        print(collapsed_summary(args.collapsed, args.top, args.main_thread))
         return
     if not args.root:
         parser.error("give ROOT")
