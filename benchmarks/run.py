@@ -15,6 +15,8 @@ caches warmed equally (every command runs once untimed, then the best of --repea
     gc          `docker-registry garbage-collect --dry-run CONFIG`: the registry's own mark+sweep
     fsck        `registry-fsck audit ROOT --json --quiet -o FILE`
     sha256sum   every blob data file through `sha256sum`, one process per core (xargs -P)
+    openssl     the same through `openssl dgst -sha256`: OpenSSL, like Python's hashlib, uses the
+                CPU's SHA instructions where coreutils' sha256sum does not (when installed)
     verify      `registry-fsck audit ROOT --json --quiet --verify -o FILE`
     import      `python -c "import fsck.cli"`: the interpreter and imports alone
 
@@ -258,6 +260,14 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
             ["sh", "-c", f"find {q(v2)}/blobs -name data -type f -print0 | xargs -0 -n 2048 -P {cores} sha256sum"],
             None,
         ),
+        (
+            "openssl",
+            [
+                "sh", "-c",
+                f"find {q(v2)}/blobs -name data -type f -print0 | xargs -0 -n 2048 -P {cores} openssl dgst -sha256",
+            ],
+            None,
+        ),
         ("verify", [*fsck, "audit", root, "--json", "--quiet", "--verify", "-o", verify_path], None),
     ]
     for name, argv, stdout_path in commands:
@@ -265,6 +275,8 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
             bench.skip(name, "--skip")
         elif name == "gc" and not os.access(REGISTRY_BIN, os.X_OK):
             bench.skip(name, f"{REGISTRY_BIN} not found")
+        elif name == "openssl" and not shutil.which("openssl"):
+            bench.skip(name, "openssl not found")
         else:
             bench.add(name, argv, stdout_path)
     started = time.perf_counter()
@@ -321,6 +333,8 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
         "fsck/gc": ratio(best.get("fsck"), best.get("gc")),
         "verify/sha256sum": ratio(best.get("verify"), best.get("sha256sum")),
         "(verify-fsck)/sha256sum": ratio(hashing, best.get("sha256sum")),
+        "verify/openssl": ratio(best.get("verify"), best.get("openssl")),
+        "(verify-fsck)/openssl": ratio(hashing, best.get("openssl")),
         "fsck RSS bytes/file": m["fsck"].peak_rss_kib * 1024 / files if m["fsck"].runs else None,
         "fsck RSS bytes/file over import": fsck_marginal,
     }
