@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
 
     scale = "smoke" if args.smoke else args.scale
     params = synth.params_from(scale, repos=args.repos, tags=args.tags, seed=args.seed, layer_max=args.layer_max)
+    if params != synth.PRESETS[scale]:
+        scale = f"{scale}, customised"
     repeat = args.repeat if args.repeat is not None else (1 if args.smoke else 3)
     skip = {name.strip() for name in args.skip.split(",") if name.strip()}
     temporary = args.dir is None
@@ -344,7 +346,7 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
     print(
         f"registry-fsck benchmark, {when}, {platform.node() or 'host'}: {os.cpu_count()} cores, "
         f"Python {platform.python_version()}; registry-fsck {package_version()}; scale {scale} "
-        f"(repos {params.repos}, tags {params.tags}, seed {params.seed})"
+        f"(repos {params.repos}, tags {params.tags}, seed {params.seed}, layers up to {params.layer_max} B)"
     )
     print(
         f"tree: {files} files, {facts['dirs']} dirs, {facts['repositories']} repositories, {facts['tags']} tags, "
