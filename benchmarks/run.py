@@ -366,7 +366,7 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
         )
     print()
     for name, value in ratios.items():
-        unit = "" if "bytes" in name else "x"
+        unit = "" if "bytes" in name or value is None else "x"
         print(f"{name:<32} {fmt(value, '{:.0f}' if 'bytes' in name else '{:.2f}')}{unit}")
     if stages:
         print(f"{'fsck stages (in-process)':<32} {stages.get('seconds', stages)}")
