@@ -41,8 +41,15 @@ class Totals:
 class Audit:
     findings: tuple[Finding, ...]
     totals: Totals
-    complete: bool  # False: part of the tree was unreadable; blob verdicts may be wrong
+    complete: bool  # False: part of the tree was unreadable or not followed; verdicts may be wrong
     recent_uploads: int  # uploads started within the quiet period: the registry may be live
+    # Why blob verdicts may be wrong although everything was read: manifests whose references are unknown.
+    uncertain: tuple[str, ...] = ()
+    referenced: frozenset[Digest] = frozenset()  # blobs some manifest names as config, layer or child
+
+    @property
+    def blob_verdicts_safe(self) -> bool:
+        return self.complete and not self.uncertain
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +86,13 @@ def analyze(
         blob_bytes=sum(inventory.blobs.values()),
     )
     findings = sorted(state.findings, key=Finding.sort_key)
-    return Audit(tuple(findings), totals, inventory.complete, recent_uploads)
+    unreadable = [d for d, m in manifests.items() if isinstance(m, InvalidManifest) and m.unreadable]
+    unparsed = len([m for m in manifests.values() if isinstance(m, InvalidManifest) and not m.unreadable])
+    uncertain = (f"{unparsed} manifest(s) could not be parsed: what they reference is unknown",) if unparsed else ()
+    return Audit(
+        tuple(findings), totals, inventory.complete and not unreadable, recent_uploads, uncertain,
+        frozenset(state.referenced),
+    )
 
 
 @dataclass(slots=True)
@@ -88,6 +101,7 @@ class _State:
     manifests: Mapping[Digest, Manifest | InvalidManifest]
     findings: list[Finding] = field(default_factory=list)
     marked: set[Digest] = field(default_factory=set)  # the registry GC's mark set
+    referenced: set[Digest] = field(default_factory=set)  # named as config, layer or child by a manifest
     kept: set[Digest] = field(default_factory=set)  # referenced by live or protected manifests
     protected: set[Digest] = field(default_factory=set)  # named by damaged links: never judged garbage
     blob_damage: set[Digest] = field(default_factory=set)  # blobs already given a damage finding
@@ -117,14 +131,20 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
             manifest = state.manifest(digest)
             if manifest is not None:
                 state.marked.update(r.digest for r in manifest.references)
+                state.referenced.update(r.digest for r in manifest.references)
 
-    protected = _bad_links(state, repo)
+    referrers = _referrers(state, repo)
+    protected = _bad_links(state, repo, referrers) | repo.aliases
+    state.protected |= repo.aliases
+    unknown_references = {
+        d for d in _named(repo) if isinstance(state.manifests.get(d), InvalidManifest)
+    }
     roots = _roots(repo)
-    live = _closure(state, repo, roots)
+    live = _closure(state, repo, roots, referrers)
     extra_roots = {d for d in repo.revisions if d in policy.pinned or (name, d) in policy.pinned_in}
-    if policy.keep_untagged:
+    if policy.keep_untagged or any(state.manifests[d].unreadable for d in unknown_references):
         extra_roots |= repo.revisions
-    kept = _closure(state, repo, roots | extra_roots) if extra_roots else live
+    kept = _closure(state, repo, roots | extra_roots, referrers) if extra_roots else live
     reported: set[tuple[str, Digest]] = set()
     for digest in live:
         manifest = state.manifest(digest) if digest in blobs else None
@@ -141,16 +161,16 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
     _tags(state, repo)
     for digest in repo.revisions:
         if digest not in blobs:
-            if digest not in named_by_current:
+            if digest not in named_by_current and digest not in live:  # live: manifest-missing-ref says it
                 state.add(Finding(
                     "revision-dangling", layout.revision_dir(name, digest),
                     "revision link to manifest data that is not stored", name, digest=digest,
                 ))
-        elif isinstance(state.manifests.get(digest), InvalidManifest):
-            reason = state.manifests[digest].reason
+        elif digest in unknown_references:
+            invalid = state.manifests[digest]
+            finding_id = "dir-unreadable" if invalid.unreadable else "manifest-invalid"
             state.damage_blob(Finding(
-                "manifest-invalid", layout.blob_dir(digest), f"manifest data is {reason}", name, digest=digest,
-                bytes=0,
+                finding_id, layout.blob_dir(digest), f"manifest data is {invalid.reason}", name, digest=digest,
             ))
         if digest in blobs and digest not in kept:
             state.add(Finding(
@@ -174,7 +194,9 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
         else:
             fresh_uploads += 1
 
-    is_empty = repo.fully_read and not repo.tags and not repo.revisions and not fresh_uploads
+    is_empty = (
+        repo.fully_read and not repo.tags and not repo.revisions and not fresh_uploads and not repo.bad_links
+    )
     if is_empty:
         empty_repositories.append(layout.repository_dir(name))
         state.add(Finding(
@@ -189,8 +211,8 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
                 "garbage-collect would delete all its blobs", name,
             ))
         for digest in repo.layer_links - kept_references - protected:
-            if not repo.fully_read:
-                break
+            if not repo.fully_read or unknown_references:
+                break  # what the unread or unparsed manifests use is unknown
             if digest in blobs:
                 state.add(Finding(
                     "layer-link-unused", layout.layer_link_dir(name, digest),
@@ -211,10 +233,11 @@ def tags_using(
     state = _State(inventory.blobs, manifests)
     using = []
     for repo in inventory.repositories.values():
+        referrers = _referrers(state, repo)
         for tag in repo.tags.values():
             if tag.current is None:
                 continue
-            for digest in _closure(state, repo, {tag.current}):
+            for digest in _closure(state, repo, {tag.current}, referrers):
                 manifest = state.manifest(digest)
                 referenced = {r.digest for r in manifest.references} if manifest is not None else set()
                 if digest in digests or referenced & digests:
@@ -235,13 +258,21 @@ def _roots(repo: Repository) -> set[Digest]:
     return roots
 
 
-def _closure(state: _State, repo: Repository, roots: set[Digest]) -> set[Digest]:
-    """The roots and every manifest they keep: index children, recursively, and referrers of kept subjects."""
-    referrers: dict[Digest, list[Digest]] = defaultdict(list)
+Referrers = dict[Digest, list[Digest]]
+
+
+def _referrers(state: _State, repo: Repository) -> Referrers:
+    """subject -> the repository's manifests that name it."""
+    referrers: Referrers = defaultdict(list)
     for digest in repo.revisions:
         manifest = state.manifest(digest) if digest in state.blobs else None
         if manifest is not None and manifest.subject is not None:
             referrers[manifest.subject].append(digest)
+    return referrers
+
+
+def _closure(state: _State, repo: Repository, roots: set[Digest], referrers: Referrers) -> set[Digest]:
+    """The roots and every manifest they keep: index children, recursively, and referrers of kept subjects."""
     live: set[Digest] = set()
     pending = list(roots)
     while pending:
@@ -304,7 +335,17 @@ def _check_live_manifest(
             ))
 
 
-def _bad_links(state: _State, repo: Repository) -> set[Digest]:
+def _named(repo: Repository) -> set[Digest]:
+    """Every digest the repository's manifest links name."""
+    named = set(repo.revisions)
+    for tag in repo.tags.values():
+        named |= tag.index
+        if tag.current is not None:
+            named.add(tag.current)
+    return named
+
+
+def _bad_links(state: _State, repo: Repository, referrers: Referrers) -> set[Digest]:
     """Damaged links are reported; what they may name, and all it references, is never judged garbage."""
     protected: set[Digest] = set()
     for bad in repo.bad_links:
@@ -312,7 +353,7 @@ def _bad_links(state: _State, repo: Repository) -> set[Digest]:
         named = {d for d in (bad.path_digest, bad.content.digest, bad.content.recoverable) if d is not None}
         protected |= named
         if bad.kind != LinkKind.LAYER:
-            for digest in _closure(state, repo, named):
+            for digest in _closure(state, repo, named, referrers):
                 protected.add(digest)
                 manifest = state.manifest(digest) if digest in state.blobs else None
                 if manifest is not None:
@@ -400,3 +441,7 @@ def _leftovers(state: _State, inventory: Inventory, empty_repositories: list[str
         state.add(Finding("unexpected", oddity.path, oddity.reason))
     for unreadable in inventory.unreadable:
         state.add(Finding("dir-unreadable", unreadable.path, f"cannot read: {unreadable.reason}"))
+    already = {oddity.path for oddity in inventory.oddities}
+    for unknown in inventory.unknown:
+        if unknown.path not in already:
+            state.add(Finding("dir-unreadable", unknown.path, f"cannot judge: {unknown.reason}"))

@@ -31,6 +31,7 @@ from .plan import Action, Kind, Plan
 JOURNAL_FORMAT = "registry-fsck/journal/1"
 JOURNAL = "journal.jsonl"
 FILES = "files"
+TEMPORARY = "tmp"  # links are written here, then renamed into place: a crash leaves nothing in the tree
 LOCK = "lock"
 QUARANTINE_NAME = "registry-fsck-quarantine"
 BATCH = 256  # journal entries made durable together, before any of their changes
@@ -38,6 +39,22 @@ BATCH = 256  # journal entries made durable together, before any of their change
 
 class ApplyError(Exception):
     """A run cannot start or continue; the message is one line for the user."""
+
+
+def _put_path(entry: dict, key: str, path: str) -> dict:
+    """Paths go into the journal as text; one that is not valid UTF-8 also as its bytes, to come back exact."""
+    raw = path.encode("utf-8", "surrogateescape")
+    try:
+        entry[key] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        entry[key] = raw.decode("utf-8", "backslashreplace")
+        entry[key + "_bytes"] = raw.hex()
+    return entry
+
+
+def _get_path(entry: dict, key: str) -> str:
+    raw = entry.get(key + "_bytes")
+    return bytes.fromhex(raw).decode("utf-8", "surrogateescape") if raw else entry[key]
 
 
 def default_quarantine(v2: str) -> str:
@@ -48,12 +65,16 @@ def default_quarantine(v2: str) -> str:
 
 
 def check_quarantine(quarantine: str, v2: str) -> None:
+    """Refuse a quarantine inside the registry's tree or on another file system; creates nothing."""
     real_quarantine = os.path.realpath(quarantine)
     real_v2 = os.path.realpath(v2)
     registry_tree = os.path.dirname(os.path.dirname(real_v2)) if layout.rootdirectory_of(v2) != real_v2 else real_v2
     if real_quarantine == registry_tree or real_quarantine.startswith(registry_tree + os.sep):
         raise ApplyError(f"{quarantine}: the quarantine must be outside the registry's tree {registry_tree}")
-    if os.stat(quarantine).st_dev != os.stat(v2).st_dev:
+    existing = real_quarantine
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if os.stat(existing).st_dev != os.stat(v2).st_dev:
         raise ApplyError(
             f"{quarantine}: on another file system than {v2}; moving there would copy. "
             "Choose a --quarantine on the same file system, or --delete"
@@ -145,23 +166,27 @@ def apply(
     run = new_run_id(now)
     run_dir = os.path.join(quarantine, run)
     os.makedirs(os.path.join(run_dir, FILES), mode=0o700)
-    journal = _Journal(os.path.join(run_dir, JOURNAL), {
-        "format": JOURNAL_FORMAT, "run": run, "v2": v2, "started": now.isoformat(timespec="seconds"),
-        "delete": delete,
-    })
+    os.mkdir(os.path.join(run_dir, TEMPORARY), mode=0o700)
+    _fsync_dir(quarantine)
+    journal = _Journal(os.path.join(run_dir, JOURNAL), _put_path({
+        "format": JOURNAL_FORMAT, "run": run, "started": now.isoformat(timespec="seconds"), "delete": delete,
+    }, "v2", v2))
     outcome = Outcome(run, deleted=delete)
     count = 0
     try:
         actions = list(plan.actions)
         for start in range(0, len(actions), BATCH):
             batch = actions[start:start + BATCH]
-            journal.write([_entry(action, v2, run_dir) for action in batch])
+            journal.write([_entry(action, v2) for action in batch])
+            touched: set[str] = set()
             for action in batch:
-                _carry_out(action, v2, run_dir, outcome)
+                touched |= _carry_out(action, v2, run_dir, outcome)
                 count += 1
                 advance(1)
                 if after_action:
                     after_action(count)
+            for directory in touched:
+                _fsync_dir(directory)
         outcome.directories_removed = _remove_emptied_dirs(outcome, v2, journal, after_action, count)
         journal.write([{"op": "commit", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}])
     finally:
@@ -173,8 +198,8 @@ def apply(
     return outcome
 
 
-def _entry(action: Action, v2: str, run_dir: str) -> dict:
-    entry = {"op": action.kind.value, "path": action.path, "finding": action.finding, "bytes": action.bytes}
+def _entry(action: Action, v2: str) -> dict:
+    entry = _put_path({"op": action.kind.value, "finding": action.finding, "bytes": action.bytes}, "path", action.path)
     if action.kind is Kind.WRITE_LINK:
         entry["content"] = layout.format_digest(action.content)
         existed = os.path.lexists(_safe(v2, action.path))
@@ -192,26 +217,29 @@ def _missing_dirs(v2: str, relative: str) -> list[str]:
     return list(reversed(missing))
 
 
-def _carry_out(action: Action, v2: str, run_dir: str, outcome: Outcome) -> None:
+def _carry_out(action: Action, v2: str, run_dir: str, outcome: Outcome) -> set[str]:
+    """Make one change; returns the directories whose entries it changed (to fsync)."""
     try:
         source = _safe(v2, action.path)
         if action.kind is Kind.MOVE:
             if not os.path.lexists(source):
                 outcome.vanished.append(action)
-                return
+                return set()
             target = os.path.join(run_dir, FILES, action.path)
             os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
             os.rename(source, target)
+            touched = {os.path.dirname(source), os.path.dirname(target)}
         else:
-            _write_link(action, v2, source, run_dir)
+            touched = _write_link(action, v2, source, run_dir)
     except (OSError, ApplyError) as error:
         outcome.failed.append((action, getattr(error, "strerror", None) or str(error)))
-        return
+        return set()
     outcome.done.append(action)
+    return touched
 
 
-def _write_link(action: Action, v2: str, path: str, run_dir: str) -> None:
-    """Write a link as the registry would: owner and mode from what is beside it, atomically."""
+def _write_link(action: Action, v2: str, path: str, run_dir: str) -> set[str]:
+    """Write a link as the registry would: owner and mode from the links beside it, atomically."""
     parent = os.path.dirname(path)
     model = _ownership_model(parent)
     created = []
@@ -226,16 +254,18 @@ def _write_link(action: Action, v2: str, path: str, run_dir: str) -> None:
         saved = os.path.join(run_dir, FILES, action.path)
         os.makedirs(os.path.dirname(saved), mode=0o700, exist_ok=True)
         shutil.copy2(path, saved, follow_symlinks=False)
-    temporary = f"{path}.{secrets.token_hex(8)}.tmp"
+        _fsync_file(saved)
+        _fsync_dir(os.path.dirname(saved))
+    temporary = os.path.join(run_dir, TEMPORARY, secrets.token_hex(8))
     with open(temporary, "wb") as handle:
         handle.write(layout.format_digest(action.content).encode())
         handle.flush()
         os.fsync(handle.fileno())
-    file_model = _file_model(parent)
-    if file_model is not None:
-        os.chmod(temporary, stat.S_IMODE(file_model.st_mode))
-        _chown_like(temporary, file_model)
+    file_model = _link_model(v2, action.path)
+    os.chmod(temporary, stat.S_IMODE(file_model.st_mode) if file_model else 0o644)
+    _chown_like(temporary, file_model or model)
     os.rename(temporary, path)
+    return {parent, *created, *(os.path.dirname(directory) for directory in created)}
 
 
 def _ownership_model(directory: str) -> os.stat_result:
@@ -246,18 +276,34 @@ def _ownership_model(directory: str) -> os.stat_result:
     return os.stat(probe)
 
 
-def _file_model(directory: str) -> os.stat_result | None:
-    """A link file near `directory` (a sibling's), whose owner and mode a new link copies."""
-    grandparent = os.path.dirname(directory)
-    for base in (directory, grandparent):
+def _link_model(v2: str, relative: str) -> os.stat_result | None:
+    """A link whose owner and mode a new link copies: a sibling's (`<alg>/<other hex>/link`), else any link
+    in the same repository."""
+    parts = relative.split("/")
+    for depth in (len(parts) - 2, len(parts) - 3):
+        base = os.path.join(v2, *parts[:depth])
         try:
             for entry in os.scandir(base):
-                candidate = os.path.join(entry.path, layout.LINK) if entry.is_dir(follow_symlinks=False) else entry.path
-                if os.path.basename(candidate) == layout.LINK and os.path.isfile(candidate):
+                candidate = os.path.join(entry.path, layout.LINK)
+                if entry.is_dir(follow_symlinks=False) and os.path.isfile(candidate) and not os.path.islink(candidate):
                     return os.lstat(candidate)
         except OSError:
             continue
+    marker = next((i for i, part in enumerate(parts) if part in layout.REPOSITORY_MARKERS), None)
+    if marker is None:
+        return None
+    for directory, _, names in os.walk(os.path.join(v2, *parts[:marker])):
+        if layout.LINK in names and not os.path.islink(os.path.join(directory, layout.LINK)):
+            return os.lstat(os.path.join(directory, layout.LINK))
     return None
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _chown_like(path: str, model: os.stat_result) -> None:
@@ -287,10 +333,9 @@ def _remove_emptied_dirs(
             info = os.lstat(path)
         except OSError:
             continue
-        journal.write([{
-            "op": "rmdir", "path": relative, "mode": stat.S_IMODE(info.st_mode), "uid": info.st_uid,
-            "gid": info.st_gid,
-        }])
+        journal.write([_put_path({
+            "op": "rmdir", "mode": stat.S_IMODE(info.st_mode), "uid": info.st_uid, "gid": info.st_gid,
+        }, "path", relative)])
         try:
             os.rmdir(path)
         except OSError:
@@ -364,30 +409,37 @@ class UndoOutcome:
 
 def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
     """Put a run's changes back, newest first. The caller holds the lock."""
-    runs = [r for r in list_runs(quarantine) if not r.purged]
+    known = list_runs(quarantine)
+    runs = [r for r in known if not r.purged]
     if run is None:
         if not runs:
             raise ApplyError(f"{quarantine}: no run to undo")
         run = runs[-1].run
-    elif run not in {r.run for r in list_runs(quarantine)}:
+    elif run not in {r.run for r in known}:
         raise ApplyError(f"{run}: no such run in {quarantine}")
     elif run not in {r.run for r in runs}:
         raise ApplyError(f"{run}: its quarantine was purged; nothing to restore")
     run_dir = os.path.join(quarantine, run)
     entries = _read_journal(run_dir)
     outcome = UndoOutcome(run)
+    journaled_v2 = _get_path(entries[0], "v2")
+    if os.path.realpath(journaled_v2) != os.path.realpath(v2):
+        raise ApplyError(f"{run}: a run on {journaled_v2}, not on {v2}")
     for entry in reversed(entries[1:]):
-        op, relative = entry.get("op"), entry.get("path")
+        op = entry.get("op")
         if op not in (Kind.MOVE.value, Kind.WRITE_LINK.value, "rmdir"):
             continue
+        relative = _get_path(entry, "path")
         path = _safe(v2, relative)
         saved = os.path.join(run_dir, FILES, relative)
         if op == "rmdir":
             if not os.path.lexists(path):
                 os.mkdir(path, entry["mode"])
+                outcome.restored += 1
+            if os.path.isdir(path) and not os.path.islink(path):
+                # Again on every replay: an undo killed between mkdir and chown must not leave root's directory.
                 os.chmod(path, entry["mode"])
                 _chown(path, entry["uid"], entry["gid"])
-                outcome.restored += 1
         elif op == Kind.MOVE.value:
             if os.path.lexists(saved) and _is_empty_dir(path):
                 os.rmdir(path)  # re-created as a parent by an earlier restore: nothing in it to keep
@@ -402,9 +454,8 @@ def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
                 if os.path.lexists(saved):
                     os.rename(saved, path)
                     outcome.restored += 1
-            else:
-                if os.path.lexists(path):
-                    os.unlink(path)
+            elif _holds(path, entry.get("content", "")):
+                os.unlink(path)
                 for directory in reversed(entry.get("created_dirs", [])):
                     try:
                         os.rmdir(_safe(v2, directory))
@@ -414,6 +465,15 @@ def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
     if not outcome.skipped:
         shutil.rmtree(run_dir)
     return outcome
+
+
+def _holds(path: str, content: str) -> bool:
+    """Whether `path` is the link a run wrote (and not one the registry wrote since)."""
+    try:
+        with open(path, "rb") as handle:
+            return not os.path.islink(path) and handle.read(layout.MAX_LINK_BYTES) == content.encode()
+    except OSError:
+        return False
 
 
 def _is_empty_dir(path: str) -> bool:

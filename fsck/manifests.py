@@ -17,7 +17,7 @@ import orjson
 
 from . import layout
 from .layout import Digest
-from .scan import Inventory
+from .scan import Inventory, LinkKind
 
 DOCKER_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -76,6 +76,7 @@ class Manifest:
 @dataclass(frozen=True, slots=True)
 class InvalidManifest:
     reason: str
+    unreadable: bool = False  # the bytes could not be read: nothing is known, not even that they are bad
 
 
 class _Malformed(Exception):
@@ -165,10 +166,12 @@ def _descriptor(entry: object, role: Role) -> Reference:
 
 
 def _subject(document: dict) -> Digest | None:
+    """Lenient, as the registry (2.8 ignores `subject`): a malformed one makes no manifest invalid."""
     subject = document.get("subject")
-    if subject is None:
+    try:
+        return _descriptor(subject, Role.CHILD).digest if subject is not None else None
+    except _Malformed:
         return None
-    return _descriptor(subject, Role.CHILD).digest
 
 
 def named_by_links(inventory: Inventory) -> set[Digest]:
@@ -181,7 +184,7 @@ def named_by_links(inventory: Inventory) -> set[Digest]:
             if tag.current is not None:
                 named.add(tag.current)
         for bad in repository.bad_links:
-            if bad.kind != "layer":
+            if bad.kind != LinkKind.LAYER:
                 named.update(d for d in (bad.path_digest, bad.content.digest, bad.content.recoverable) if d)
     return named
 
@@ -205,7 +208,7 @@ def read_manifests(
             finally:
                 os.close(fd)
         except OSError as error:
-            return InvalidManifest(f"unreadable: {error.strerror}")
+            return InvalidManifest(f"unreadable: {error.strerror}", unreadable=True)
         return parse_manifest(raw)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -26,7 +26,7 @@ from .analyze import Audit, Policy, analyze, tags_using
 from .findings import BY_ID, Finding, Severity
 from .layout import Digest
 from .manifests import InvalidManifest, Manifest
-from .scan import Inventory
+from .scan import Inventory, LinkKind
 
 DEFAULT_IDS = frozenset({
     "tag-index-stale", "tag-index-dangling", "revision-dangling", "layer-link-unused", "layer-link-dangling",
@@ -38,6 +38,9 @@ DAMAGE_IDS = frozenset({"link-invalid", "layer-link-missing", "tag-broken", "blo
 REPAIRABLE_IDS = DEFAULT_IDS | UNTAGGED_IDS | DAMAGE_IDS
 CORRUPT_BLOB_IDS = frozenset({"blob-digest-mismatch", "blob-empty", "manifest-invalid"})
 BLOB_IDS = frozenset({"blob-orphan", "blob-unreachable"}) | CORRUPT_BLOB_IDS
+# What stays safe to do when part of the tree could not be read: it does not depend on what is elsewhere.
+SAFE_WHEN_INCOMPLETE = frozenset({"tag-index-stale", "upload-stale", "tmp-leftover", "dir-empty", "link-invalid",
+                                  "layer-link-missing", "tag-broken", "blob-digest-mismatch", "blob-empty"})
 
 STEP = {
     "link-invalid": 0, "layer-link-missing": 0, "tag-broken": 0,
@@ -65,6 +68,11 @@ class Action:
     tag: str | None = None
     digest: Digest | None = None
     content: Digest | None = None  # what a written link will hold
+    resolves: str | None = None  # the path of the finding this action settles, where it differs from `path`
+
+    @property
+    def settles(self) -> str:
+        return self.resolves or self.path
 
     @property
     def step(self) -> int:
@@ -233,11 +241,10 @@ def build_plan(
         if reason:
             skipped.append(Skipped(finding, reason))
             continue
-        action = _action_for(finding, inventory)
-        if action is None:
+        planned = _actions_for(finding, inventory)
+        if not planned:
             skipped.append(Skipped(finding, "nothing this tool can do for it"))
-        else:
-            actions.append(action)
+        actions.extend(planned)
     if "repo-empty" in ids:
         actions.extend(_emptied_repositories(actions, inventory, selection))
     actions, guarded = _guard_blobs(actions, inventory)
@@ -254,7 +261,11 @@ def build_plan(
                 )
                 skipped.append(Skipped(Finding(finding_id, path, "listed in the report"), reason))
     actions.sort(key=lambda a: (a.step, a.path))
-    acted = {a.path for a in actions}
+    acted = {a.settles for a in actions}
+    acted |= {  # a current link rewritten settles its tag's tag-broken too
+        layout.tag_dir(a.repository, a.tag) for a in actions
+        if a.kind is Kind.WRITE_LINK and a.tag and a.path == layout.tag_current_link(a.repository, a.tag)
+    }
     covered = tuple(a.path + "/" for a in actions if a.kind is Kind.MOVE)
     leftover = tuple(
         f for f in audit.findings
@@ -270,16 +281,38 @@ def _reason_to_skip(finding: Finding, judged: Audit, selection: Selection, too_r
         return "protected"
     if finding.path in too_recent:
         return "younger than --min-age"
-    if finding.id in BLOB_IDS and not judged.complete and not selection.force:
-        return "the audit could not read everything: blob references unknown (use --force)"
+    if selection.force:
+        return None
+    if not judged.complete and finding.id not in SAFE_WHEN_INCOMPLETE:
+        return "the audit could not read everything: what refers to it is unknown (use --force)"
+    if judged.uncertain and finding.id in ("blob-orphan", "blob-unreachable"):
+        return "some manifests could not be parsed: what they reference is unknown (use --force)"
+    if finding.id == "manifest-invalid" and finding.digest in judged.referenced:
+        return "other manifests use this blob as content: the link naming it as a manifest is wrong, not the blob"
     return None
 
 
-def _action_for(finding: Finding, inventory: Inventory) -> Action | None:
+def _actions_for(finding: Finding, inventory: Inventory) -> list[Action]:
     common = dict(finding=finding.id, repository=finding.repository, tag=finding.tag, digest=finding.digest)
     if finding.id in DAMAGE_IDS - BLOB_IDS:
-        return _mend(finding, inventory, common)
-    return Action(Kind.MOVE, finding.path, bytes=finding.bytes, **common)
+        mend = _mend(finding, inventory, common)
+        return [mend] if mend is not None else []
+    if finding.id == "repo-empty" and finding.repository is not None:
+        return _remove_repository(finding.repository, inventory)
+    return [Action(Kind.MOVE, finding.path, bytes=finding.bytes, **common)]
+
+
+def _remove_repository(name: str, inventory: Inventory) -> list[Action]:
+    """The whole directory; or, when other repositories nest inside it, only its own parts."""
+    path = layout.repository_dir(name)
+    nested = any(other.startswith(name + "/") for other in inventory.repositories)
+    if not nested:
+        return [Action(Kind.MOVE, path, "repo-empty", repository=name)]
+    return [
+        Action(Kind.MOVE, layout.join(path, part), "repo-empty", repository=name, resolves=path)
+        for part in layout.REPOSITORY_MARKERS
+        if part in inventory.repositories[name].parts
+    ]
 
 
 def _mend(finding: Finding, inventory: Inventory, common: dict) -> Action | None:
@@ -288,7 +321,7 @@ def _mend(finding: Finding, inventory: Inventory, common: dict) -> Action | None
         return None
     if finding.id == "layer-link-missing" and finding.digest is not None:
         return Action(Kind.WRITE_LINK, layout.layer_link(repository.name, finding.digest), content=finding.digest,
-                      **common)
+                      resolves=finding.path, **common)
     if finding.id == "link-invalid":
         bad = next((b for b in repository.bad_links if b.path == finding.path), None)
         if bad is None or bad.content.recoverable is None:
@@ -305,9 +338,11 @@ def _mend(finding: Finding, inventory: Inventory, common: dict) -> Action | None
         (only,) = tag.index
         if only not in repository.revisions or only not in inventory.blobs:
             return None
-        if any(b.kind == "current" and b.tag == tag.name and b.content.recoverable for b in repository.bad_links):
+        if any(b.kind == LinkKind.CURRENT and b.tag == tag.name and b.content.recoverable
+               for b in repository.bad_links):
             return None  # the link-invalid rewrite restores it
-        return Action(Kind.WRITE_LINK, layout.tag_current_link(repository.name, tag.name), content=only, **common)
+        return Action(Kind.WRITE_LINK, layout.tag_current_link(repository.name, tag.name), content=only,
+                      resolves=finding.path, **common)
     return None
 
 
@@ -320,13 +355,15 @@ def _emptied_repositories(actions: list[Action], inventory: Inventory, selection
         path = layout.repository_dir(name)
         if repository.tags or not repository.fully_read or not repository.revisions or path in removed:
             continue
+        if repository.bad_links:
+            continue  # damage stays where it can be seen and mended
         if any(layout.revision_dir(name, d) not in removed for d in repository.revisions):
             continue
         if any(layout.upload_dir(name, u.upload_id) not in removed for u in repository.uploads):
             continue
         if selection.protect.tags and any(r == name for r, _ in selection.protect.tags):
             continue
-        emptied.append(Action(Kind.MOVE, path, "repo-empty", repository=name))
+        emptied.extend(_remove_repository(name, inventory))
     return emptied
 
 
@@ -334,11 +371,12 @@ def _guard_blobs(actions: list[Action], inventory: Inventory) -> tuple[list[Acti
     """Never remove a blob a link that stays still names: its repository would serve a missing blob."""
     moved_links = {a.path for a in actions if a.kind is Kind.MOVE and a.finding in ("layer-link-unused",
                                                                                      "layer-link-dangling")}
-    moved_repositories = tuple(a.path + "/" for a in actions if a.finding == "repo-empty")
+    moved_repositories = {a.repository for a in actions if a.finding == "repo-empty"}
     still_linked: set[Digest] = set()
     for repository in inventory.repositories.values():
-        if (layout.repository_dir(repository.name) + "/").startswith(moved_repositories or ("\0",)):
+        if repository.name in moved_repositories:
             continue
+        still_linked |= repository.aliases
         for digest in repository.layer_links:
             if layout.layer_link_dir(repository.name, digest) not in moved_links:
                 still_linked.add(digest)

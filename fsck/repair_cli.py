@@ -152,8 +152,8 @@ def repair(
         if not typer.confirm(f"Carry out {len(the_plan.actions)} actions?", default=False, err=True):
             finish(None, ExitCode.PROBLEMS_LEFT, "declined: nothing changed\n")
     try:
+        apply.check_quarantine(where, target.v2)
         with apply.locked(where):
-            apply.check_quarantine(where, target.v2)
             progress = _Progress(quiet)
             with progress.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
                 outcome = apply.apply(the_plan, target.v2, where, now=policy.now, delete=delete, progress=bar.update)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,8 +10,6 @@ from datetime import datetime
 
 import humanize
 import orjson
-
-import os
 
 from . import layout
 from .analyze import Audit
@@ -21,9 +20,13 @@ from .findings import BY_ID, CATALOGUE, Finding, Severity
 FORMAT = "registry-fsck/report/1"
 
 
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
+
+
 def display(text: str) -> str:
-    """Names that are not valid UTF-8 arrive with surrogate escapes: show their bytes escaped, never crash."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """Names that are not valid UTF-8 arrive with surrogate escapes: show their bytes escaped, never crash.
+    Control characters are escaped too, so a name never breaks a line of the report."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
 def size(count: int) -> str:
@@ -91,6 +94,7 @@ def to_json(audit: Audit, context: Context, exit_code: int) -> bytes:
         "generated_at": context.generated_at.isoformat(timespec="seconds"),
         "verified": context.verified,
         "complete": audit.complete,
+        "uncertain": list(audit.uncertain),
         "recent_uploads": audit.recent_uploads,
         "exit_code": exit_code,
         "summary": summary(audit),
@@ -108,9 +112,11 @@ def to_text(audit: Audit, context: Context, limit: int) -> str:
         )
     if not audit.complete:
         lines.append(
-            "WARNING: INCOMPLETE: part of the tree could not be read (see dir-unreadable); "
-            "blob verdicts may be wrong."
+            "WARNING: INCOMPLETE: part of the tree could not be read or was not followed (see dir-unreadable, "
+            "and symbolic links under unexpected); verdicts that depend on it may be wrong."
         )
+    for reason in audit.uncertain:
+        lines.append(f"WARNING: {reason}; blob verdicts may be wrong (repair leaves blobs alone).")
     totals = audit.totals
     lines.append(
         f"{totals.repositories} repositories, {totals.tags} tags, {totals.manifests} manifests, "

@@ -57,12 +57,21 @@ class Repository:
     has_layers_dir: bool = False
     has_manifests_dir: bool = False
     has_tags_dir: bool = False
+    has_uploads_dir: bool = False
     layer_links: set[Digest] = field(default_factory=set)
     revisions: set[Digest] = field(default_factory=set)
     tags: dict[str, Tag] = field(default_factory=dict)
     uploads: list[Upload] = field(default_factory=list)
     bad_links: list[BadLink] = field(default_factory=list)
+    # Canonical digests that links under another algorithm name (legitimate aliases): never judged.
+    aliases: set[Digest] = field(default_factory=set)
     fully_read: bool = True  # False: part of it was unreadable, so nothing in it can be judged garbage
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """Its own directories (others may be repositories nested inside it)."""
+        present = (self.has_layers_dir, self.has_manifests_dir, self.has_uploads_dir)
+        return tuple(name for name, here in zip(layout.REPOSITORY_MARKERS, present) if here)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,13 +95,16 @@ class Inventory:
     repositories: dict[str, Repository] = field(default_factory=dict)
     oddities: list[Oddity] = field(default_factory=list)
     unreadable: list[Oddity] = field(default_factory=list)
+    # What the registry may use but this tool does not read: symbolic links (the registry follows
+    # them), special files, a blob store that is missing. Verdicts that depend on them are unsafe.
+    unknown: list[Oddity] = field(default_factory=list)
     empty_dirs: list[str] = field(default_factory=list)  # topmost directories holding no file at all
     leftovers: list[LeftoverFile] = field(default_factory=list)  # *.tmp of interrupted writes
     blobs_dir_readable: bool = True
 
     @property
     def complete(self) -> bool:
-        return not self.unreadable
+        return not self.unreadable and not self.unknown
 
 
 Progress = Callable[[int], None]
@@ -150,6 +162,7 @@ class _Walker:
             return None
         if entry.is_symlink():
             self._odd(relative, "symbolic link (never followed)")
+            self.inventory.unknown.append(Oddity(relative, "symbolic link, not followed"))
             return None
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -160,6 +173,7 @@ class _Walker:
             self._odd(relative, f"cannot tell what it is: {error.strerror}")
             return None
         self._odd(relative, "neither a regular file nor a directory")
+        self.inventory.unknown.append(Oddity(relative, "special file"))
         return None
 
     def _children(self, relative: str) -> list[tuple[os.DirEntry, str, str]] | None:
@@ -169,12 +183,8 @@ class _Walker:
             return None
         children = []
         for entry in listed:
-            child = f"{relative}/{entry.name}"
-            what = self._classify(entry, child)
-            if what is not None:
-                children.append((entry, child, what))
-            else:
-                children.append((entry, child, "odd"))
+            child = f"{relative}/{entry.name}" if relative else entry.name
+            children.append((entry, child, self._classify(entry, child) or "odd"))
         return children
 
     def _empty(self, relative: str) -> None:
@@ -192,7 +202,8 @@ class _Walker:
                 raw = os.read(fd, layout.MAX_LINK_BYTES + 1)
             finally:
                 os.close(fd)
-        except OSError:
+        except OSError as error:
+            self.inventory.unreadable.append(Oddity(relative, error.strerror or str(error)))
             return LinkContent(None, LinkDefect.UNREADABLE)
         return layout.parse_link(raw)
 
@@ -209,14 +220,33 @@ class _Walker:
         children = self._children("")
         if children is None:
             return
+        seen = set()
         for entry, _, what in children:
             name = entry.name
             if what == "dir" and name == layout.BLOBS:
                 self.blobs(layout.BLOBS)
+                seen.add(name)
             elif what == "dir" and name == layout.REPOSITORIES:
                 self.namespace(layout.REPOSITORIES, "", top=True)
+                seen.add(name)
+            elif name in (layout.BLOBS, layout.REPOSITORIES):
+                seen.add(name)
+                if what == "file":
+                    self._odd(name, "a file where the layout has a directory")
+                    self.inventory.unknown.append(Oddity(name, "not a directory"))
             elif what != "odd":
                 self._odd(name, "not part of the registry layout")
+        self._judge_stores(seen)
+
+    def _judge_stores(self, seen: set[str]) -> None:
+        """One store without the other (an unmounted volume?) would make everything in the other look garbage."""
+        inventory = self.inventory
+        links = any(r.revisions or r.layer_links for r in inventory.repositories.values())
+        if links and not inventory.blobs:
+            why = "holds no blob" if layout.BLOBS in seen else "is missing"
+            inventory.unknown.append(Oddity(layout.BLOBS, f"{why} while repositories link blobs (unmounted?)"))
+        if inventory.blobs and layout.REPOSITORIES not in seen:
+            inventory.unknown.append(Oddity(layout.REPOSITORIES, "is missing while blobs are stored (unmounted?)"))
 
     def blobs(self, relative: str) -> None:
         children = self._children(relative)
@@ -309,9 +339,9 @@ class _Walker:
     def repository(self, relative: str, name: str, children) -> None:
         repository = Repository(name)
         self.inventory.repositories[name] = repository
-        unreadable_before = len(self.inventory.unreadable)
+        unknown_before = len(self.inventory.unreadable) + len(self.inventory.unknown)
         self._repository_parts(repository, children)
-        repository.fully_read = len(self.inventory.unreadable) == unreadable_before
+        repository.fully_read = len(self.inventory.unreadable) + len(self.inventory.unknown) == unknown_before
 
     def _repository_parts(self, repository: Repository, children) -> None:
         for entry, path, what in children:
@@ -324,6 +354,7 @@ class _Walker:
                 repository.has_manifests_dir = True
                 self.manifests(path, repository)
             elif entry.name == layout.UPLOADS:
+                repository.has_uploads_dir = True
                 self.uploads(path, repository)
 
     def manifests(self, relative: str, repository: Repository) -> None:
@@ -383,10 +414,10 @@ class _Walker:
         for entry, path, what in children:
             if entry.name == layout.LINK and what == "file":
                 content = self._read_link(path)
-                if content.digest is not None and (
-                    content.digest == digest or layout.is_alias(digest, content.digest)
-                ):
+                if content.digest == digest:
                     into.add(digest)
+                elif content.digest is not None and layout.is_alias(digest, content.digest):
+                    repository.aliases.add(content.digest)
                 else:
                     repository.bad_links.append(BadLink(kind, path, digest, content, tag))
             elif entry.name == layout.LINK and what == "dir":

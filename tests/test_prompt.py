@@ -39,6 +39,7 @@ def answer_prompt(root, keys: bytes | None):
                 screen += os.read(leader, 65536)
         assert b"Carry out" in screen, screen.decode(errors="replace")
         if keys is None:
+            time.sleep(0.5)  # as a person would: the program is waiting for the answer by then
             process.send_signal(signal.SIGINT)
         else:
             os.write(leader, keys)
