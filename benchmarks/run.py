@@ -19,6 +19,10 @@ caches warmed equally (every command runs once untimed, then the best of --repea
                 CPU's SHA instructions where coreutils' sha256sum does not (when installed)
     verify      `registry-fsck audit ROOT --json --quiet --verify -o FILE`
     import      `python -c "import fsck.cli"`: the interpreter and imports alone
+    fsck-base, verify-base
+                with `--baseline DIR`: the same two commands run by another copy of the
+                package (`DIR/fsck`, e.g. `git archive HEAD fsck | tar -x -C DIR`), interleaved
+                with the others, for before/after numbers measured under the same load
 
 Wall seconds come from the parent's clock, peak RSS and CPU seconds from GNU time (the
 largest process of a pipeline; `wait4()` when /usr/bin/time is missing). It prints a table and the ratios, checks that the blobs
@@ -175,6 +179,26 @@ def report_findings(path: str, finding_id: str) -> set[str] | None:
     return {f["digest"] for f in document.get("findings", []) if f.get("id") == finding_id}
 
 
+def same_report(path: str, other: str) -> str:
+    """MATCH when two JSON reports say the same (their generated_at aside)."""
+    documents = []
+    for report in (path, other):
+        try:
+            with open(report, "rb") as handle:
+                document = json.load(handle)
+        except (OSError, ValueError) as error:
+            return f"MISMATCH ({report}: {error})"
+        document.pop("generated_at", None)
+        documents.append(document)
+    if documents[0] == documents[1]:
+        return "MATCH"
+    findings = [{json.dumps(f, sort_keys=True) for f in d.get("findings", [])} for d in documents]
+    return (
+        f"MISMATCH (findings only here: {len(findings[0] - findings[1])}, "
+        f"only in the baseline's: {len(findings[1] - findings[0])})"
+    )
+
+
 def package_version() -> str:
     """The registry-fsck commit measured: the checkout this file sits in (with + when it has local changes)."""
     repo = os.path.dirname(HERE)
@@ -212,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, help="generator processes (default: all cores)")
     parser.add_argument("--skip", default="", help="comma-separated commands not to run, e.g. gc,verify")
     parser.add_argument("--stages", action="store_true", help="also time fsck's stages in-process")
+    parser.add_argument(
+        "--baseline", metavar="DIR",
+        help="also time the fsck package in DIR/fsck (e.g. an older commit's) as fsck-base and verify-base",
+    )
     parser.add_argument("--json", dest="json_path", help="write every number to this file")
     parser.add_argument("--quiet", "-q", action="store_true", help="no per-run lines")
     args = parser.parse_args(argv)
@@ -247,6 +275,13 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
     fsck = fsck_command()
     report_path = os.path.join(out, "fsck.json")
     verify_path = os.path.join(out, "verify.json")
+    base_report_path = os.path.join(out, "fsck-base.json")
+    base_verify_path = os.path.join(out, "verify-base.json")
+    baseline = os.path.abspath(args.baseline) if args.baseline else None
+    if baseline and not os.path.isfile(os.path.join(baseline, "fsck", "cli.py")):
+        sys.exit(f"--baseline {baseline}: no fsck/cli.py in it")
+    # The baseline runs as `python -m fsck` with DIR first on sys.path (ahead of any installed fsck).
+    base_fsck = ["env", f"PYTHONPATH={baseline}", sys.executable, "-m", "fsck"] if baseline else []
     gc_path = os.path.join(out, "gc.txt")
 
     bench = Bench(repeat, verbose=not args.quiet)
@@ -257,6 +292,7 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
         ("find-cat", ["sh", "-c", f"find {q(root)} -name link -type f -print0 | xargs -0 cat | wc -c"], None),
         ("gc", [REGISTRY_BIN, "garbage-collect", "--dry-run", config], gc_path),
         ("fsck", [*fsck, "audit", root, "--json", "--quiet", "-o", report_path], None),
+        ("fsck-base", [*base_fsck, "audit", root, "--json", "--quiet", "-o", base_report_path], None),
         (
             "sha256sum",
             ["sh", "-c", f"find {q(v2)}/blobs -name data -type f -print0 | xargs -0 -n 2048 -P {cores} sha256sum"],
@@ -271,9 +307,12 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
             None,
         ),
         ("verify", [*fsck, "audit", root, "--json", "--quiet", "--verify", "-o", verify_path], None),
+        ("verify-base", [*base_fsck, "audit", root, "--json", "--quiet", "--verify", "-o", base_verify_path], None),
     ]
     for name, argv, stdout_path in commands:
-        if name in skip:
+        if name.endswith("-base") and not baseline:
+            continue
+        if name in skip or (name.endswith("-base") and name[: -len("-base")] in skip):
             bench.skip(name, "--skip")
         elif name == "gc" and not os.access(REGISTRY_BIN, os.X_OK):
             bench.skip(name, f"{REGISTRY_BIN} not found")
@@ -323,6 +362,10 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
     if m["verify"].runs:
         corrupt = report_findings(verify_path, "blob-digest-mismatch")
         checks["verify: no blob-digest-mismatch"] = "MATCH" if corrupt == set() else f"MISMATCH ({corrupt})"
+    if baseline and "fsck-base" in m and m["fsck-base"].runs and m["fsck"].runs:
+        checks["fsck report = fsck-base report"] = same_report(report_path, base_report_path)
+    if baseline and "verify-base" in m and m["verify-base"].runs and m["verify"].runs:
+        checks["verify report = verify-base report"] = same_report(verify_path, base_verify_path)
 
     fsck_marginal = (
         (m["fsck"].peak_rss_kib - m["import"].peak_rss_kib) * 1024 / files
@@ -340,6 +383,18 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
         "fsck RSS bytes/file": m["fsck"].peak_rss_kib * 1024 / files if m["fsck"].runs else None,
         "fsck RSS bytes/file over import": fsck_marginal,
     }
+    if baseline:
+        ran = lambda name: name in m and bool(m[name].runs)  # noqa: E731
+        ratios.update(
+            {
+                "fsck/fsck-base": ratio(best.get("fsck"), best.get("fsck-base")),
+                "verify/verify-base": ratio(best.get("verify"), best.get("verify-base")),
+                "fsck-base/find": ratio(best.get("fsck-base"), best.get("find")),
+                "fsck-base/gc": ratio(best.get("fsck-base"), best.get("gc")),
+                "verify-base/sha256sum": ratio(best.get("verify-base"), best.get("sha256sum")),
+                "fsck-base RSS bytes/file": m["fsck-base"].peak_rss_kib * 1024 / files if ran("fsck-base") else None,
+            }
+        )
 
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print()
