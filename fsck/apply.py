@@ -452,8 +452,12 @@ def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
         else:
             if entry.get("replaced"):
                 if os.path.lexists(saved):
-                    os.rename(saved, path)
-                    outcome.restored += 1
+                    ours = _holds(path, entry.get("content", "")) or _unchanged(path, saved)
+                    if os.path.lexists(path) and not ours:  # the registry wrote it since: keep what it wrote
+                        outcome.skipped.append((relative, "rewritten since the run; the original stays quarantined"))
+                    else:
+                        os.rename(saved, path)
+                        outcome.restored += 1
             elif _holds(path, entry.get("content", "")):
                 os.unlink(path)
                 for directory in reversed(entry.get("created_dirs", [])):
@@ -472,6 +476,18 @@ def _holds(path: str, content: str) -> bool:
     try:
         with open(path, "rb") as handle:
             return not os.path.islink(path) and handle.read(layout.MAX_LINK_BYTES) == content.encode()
+    except OSError:
+        return False
+
+
+def _unchanged(path: str, saved: str) -> bool:
+    """Whether `path` still is what the run saved from it (a run stopped before it rewrote the link)."""
+    limit = layout.MAX_LINK_BYTES + 1
+    try:
+        if os.path.islink(path) or os.path.islink(saved):
+            return os.path.islink(path) and os.path.islink(saved) and os.readlink(path) == os.readlink(saved)
+        with open(path, "rb") as current, open(saved, "rb") as original:
+            return current.read(limit) == original.read(limit)
     except OSError:
         return False
 

@@ -234,6 +234,7 @@ def build_plan(
     ids = selection.ids()
     actions: list[Action] = []
     skipped: list[Skipped] = []
+    not_followed = tuple(oddity.path for oddity in inventory.unknown)
     for finding in judged.findings:
         if finding.id not in ids:
             continue
@@ -244,7 +245,11 @@ def build_plan(
         planned = _actions_for(finding, inventory)
         if not planned:
             skipped.append(Skipped(finding, "nothing this tool can do for it"))
-        actions.extend(planned)
+        elif any(_at_or_under(a.path, not_followed) for a in planned):
+            # What the registry serves there (it follows symbolic links) is unknown: never replace it.
+            skipped.append(Skipped(finding, "a symbolic link or special file is in its place, not followed"))
+        else:
+            actions.extend(planned)
     if "repo-empty" in ids:
         actions.extend(_emptied_repositories(actions, inventory, selection))
     actions, guarded = _guard_blobs(actions, inventory)
@@ -266,12 +271,20 @@ def build_plan(
         layout.tag_dir(a.repository, a.tag) for a in actions
         if a.kind is Kind.WRITE_LINK and a.tag and a.path == layout.tag_current_link(a.repository, a.tag)
     }
+    written = tuple(a.path for a in actions if a.kind is Kind.WRITE_LINK)
+    acted |= {  # an empty directory a written link goes into is empty no more
+        f.path for f in audit.findings if f.id == "dir-empty" and any(w.startswith(f.path + "/") for w in written)
+    }
     covered = tuple(a.path + "/" for a in actions if a.kind is Kind.MOVE)
     leftover = tuple(
         f for f in audit.findings
         if f.severity is not Severity.NOTICE and f.path not in acted and not (f.path + "/").startswith(covered)
     )
     return Plan(tuple(actions), tuple(skipped), leftover)
+
+
+def _at_or_under(path: str, places: tuple[str, ...]) -> bool:
+    return any(path == place or path.startswith(place + "/") for place in places)
 
 
 def _reason_to_skip(finding: Finding, judged: Audit, selection: Selection, too_recent: frozenset[str]) -> str | None:
