@@ -189,39 +189,63 @@ def named_by_links(inventory: Inventory) -> set[Digest]:
     return named
 
 
+# Reads go to threads in batches, not one task per manifest: a task's hand-off (a future, a
+# lock, a wake-up, under the GIL) costs more than reading and parsing a small cached file.
+_BATCH_MAX = 256
+_BATCH_MIN = 32
+
+
 def read_manifests(
     v2: str, digests: Iterable[Digest], sizes: Mapping[Digest, int], workers: int = 8
 ) -> dict[Digest, Manifest | InvalidManifest]:
     """Read and parse the stored data of each digest that is stored as a blob.
 
-    Reads run on a few threads: on network mounts the latency of many small reads dominates.
+    On storage with latency per file (network mounts) many reads in flight dominate, so reads
+    run on `workers` threads, each taking a batch of manifests at a time; a few manifests, or
+    one worker, are read in this thread.
     """
     wanted = [digest for digest in set(digests) if digest in sizes]
 
     def load(digest: Digest) -> Manifest | InvalidManifest:
-        if sizes[digest] > layout.MAX_MANIFEST_BYTES:
+        size = sizes[digest]
+        if size > layout.MAX_MANIFEST_BYTES:
             return InvalidManifest(f"larger than the registry's {layout.MAX_MANIFEST_BYTES} byte limit")
         try:
             fd = os.open(os.path.join(v2, layout.blob_data(digest)), os.O_RDONLY | os.O_NOFOLLOW)
             try:
-                raw = _read_all(fd, layout.MAX_MANIFEST_BYTES + 1)
+                raw = _read_all(fd, layout.MAX_MANIFEST_BYTES + 1, size)
             finally:
                 os.close(fd)
         except OSError as error:
             return InvalidManifest(f"unreadable: {error.strerror}", unreadable=True)
         return parse_manifest(raw)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return dict(zip(wanted, pool.map(load, wanted, chunksize=64)))
+    def load_batch(batch: list[Digest]) -> list[tuple[Digest, Manifest | InvalidManifest]]:
+        return [(digest, load(digest)) for digest in batch]
+
+    # Enough batches to keep every worker busy to the end, none so small that hand-offs dominate.
+    size = max(_BATCH_MIN, min(_BATCH_MAX, -(-len(wanted) // (max(workers, 1) * 4))))
+    if workers <= 1 or len(wanted) <= size:
+        return dict(load_batch(wanted))
+    batches = [wanted[start : start + size] for start in range(0, len(wanted), size)]
+    parsed: dict[Digest, Manifest | InvalidManifest] = {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(batches))) as pool:
+        for loaded in pool.map(load_batch, batches):
+            parsed.update(loaded)
+    return parsed
 
 
-def _read_all(fd: int, limit: int) -> bytes:
+def _read_all(fd: int, limit: int, expected: int = 0) -> bytes:
+    """Up to `limit` bytes, to the end of the file. `expected` (its size when scanned) is asked for
+    first: one read of the right size, not a buffer of `limit` bytes for every small file."""
     chunks = []
     remaining = limit
+    want = min(limit, expected + 1)
     while remaining > 0:
-        chunk = os.read(fd, remaining)
+        chunk = os.read(fd, min(remaining, want))
         if not chunk:
             break
         chunks.append(chunk)
         remaining -= len(chunk)
-    return b"".join(chunks)
+        want = 1 << 16
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,75 @@
+"""Reading manifests from the blob store: batched across threads or in one thread, the same result."""
+
+import hashlib
+import os
+
+import orjson
+import pytest
+
+from fsck import layout
+from fsck import manifests as m
+
+
+def store(v2, raw: bytes) -> bytes:
+    digest = hashlib.sha256(raw).digest()
+    path = os.path.join(v2, layout.blob_data(digest))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(raw)
+    return digest
+
+
+def image(n: int) -> bytes:
+    config = {"mediaType": "application/vnd.oci.image.config.v1+json", "size": n, "digest": "sha256:" + f"{n:064x}"}
+    return orjson.dumps({"schemaVersion": 2, "mediaType": m.OCI_MANIFEST, "config": config, "layers": []})
+
+
+@pytest.mark.parametrize("count", [1, 31, 33, 257, 1500])
+def test_threads_and_one_thread_read_the_same(tmp_path, count):
+    v2 = str(tmp_path)
+    sizes = {}
+    for n in range(count):
+        raw = image(n)
+        sizes[store(v2, raw)] = len(raw)
+    threaded = m.read_manifests(v2, sizes, sizes, workers=8)
+    serial = m.read_manifests(v2, sizes, sizes, workers=1)
+    assert threaded == serial
+    assert set(threaded) == set(sizes)
+    assert all(isinstance(parsed, m.Manifest) for parsed in threaded.values())
+    assert {parsed.references[0].size for parsed in threaded.values()} == set(range(count))
+
+
+def test_a_manifest_grown_since_the_scan_is_read_whole(tmp_path):
+    v2 = str(tmp_path)
+    raw = image(7) + b" " * 100_000  # trailing whitespace is still JSON
+    digest = store(v2, raw)
+    parsed = m.read_manifests(v2, [digest], {digest: 10})
+    assert isinstance(parsed[digest], m.Manifest)
+
+
+def test_a_manifest_shrunk_since_the_scan_is_judged_on_what_is_there(tmp_path):
+    v2 = str(tmp_path)
+    raw = image(7)
+    digest = store(v2, raw)
+    parsed = m.read_manifests(v2, [digest], {digest: len(raw) + 1000})
+    assert isinstance(parsed[digest], m.Manifest)
+
+
+def test_data_over_the_limit_is_invalid_unread(tmp_path):
+    digest = bytes(32)
+    parsed = m.read_manifests(str(tmp_path), [digest], {digest: layout.MAX_MANIFEST_BYTES + 1})
+    assert "byte limit" in parsed[digest].reason and not parsed[digest].unreadable
+
+
+def test_unreadable_data_among_many(tmp_path):
+    v2 = str(tmp_path)
+    sizes = {}
+    for n in range(300):
+        raw = image(n)
+        sizes[store(v2, raw)] = len(raw)
+    broken = hashlib.sha256(b"broken").digest()
+    os.makedirs(os.path.join(v2, layout.blob_data(broken)))  # a directory where data should be
+    sizes[broken] = 4096
+    parsed = m.read_manifests(v2, sizes, sizes)
+    assert parsed[broken].unreadable
+    assert sum(isinstance(p, m.Manifest) for p in parsed.values()) == 300
