@@ -70,7 +70,10 @@ def analyze(
     policy: Policy,
     corrupt_blobs: frozenset[Digest] = frozenset(),
 ) -> Audit:
-    state = _State(inventory.blobs, manifests, protected=set(policy.pinned))
+    state = _State(
+        inventory.blobs, manifests, protected=set(policy.pinned),
+        not_seen=frozenset(o.path for o in (*inventory.unknown, *inventory.unreadable)),
+    )
     _damaged_blobs(state, corrupt_blobs)
     recent_uploads = 0
     empty_repositories: list[str] = []
@@ -105,6 +108,15 @@ class _State:
     kept: set[Digest] = field(default_factory=set)  # referenced by live or protected manifests
     protected: set[Digest] = field(default_factory=set)  # named by damaged links: never judged garbage
     blob_damage: set[Digest] = field(default_factory=set)  # blobs already given a damage finding
+    # Paths not read or not followed (symbolic links the registry would follow): what is there is unknown.
+    not_seen: frozenset[str] = frozenset()
+
+    def unseen(self, path: str) -> bool:
+        """Whether `path`, or a directory above it, could not be read or was not followed."""
+        if not self.not_seen:
+            return False
+        parts = path.split("/")
+        return any("/".join(parts[:end]) in self.not_seen for end in range(1, len(parts) + 1))
 
     def manifest(self, digest: Digest) -> Manifest | None:
         parsed = self.manifests.get(digest)
@@ -161,7 +173,8 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
     _tags(state, repo)
     for digest in repo.revisions:
         if digest not in blobs:
-            if digest not in named_by_current and digest not in live:  # live: manifest-missing-ref says it
+            # A live one is manifest-missing-ref; one a tag names, tag-broken.
+            if digest not in named_by_current and digest not in live and not state.unseen(layout.blob_data(digest)):
                 state.add(Finding(
                     "revision-dangling", layout.revision_dir(name, digest),
                     "revision link to manifest data that is not stored", name, digest=digest,
@@ -307,7 +320,10 @@ def _check_live_manifest(
         if reference.role is Role.CHILD:
             is_manifest = reference.names_manifest or reference.digest in repo.revisions
             present = reference.digest in blobs and (reference.digest in repo.revisions or not reference.names_manifest)
-            if not present:
+            unseen = state.unseen(layout.revision_link(name, reference.digest)) or state.unseen(
+                layout.blob_data(reference.digest)
+            )
+            if not present and not unseen:
                 path = layout.revision_dir(name, reference.digest) if is_manifest else layout.blob_dir(reference.digest)
                 add_once(Finding(
                     "manifest-missing-ref", path,
@@ -316,12 +332,14 @@ def _check_live_manifest(
                 ))
             continue
         if reference.digest not in blobs:
+            if state.unseen(layout.blob_data(reference.digest)):
+                continue
             add_once(Finding(
                 "manifest-missing-ref", layout.blob_dir(reference.digest),
                 f"{reference.role.value} of live manifest {shown} is not stored", name, digest=reference.digest,
             ))
             continue
-        if reference.digest not in repo.layer_links:
+        if reference.digest not in repo.layer_links and not state.unseen(layout.layer_link(name, reference.digest)):
             add_once(Finding(
                 "layer-link-missing", layout.layer_link_dir(name, reference.digest),
                 f"{reference.role.value} of live manifest {shown} is stored but not linked: pulls fail",
@@ -378,13 +396,16 @@ def _tags(state: _State, repo: Repository) -> None:
         path = layout.tag_dir(name, tag.name)
         current = tag.current
         if current is None:
+            if state.unseen(layout.tag_current_link(name, tag.name)):
+                continue  # the registry follows what is there; reported as not followed
             why = "current link is invalid" if tag.has_current_file else "current link is missing"
             state.add(Finding("tag-broken", path, f"{why}: the tag cannot be pulled", name, tag.name))
             continue
         if current not in repo.revisions:
-            problem = "has no revision link in this repository"
+            unseen = state.unseen(layout.revision_link(name, current))
+            problem = None if unseen else "has no revision link in this repository"
         elif current not in state.blobs:
-            problem = "has no manifest data"
+            problem = None if state.unseen(layout.blob_data(current)) else "has no manifest data"
         elif isinstance(state.manifests.get(current), InvalidManifest):
             problem = "has invalid manifest data"
         else:

@@ -430,45 +430,52 @@ def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
         if op not in (Kind.MOVE.value, Kind.WRITE_LINK.value, "rmdir"):
             continue
         relative = _get_path(entry, "path")
-        path = _safe(v2, relative)
-        saved = os.path.join(run_dir, FILES, relative)
-        if op == "rmdir":
-            if not os.path.lexists(path):
-                os.mkdir(path, entry["mode"])
-                outcome.restored += 1
-            if os.path.isdir(path) and not os.path.islink(path):
-                # Again on every replay: an undo killed between mkdir and chown must not leave root's directory.
-                os.chmod(path, entry["mode"])
-                _chown(path, entry["uid"], entry["gid"])
-        elif op == Kind.MOVE.value:
-            if os.path.lexists(saved) and _is_empty_dir(path):
-                os.rmdir(path)  # re-created as a parent by an earlier restore: nothing in it to keep
-            if os.path.lexists(saved) and not os.path.lexists(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                os.rename(saved, path)
-                outcome.restored += 1
-            elif os.path.lexists(saved):
-                outcome.skipped.append((relative, "something new is at its place; left in the quarantine"))
-        else:
-            if entry.get("replaced"):
-                if os.path.lexists(saved):
-                    ours = _holds(path, entry.get("content", "")) or _unchanged(path, saved)
-                    if os.path.lexists(path) and not ours:  # the registry wrote it since: keep what it wrote
-                        outcome.skipped.append((relative, "rewritten since the run; the original stays quarantined"))
-                    else:
-                        os.rename(saved, path)
-                        outcome.restored += 1
-            elif _holds(path, entry.get("content", "")):
-                os.unlink(path)
-                for directory in reversed(entry.get("created_dirs", [])):
-                    try:
-                        os.rmdir(_safe(v2, directory))
-                    except OSError:
-                        break
-                outcome.restored += 1
+        try:
+            _undo_entry(entry, op, _safe(v2, relative), os.path.join(run_dir, FILES, relative), relative, v2, outcome)
+        except OSError as error:  # the others are still put back; the run stays to try again
+            outcome.skipped.append((relative, f"could not restore: {error.strerror or error}"))
     if not outcome.skipped:
         shutil.rmtree(run_dir)
     return outcome
+
+
+def _undo_entry(entry: dict, op: str, path: str, saved: str, relative: str, v2: str, outcome: UndoOutcome) -> None:
+    """Put one journaled change back, or say in `outcome` why not."""
+    if op == "rmdir":
+        if not os.path.lexists(path):
+            os.mkdir(path, entry["mode"])
+            outcome.restored += 1
+        if os.path.isdir(path) and not os.path.islink(path):
+            # Again on every replay: an undo killed between mkdir and chown must not leave root's directory.
+            os.chmod(path, entry["mode"])
+            _chown(path, entry["uid"], entry["gid"])
+    elif op == Kind.MOVE.value:
+        if os.path.lexists(saved) and _is_empty_dir(path):
+            os.rmdir(path)  # re-created as a parent by an earlier restore: nothing in it to keep
+        if os.path.lexists(saved) and not os.path.lexists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.rename(saved, path)
+            outcome.restored += 1
+        elif os.path.lexists(saved):
+            outcome.skipped.append((relative, "something new is at its place; left in the quarantine"))
+    else:
+        if entry.get("replaced"):
+            if os.path.lexists(saved):
+                ours = _holds(path, entry.get("content", "")) or _unchanged(path, saved)
+                if os.path.lexists(path) and not ours:  # the registry wrote it since: keep what it wrote
+                    outcome.skipped.append((relative, "rewritten since the run; the original stays quarantined"))
+                else:
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    os.rename(saved, path)
+                    outcome.restored += 1
+        elif _holds(path, entry.get("content", "")):
+            os.unlink(path)
+            for directory in reversed(entry.get("created_dirs", [])):
+                try:
+                    os.rmdir(_safe(v2, directory))
+                except OSError:
+                    break
+            outcome.restored += 1
 
 
 def _holds(path: str, content: str) -> bool:

@@ -217,4 +217,7 @@ def main(argv: list[str] | None = None, run: Callable[..., object] | None = None
         # The reader went away (| head): nothing more to say, and Python must not complain at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(ExitCode.OK)
+    except OSError as error:  # one the stages did not expect (a disk gone, a permission changed mid-run)
+        _error(str(error))
+        sys.exit(ExitCode.OPERATIONAL)
     sys.exit(outcome if isinstance(outcome, int) else ExitCode.OK)

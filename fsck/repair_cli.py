@@ -122,6 +122,7 @@ def repair(
     live = audit.recent_uploads and not force
 
     def finish(outcome: Optional[apply.Outcome], code: ExitCode, text: str) -> None:
+        code |= unread
         data = (
             orjson.dumps(report.plan_document(the_plan, context, where, outcome, int(code)), option=orjson.OPT_INDENT_2) + b"\n"
             if json_output else text.encode("utf-8")
@@ -133,6 +134,7 @@ def repair(
             sys.stdout.flush()
         raise typer.Exit(int(code))
 
+    unread = ExitCode.OK if audit.complete else ExitCode.OPERATIONAL  # as for audit: a partial view is said
     left = ExitCode.PROBLEMS_LEFT if the_plan.leftover else ExitCode.OK
     plan_text = report.plan_to_text(the_plan, context, limit, where, delete)
     if live and not dry_run:

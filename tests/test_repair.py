@@ -271,7 +271,9 @@ def test_incomplete_audit_removes_only_what_does_not_depend_on_the_unread_part(q
                  "repair", str(quiet_demo.root), "--dry-run", "--json", *extra],
                 capture_output=True, text=True, timeout=120, cwd=REPO,
             )
-            return orjson.loads(result.stdout)
+            document = orjson.loads(result.stdout)
+            assert result.returncode == document["exit_code"] == 8 | 4  # actions pending, and the view partial
+            return document
 
         careful, forced = repair(), repair("--force")
     finally:
