@@ -292,9 +292,10 @@ def _link_model(v2: str, relative: str) -> os.stat_result | None:
     marker = next((i for i, part in enumerate(parts) if part in layout.REPOSITORY_MARKERS), None)
     if marker is None:
         return None
-    for directory, _, names in os.walk(os.path.join(v2, *parts[:marker])):
-        if layout.LINK in names and not os.path.islink(os.path.join(directory, layout.LINK)):
-            return os.lstat(os.path.join(directory, layout.LINK))
+    for store in (layout.LAYERS, layout.MANIFESTS):  # the repository's own, not a nested repository's
+        for directory, _, names in os.walk(os.path.join(v2, *parts[:marker], store)):
+            if layout.LINK in names and not os.path.islink(os.path.join(directory, layout.LINK)):
+                return os.lstat(os.path.join(directory, layout.LINK))
     return None
 
 
