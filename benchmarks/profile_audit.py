@@ -1,15 +1,17 @@
 """Time and profile `registry-fsck audit` stage by stage, in this process.
 
     python benchmarks/profile_audit.py ROOT                 # seconds per stage, as JSON on stdout
+    python benchmarks/profile_audit.py ROOT --verify        # and of re-hashing every blob
     python benchmarks/profile_audit.py ROOT --cprofile 20   # and cProfile's top 20 by cumulative time
     python benchmarks/profile_audit.py --memory ROOT        # tracemalloc: bytes held after each stage
     python benchmarks/profile_audit.py --collapsed FILE     # top 20 of a `py-spy record -f raw` profile
 
 The stages are the ones `fsck.cli.run_audit` wires: layout.find_v2 → scan.scan →
-manifests.read_manifests → analyze.analyze → report.to_json. cProfile sees only the main
-thread, so under `--cprofile` manifests are read with one worker (their parsing then shows
-up); the stage seconds are measured with the package's own defaults. Use py-spy
-(`py-spy top`/`record --threads`) to see the threads of a normal run.
+manifests.read_manifests → (verify.verify_blobs, with --verify) → analyze.analyze →
+report.to_json. cProfile sees only the main thread, so under `--cprofile` manifests are
+read with one worker (their parsing then shows up); the stage seconds are measured with
+the package's own defaults. Use py-spy (`py-spy top`/`record --threads`) to see the
+threads of a normal run.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import time
 from datetime import datetime, timezone
 
 
-def stages(root: str, workers: int | None = None) -> dict:
-    from fsck import analyze, layout, manifests, report, scan
+def stages(root: str, workers: int | None = None, verify_blobs: bool = False) -> dict:
+    from fsck import analyze, layout, manifests, report, scan, verify
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -45,14 +47,19 @@ def stages(root: str, workers: int | None = None) -> dict:
     extra = {} if workers is None else {"workers": workers}
     parsed = manifests.read_manifests(v2, revisions, inventory.blobs, **extra)
     lap("manifests")
+    corrupt: frozenset = frozenset()
+    if verify_blobs:
+        corrupt = verify.verify_blobs(v2, inventory.blobs).corrupt
+        lap("verify")
     policy = analyze.Policy(now=datetime.now(timezone.utc))
-    audit = analyze.analyze(inventory, parsed, policy)
+    audit = analyze.analyze(inventory, parsed, policy, corrupt)
     lap("analyze")
     context = report.Context(layout.rootdirectory_of(v2), v2, policy.now, False)
     data = report.to_json(audit, context, 4)
     lap("report")
     seconds["total"] = round(sum(seconds.values()), 3)
     return {
+        "package": os.path.dirname(os.path.dirname(os.path.abspath(scan.__file__))),
         "seconds": seconds,
         "findings": len(audit.findings),
         "report_bytes": len(data),
@@ -130,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cprofile", type=int, metavar="N", help="print cProfile's top N by cumulative time")
     parser.add_argument("--sort", default="cumulative", help="pstats sort key (default cumulative)")
     parser.add_argument("--memory", action="store_true", help="tracemalloc: Python heap held after each stage")
+    parser.add_argument("--verify", action="store_true", help="also time re-hashing every blob (audit --verify)")
     parser.add_argument("--collapsed", metavar="FILE", help="summarize a `py-spy record -f raw` output file")
     parser.add_argument("--top", type=int, default=20, help="lines in --collapsed summaries (default 20)")
     parser.add_argument("--main-thread", action="store_true", help="--collapsed: only the main thread's stacks")
@@ -144,14 +152,14 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cprofile:
         profiler = cProfile.Profile()
         profiler.enable()
-        result = stages(args.root, workers=1)
+        result = stages(args.root, workers=1, verify_blobs=args.verify)
         profiler.disable()
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).strip_dirs().sort_stats(args.sort).print_stats(args.cprofile)
         print(text.getvalue(), file=sys.stderr)
         print(json.dumps({"profiled": True, **result}))
     else:
-        print(json.dumps(stages(args.root)))
+        print(json.dumps(stages(args.root, verify_blobs=args.verify)))
 
 
 if __name__ == "__main__":

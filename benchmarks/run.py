@@ -21,8 +21,8 @@ caches warmed equally (every command runs once untimed, then the best of --repea
     import      `python -c "import fsck.cli"`: the interpreter and imports alone
     fsck-base, verify-base
                 with `--baseline DIR`: the same two commands run by another copy of the
-                package (`DIR/fsck`, e.g. `git archive HEAD fsck | tar -x -C DIR`), interleaved
-                with the others, for before/after numbers measured under the same load
+                package (`DIR/fsck`, e.g. `git archive HEAD fsck | tar -x -C DIR`; DIR first
+                on sys.path), interleaved with the others: before/after under the same load
 
 Wall seconds come from the parent's clock, peak RSS and CPU seconds from GNU time (the
 largest process of a pipeline; `wait4()` when /usr/bin/time is missing). It prints a table and the ratios, checks that the blobs
@@ -280,8 +280,17 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
     baseline = os.path.abspath(args.baseline) if args.baseline else None
     if baseline and not os.path.isfile(os.path.join(baseline, "fsck", "cli.py")):
         sys.exit(f"--baseline {baseline}: no fsck/cli.py in it")
-    # The baseline runs as `python -m fsck` with DIR first on sys.path (ahead of any installed fsck).
-    base_fsck = ["env", f"PYTHONPATH={baseline}", sys.executable, "-m", "fsck"] if baseline else []
+    # DIR goes first on sys.path, ahead of the working directory (which `python -m` and
+    # `-c` put ahead of PYTHONPATH) and of an installed or editable fsck.
+    boot = f"import sys; sys.path.insert(0, {baseline!r}); from fsck.cli import main; main()"
+    base_fsck = [sys.executable, "-c", boot] if baseline else []
+    if baseline:
+        where = subprocess.run(
+            [sys.executable, "-c", boot.replace("from fsck.cli import main; main()", "import fsck; print(fsck.__file__)")],
+            capture_output=True, text=True,
+        ).stdout.strip()
+        if not where.startswith(os.path.join(baseline, "fsck") + os.sep):
+            sys.exit(f"--baseline {baseline}: imports fsck from {where or 'nowhere'}, not from there")
     gc_path = os.path.join(out, "gc.txt")
 
     bench = Bench(repeat, verbose=not args.quiet)
