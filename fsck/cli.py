@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import IntFlag
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from tqdm import tqdm
@@ -128,6 +128,16 @@ def audit_exit_code(audit: analyze.Audit) -> ExitCode:
     return code
 
 
+def emit(data: bytes, output: Optional[Path], target: Target, code: int) -> NoReturn:
+    """Write the report to `output` (or stdout) and exit with `code`."""
+    if output is not None:
+        _write_output(output, data, target)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    raise typer.Exit(code)
+
+
 def _write_output(output: Path, data: bytes, target: Target) -> None:
     resolved = os.path.realpath(output)
     root = os.path.realpath(target.root)
@@ -177,12 +187,7 @@ def audit(
         if json_output
         else report.to_text(result, context, limit).encode("utf-8")
     )
-    if output is not None:
-        _write_output(output, data, target)
-    else:
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-    raise typer.Exit(int(code))
+    emit(data, output, target, int(code))
 
 
 @app.callback()

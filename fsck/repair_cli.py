@@ -15,7 +15,7 @@ import typer
 from . import analyze, apply, guards, plan, report
 from .cli import (
     ConfigOption, ExitCode, JsonOption, LimitOption, OperationalError, OutputOption, PathArgument, QuietOption,
-    Target, UploadAgeOption, VerifyOption, _Progress, _write_output, app, load, parse_duration, resolve_target,
+    Target, UploadAgeOption, VerifyOption, _Progress, app, emit, load, parse_duration, resolve_target,
 )
 from .findings import BY_ID
 
@@ -127,12 +127,7 @@ def repair(
             orjson.dumps(report.plan_document(the_plan, context, where, outcome, int(code)), option=orjson.OPT_INDENT_2) + b"\n"
             if json_output else text.encode("utf-8")
         )
-        if output is not None:
-            _write_output(output, data, target)
-        else:
-            sys.stdout.buffer.write(data)
-            sys.stdout.flush()
-        raise typer.Exit(int(code))
+        emit(data, output, target, int(code))
 
     unread = ExitCode.OK if audit.complete else ExitCode.OPERATIONAL  # as for audit: a partial view is said
     left = ExitCode.PROBLEMS_LEFT if the_plan.leftover else ExitCode.OK
