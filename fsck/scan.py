@@ -125,6 +125,25 @@ def _is_leftover(name: str) -> bool:
     return name.endswith(_TMP_SUFFIX) and base in (layout.LINK, layout.DATA, layout.STARTEDAT)
 
 
+_UNREADABLE = LinkContent(None, LinkDefect.UNREADABLE)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """A directory, not a symbolic link to one (d_type; False when that cannot be told)."""
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    """A regular file, not a symbolic link to one (d_type; False when that cannot be told)."""
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
 def _is_valid_utf8(name: str) -> bool:
     try:
         name.encode("utf-8")
@@ -142,9 +161,12 @@ class _Walker:
 
     # Helpers
 
+    def _path(self, relative: str) -> str:
+        return f"{self.inventory.v2}/{relative}" if relative else self.inventory.v2
+
     def _list(self, relative: str) -> list[os.DirEntry] | None:
         try:
-            with os.scandir(os.path.join(self.inventory.v2, relative)) as entries:
+            with os.scandir(self._path(relative)) as entries:
                 listed = list(entries)
         except OSError as error:
             self.inventory.unreadable.append(Oddity(relative, error.strerror or str(error)))
@@ -176,6 +198,9 @@ class _Walker:
         self.inventory.unknown.append(Oddity(relative, "special file"))
         return None
 
+    def _what(self, entry: os.DirEntry, relative: str) -> str:
+        return self._classify(entry, relative) or "odd"
+
     def _children(self, relative: str) -> list[tuple[os.DirEntry, str, str]] | None:
         """Usable entries as (entry, relative path, 'dir'|'file'); None when unreadable."""
         listed = self._list(relative)
@@ -184,7 +209,7 @@ class _Walker:
         children = []
         for entry in listed:
             child = f"{relative}/{entry.name}" if relative else entry.name
-            children.append((entry, child, self._classify(entry, child) or "odd"))
+            children.append((entry, child, self._what(entry, child)))
         return children
 
     def _empty(self, relative: str) -> None:
@@ -196,16 +221,20 @@ class _Walker:
         empties.append(relative)
 
     def _read_link(self, relative: str) -> LinkContent:
+        raw = self._read_link_bytes(relative)
+        return _UNREADABLE if raw is None else layout.parse_link(raw)
+
+    def _read_link_bytes(self, relative: str) -> bytes | None:
+        """The bytes of a link file (up to one more than a link may hold); None when unreadable."""
         try:
-            fd = os.open(os.path.join(self.inventory.v2, relative), os.O_RDONLY | os.O_NOFOLLOW)
+            fd = os.open(self._path(relative), os.O_RDONLY | os.O_NOFOLLOW)
             try:
-                raw = os.read(fd, layout.MAX_LINK_BYTES + 1)
+                return os.read(fd, layout.MAX_LINK_BYTES + 1)
             finally:
                 os.close(fd)
         except OSError as error:
             self.inventory.unreadable.append(Oddity(relative, error.strerror or str(error)))
-            return LinkContent(None, LinkDefect.UNREADABLE)
-        return layout.parse_link(raw)
+            return None
 
     def _leftover(self, entry: os.DirEntry, relative: str) -> None:
         try:
@@ -270,14 +299,21 @@ class _Walker:
             elif what != "odd":
                 self._odd(fan_out_dir, "not a blob fan-out directory")
 
+    # The levels below hold nearly every entry of a large tree. An entry with the expected
+    # name and type costs one d_type test; any other goes through _what (UTF-8, symbolic link,
+    # special file), and either way to the verdict _children would have given.
+
     def blob_prefix(self, relative: str, algorithm: str, fan_out: str) -> bool:
-        children = self._children(relative)
-        if children is None:
+        listed = self._list(relative)
+        if listed is None:
             return True
         holds_files = False
-        for entry, blob_dir, what in children:
-            digest = layout.digest_key(algorithm, entry.name) if what == "dir" else None
-            if digest is not None and entry.name.startswith(fan_out):
+        for entry in listed:
+            name = entry.name
+            blob_dir = f"{relative}/{name}"
+            digest = layout.digest_key(algorithm, name) if _is_dir(entry) else None
+            what = "dir" if digest is not None else self._what(entry, blob_dir)  # hex: valid UTF-8
+            if digest is not None and name.startswith(fan_out):
                 if self.blob(blob_dir, digest):
                     holds_files = True
                 else:
@@ -289,20 +325,23 @@ class _Walker:
         return holds_files
 
     def blob(self, relative: str, digest: Digest) -> bool:
-        children = self._children(relative)
-        if children is None:
+        listed = self._list(relative)
+        if listed is None:
             return True
-        for entry, path, what in children:
-            if what == "file" and entry.name == layout.DATA:
+        for entry in listed:
+            name = entry.name
+            path = f"{relative}/{name}"
+            what = "file" if name == layout.DATA and _is_file(entry) else self._what(entry, path)
+            if what == "file" and name == layout.DATA:
                 try:
                     self.inventory.blobs[digest] = entry.stat(follow_symlinks=False).st_size
                 except OSError as error:
                     self.inventory.unreadable.append(Oddity(path, error.strerror or str(error)))
-            elif what == "file" and _is_leftover(entry.name):
+            elif what == "file" and _is_leftover(name):
                 self._leftover(entry, path)
             elif what != "odd":
                 self._odd(path, "not part of a blob directory")
-        return bool(children)
+        return bool(listed)
 
     def namespace(self, relative: str, name: str, top: bool = False) -> bool:
         """A directory under repositories/: a repository when it holds a marker, else a namespace.
@@ -391,44 +430,54 @@ class _Walker:
         return holds
 
     def link_algorithm(self, relative, algorithm, repository, kind, into, tag) -> bool:
-        children = self._children(relative)
-        if children is None:
+        listed = self._list(relative)
+        if listed is None:
             return True
         holds = False
-        for entry, digest_dir, what in children:
-            digest = layout.digest_key(algorithm, entry.name) if what == "dir" else None
+        for entry in listed:
+            name = entry.name
+            digest_dir = f"{relative}/{name}"
+            digest = layout.digest_key(algorithm, name) if _is_dir(entry) else None
             if digest is None:
                 holds = True
-                if what != "odd":
+                if self._what(entry, digest_dir) != "odd":
                     self._odd(digest_dir, "not a digest directory")
-            elif self.link_dir(digest_dir, digest, repository, kind, into, tag):
+            elif self.link_dir(digest_dir, digest, repository, kind, into, tag, f"{algorithm}:{name}".encode()):
                 holds = True
             else:
                 self._empty(digest_dir)
         return holds
 
-    def link_dir(self, relative, digest, repository, kind, into, tag) -> bool:
-        children = self._children(relative)
-        if children is None:
+    def link_dir(self, relative, digest, repository, kind, into, tag, expected: bytes) -> bool:
+        """`expected`: the bytes of a link that names exactly this directory's digest."""
+        listed = self._list(relative)
+        if listed is None:
             return True
-        for entry, path, what in children:
-            if entry.name == layout.LINK and what == "file":
-                content = self._read_link(path)
+        for entry in listed:
+            name = entry.name
+            path = f"{relative}/{name}"
+            what = "file" if name == layout.LINK and _is_file(entry) else self._what(entry, path)
+            if name == layout.LINK and what == "file":
+                raw = self._read_link_bytes(path)
+                if raw == expected:  # valid, and names the path's digest: parse_link would agree
+                    into.add(digest)
+                    continue
+                content = _UNREADABLE if raw is None else layout.parse_link(raw)
                 if content.digest == digest:
                     into.add(digest)
                 elif content.digest is not None and layout.is_alias(digest, content.digest):
                     repository.aliases.add(content.digest)
                 else:
                     repository.bad_links.append(BadLink(kind, path, digest, content, tag))
-            elif entry.name == layout.LINK and what == "dir":
+            elif name == layout.LINK and what == "dir":
                 repository.bad_links.append(BadLink(kind, path, digest, LinkContent(None, LinkDefect.NOT_A_FILE), tag))
-            elif what == "file" and _is_leftover(entry.name):
+            elif what == "file" and _is_leftover(name):
                 self._leftover(entry, path)
-            elif what == "dir" and entry.name == layout.SIGNATURES and kind == LinkKind.REVISION:
+            elif what == "dir" and name == layout.SIGNATURES and kind == LinkKind.REVISION:
                 continue  # registries <= 2.4; nothing references these any more
             elif what != "odd":
                 self._odd(path, "not part of a link directory")
-        return bool(children)
+        return bool(listed)
 
     def tags(self, relative: str, repository: Repository) -> None:
         children = self._children(relative)
