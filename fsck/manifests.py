@@ -8,7 +8,7 @@ collector: config, layers, index children and schema1 fsLayers reference blobs;
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
@@ -83,7 +83,30 @@ class _Malformed(Exception):
     pass
 
 
-def parse_manifest(raw: bytes) -> Manifest | InvalidManifest:
+# Thousands of references name a handful of media types: one str object for each, not one per
+# reference (bounded, whatever a damaged registry holds).
+_SHARED_STRINGS: dict[str, str] = {}
+_SHARED_STRINGS_MAX = 4096
+
+
+def _shared(text: str) -> str:
+    shared = _SHARED_STRINGS.get(text)
+    if shared is None:
+        if len(_SHARED_STRINGS) >= _SHARED_STRINGS_MAX:
+            return text
+        shared = _SHARED_STRINGS.setdefault(text, text)
+    return shared
+
+
+_Canonical = Callable[[Digest], Digest]
+
+
+def _same(digest: Digest) -> Digest:
+    return digest
+
+
+def parse_manifest(raw: bytes, canonical: _Canonical = _same) -> Manifest | InvalidManifest:
+    """`canonical` may return an equal digest object already held elsewhere, to share it."""
     if not raw:
         return InvalidManifest("empty")
     if len(raw) > layout.MAX_MANIFEST_BYTES:
@@ -95,34 +118,40 @@ def parse_manifest(raw: bytes) -> Manifest | InvalidManifest:
     if not isinstance(document, dict):
         return InvalidManifest("not a JSON object")
     try:
-        return _parse_document(document)
+        return _parse_document(document, canonical)
     except _Malformed as error:
         return InvalidManifest(str(error))
 
 
-def _parse_document(document: dict) -> Manifest | InvalidManifest:
+def _parse_document(document: dict, canonical: _Canonical) -> Manifest | InvalidManifest:
     media_type = document.get("mediaType")
     if media_type is not None and not isinstance(media_type, str):
         raise _Malformed("mediaType is not a string")
+    if media_type is not None:
+        media_type = _shared(media_type)
     schema_version = document.get("schemaVersion")
     if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED) or (media_type is None and schema_version == 1):
-        return _schema1(document, media_type)
+        return _schema1(document, media_type, canonical)
     if media_type in (DOCKER_LIST, OCI_INDEX) or (media_type is None and "manifests" in document):
-        return Manifest(Kind.INDEX, media_type, _descriptors(document, "manifests", Role.CHILD), _subject(document))
+        children = _descriptors(document, "manifests", Role.CHILD, canonical)
+        return Manifest(Kind.INDEX, media_type, children, _subject(document, canonical))
     if media_type in (DOCKER_SCHEMA2, OCI_MANIFEST) or (media_type is None and "config" in document):
         config = document.get("config")
         if not isinstance(config, dict):
             raise _Malformed("image manifest without a config descriptor")
-        references = (_descriptor(config, Role.CONFIG),) + _descriptors(document, "layers", Role.LAYER)
-        return Manifest(Kind.IMAGE, media_type, references, _subject(document))
+        references = (_descriptor(config, Role.CONFIG, canonical),) + _descriptors(
+            document, "layers", Role.LAYER, canonical
+        )
+        return Manifest(Kind.IMAGE, media_type, references, _subject(document, canonical))
     if media_type == OCI_ARTIFACT:
-        return Manifest(Kind.ARTIFACT, media_type, _descriptors(document, "blobs", Role.LAYER), _subject(document))
+        blobs = _descriptors(document, "blobs", Role.LAYER, canonical)
+        return Manifest(Kind.ARTIFACT, media_type, blobs, _subject(document, canonical))
     if media_type is None:
         return InvalidManifest("no mediaType and no known schema")
     return InvalidManifest(f"unknown media type {media_type!r}")
 
 
-def _schema1(document: dict, media_type: str | None) -> Manifest:
+def _schema1(document: dict, media_type: str | None, canonical: _Canonical) -> Manifest:
     fs_layers = document.get("fsLayers")
     if not isinstance(fs_layers, list):
         raise _Malformed("schema1 manifest without fsLayers")
@@ -133,20 +162,20 @@ def _schema1(document: dict, media_type: str | None) -> Manifest:
         digest = layout.parse_digest(entry["blobSum"])
         if digest is None:
             raise _Malformed(f"invalid blobSum {entry['blobSum'][:80]!r}")
-        references.append(Reference(digest, Role.LAYER))
+        references.append(Reference(canonical(digest), Role.LAYER))
     return Manifest(Kind.SCHEMA1, media_type, tuple(references))
 
 
-def _descriptors(document: dict, field: str, role: Role) -> tuple[Reference, ...]:
+def _descriptors(document: dict, field: str, role: Role, canonical: _Canonical) -> tuple[Reference, ...]:
     entries = document.get(field, [])
     if entries is None:
         return ()
     if not isinstance(entries, list):
         raise _Malformed(f"{field} is not a list")
-    return tuple(_descriptor(entry, role) for entry in entries)
+    return tuple(_descriptor(entry, role, canonical) for entry in entries)
 
 
-def _descriptor(entry: object, role: Role) -> Reference:
+def _descriptor(entry: object, role: Role, canonical: _Canonical = _same) -> Reference:
     if not isinstance(entry, dict):
         raise _Malformed(f"{role.value} descriptor is not an object")
     text = entry.get("digest")
@@ -157,19 +186,19 @@ def _descriptor(entry: object, role: Role) -> Reference:
     media_type = entry.get("mediaType")
     urls = entry.get("urls")
     return Reference(
-        digest,
+        canonical(digest),
         role,
         size if isinstance(size, int) and not isinstance(size, bool) else None,
-        media_type if isinstance(media_type, str) else None,
+        _shared(media_type) if isinstance(media_type, str) else None,
         foreign=isinstance(urls, list) and bool(urls),
     )
 
 
-def _subject(document: dict) -> Digest | None:
+def _subject(document: dict, canonical: _Canonical) -> Digest | None:
     """Lenient, as the registry (2.8 ignores `subject`): a malformed one makes no manifest invalid."""
     subject = document.get("subject")
     try:
-        return _descriptor(subject, Role.CHILD).digest if subject is not None else None
+        return _descriptor(subject, Role.CHILD, canonical).digest if subject is not None else None
     except _Malformed:
         return None
 
@@ -205,6 +234,12 @@ def read_manifests(
     one worker, are read in this thread.
     """
     wanted = [digest for digest in set(digests) if digest in sizes]
+    # References to stored blobs share the inventory's digest objects (one per blob, not one
+    # per reference); the table is dropped when reading is done.
+    stored = {digest: digest for digest in sizes} if wanted else {}
+
+    def canonical(digest: Digest) -> Digest:
+        return stored.get(digest, digest)
 
     def load(digest: Digest) -> Manifest | InvalidManifest:
         size = sizes[digest]
@@ -218,7 +253,7 @@ def read_manifests(
                 os.close(fd)
         except OSError as error:
             return InvalidManifest(f"unreadable: {error.strerror}", unreadable=True)
-        return parse_manifest(raw)
+        return parse_manifest(raw, canonical)
 
     def load_batch(batch: list[Digest]) -> list[tuple[Digest, Manifest | InvalidManifest]]:
         return [(digest, load(digest)) for digest in batch]

@@ -158,6 +158,8 @@ class _Walker:
     def __init__(self, inventory: Inventory, progress: Progress) -> None:
         self.inventory = inventory
         self.progress = progress
+        # One bytes object per digest, however many blobs and links name it (this walk only).
+        self.digests: dict[Digest, Digest] = {}
 
     # Helpers
 
@@ -197,6 +199,10 @@ class _Walker:
         self._odd(relative, "neither a regular file nor a directory")
         self.inventory.unknown.append(Oddity(relative, "special file"))
         return None
+
+    def _digest(self, algorithm: str, hex_part: str) -> Digest | None:
+        digest = layout.digest_key(algorithm, hex_part)
+        return None if digest is None else self.digests.setdefault(digest, digest)
 
     def _what(self, entry: os.DirEntry, relative: str) -> str:
         return self._classify(entry, relative) or "odd"
@@ -311,7 +317,7 @@ class _Walker:
         for entry in listed:
             name = entry.name
             blob_dir = f"{relative}/{name}"
-            digest = layout.digest_key(algorithm, name) if _is_dir(entry) else None
+            digest = self._digest(algorithm, name) if _is_dir(entry) else None
             what = "dir" if digest is not None else self._what(entry, blob_dir)  # hex: valid UTF-8
             if digest is not None and name.startswith(fan_out):
                 if self.blob(blob_dir, digest):
@@ -437,7 +443,7 @@ class _Walker:
         for entry in listed:
             name = entry.name
             digest_dir = f"{relative}/{name}"
-            digest = layout.digest_key(algorithm, name) if _is_dir(entry) else None
+            digest = self._digest(algorithm, name) if _is_dir(entry) else None
             if digest is None:
                 holds = True
                 if self._what(entry, digest_dir) != "odd":
@@ -466,7 +472,7 @@ class _Walker:
                 if content.digest == digest:
                     into.add(digest)
                 elif content.digest is not None and layout.is_alias(digest, content.digest):
-                    repository.aliases.add(content.digest)
+                    repository.aliases.add(self.digests.setdefault(content.digest, content.digest))
                 else:
                     repository.bad_links.append(BadLink(kind, path, digest, content, tag))
             elif name == layout.LINK and what == "dir":
@@ -532,7 +538,7 @@ class _Walker:
                 has_file = True
                 content = self._read_link(path)
                 if content.digest is not None:
-                    current = content.digest
+                    current = self.digests.setdefault(content.digest, content.digest)
                 else:
                     repository.bad_links.append(BadLink(LinkKind.CURRENT, path, None, content, tag))
             elif entry.name == layout.LINK and what == "dir":
