@@ -25,14 +25,15 @@ def image(n: int) -> bytes:
 
 
 @pytest.mark.parametrize("count", [1, 31, 33, 257, 1500])
-def test_threads_and_one_thread_read_the_same(tmp_path, count):
+def test_threads_and_one_thread_read_the_same(tmp_path, monkeypatch, count):
     v2 = str(tmp_path)
     sizes = {}
     for n in range(count):
         raw = image(n)
         sizes[store(v2, raw)] = len(raw)
-    threaded = m.read_manifests(v2, sizes, sizes, workers=8)
     serial = m.read_manifests(v2, sizes, sizes, workers=1)
+    monkeypatch.setattr(m, "_SLOW_READ", 0.0)  # every batch counts as slow: the rest go to threads
+    threaded = m.read_manifests(v2, sizes, sizes, workers=8)
     assert threaded == serial
     assert set(threaded) == set(sizes)
     assert all(isinstance(parsed, m.Manifest) for parsed in threaded.values())
@@ -61,7 +62,25 @@ def test_data_over_the_limit_is_invalid_unread(tmp_path):
     assert "byte limit" in parsed[digest].reason and not parsed[digest].unreadable
 
 
-def test_unreadable_data_among_many(tmp_path):
+def test_fast_reads_stay_in_this_thread(tmp_path, monkeypatch):
+    v2 = str(tmp_path)
+    sizes = {}
+    for n in range(600):
+        raw = image(n)
+        sizes[store(v2, raw)] = len(raw)
+    monkeypatch.setattr(m, "_SLOW_READ", 3600.0)
+
+    class NoThreads:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("no thread pool for fast reads")
+
+    monkeypatch.setattr(m, "ThreadPoolExecutor", NoThreads)
+    assert len(m.read_manifests(v2, sizes, sizes, workers=8)) == 600
+
+
+@pytest.mark.parametrize("slow", [0.0, 3600.0])
+def test_unreadable_data_among_many(tmp_path, monkeypatch, slow):
+    monkeypatch.setattr(m, "_SLOW_READ", slow)
     v2 = str(tmp_path)
     sizes = {}
     for n in range(300):
