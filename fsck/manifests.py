@@ -235,8 +235,9 @@ def read_manifests(
     """Read and parse the stored data of each digest that is stored as a blob.
 
     Batches are read in this thread while they read fast: parsing holds the GIL, so threads
-    would only add hand-offs. Once a batch shows storage that makes each read wait (a network
-    mount), the rest goes to `workers` threads, a batch at a time, to keep many reads in flight.
+    would only add hand-offs. Once two batches in a row show storage that makes each read wait
+    (a network mount), the rest goes to `workers` threads, a batch at a time, to keep many
+    reads in flight.
     """
     wanted = [digest for digest in set(digests) if digest in sizes]
     # References to stored blobs share the inventory's digest objects (one per blob, not one
@@ -268,12 +269,15 @@ def read_manifests(
     batches = [wanted[start : start + size] for start in range(0, len(wanted), size)]
     parsed: dict[Digest, Manifest | InvalidManifest] = {}
     done = 0
+    slow_before = False
     for batch in batches:
         started = time.perf_counter()
         parsed.update(load_batch(batch))
         done += 1
-        if workers > 1 and time.perf_counter() - started > _SLOW_READ * len(batch):
+        slow = time.perf_counter() - started > _SLOW_READ * len(batch)
+        if workers > 1 and slow and slow_before:  # two in a row: one alone may be a pause of the GC
             break
+        slow_before = slow
     rest = batches[done:]
     if rest:
         with ThreadPoolExecutor(max_workers=min(workers, len(rest))) as pool:
