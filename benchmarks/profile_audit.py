@@ -106,15 +106,17 @@ def memory(root: str) -> dict:
 def collapsed_summary(path: str, count: int = 20, main_only: bool = False) -> str:
     """Top functions of a py-spy raw (collapsed-stack) profile, by inclusive and by own samples.
 
-    py-spy samples every thread: with `main_only`, only stacks rooted in `<module>` count, so
-    percentages are of the main thread's wall time (waits on worker threads included)."""
+    py-spy samples every thread: with `main_only`, only stacks rooted in `<module>` (or runpy's
+    `_run_module_as_main`) count, so percentages are of the main thread's wall time (waits on
+    worker threads included)."""
     inclusive: dict[str, int] = {}
     own: dict[str, int] = {}
     total = 0
     with open(path) as handle:
         for line in handle:
             stack, _, samples = line.rstrip("\n").rpartition(" ")
-            if not stack or (main_only and not stack.startswith("<module>")):
+            # The main thread's stacks start at the script (`<module>`) or, under `python -m`, at runpy.
+            if not stack or (main_only and not stack.startswith(("<module>", "_run_module_as_main"))):
                 continue
             n = int(samples)
             total += n
