@@ -89,8 +89,8 @@ def analyze(
         blob_bytes=sum(inventory.blobs.values()),
     )
     findings = sorted(state.findings, key=Finding.sort_key)
-    unreadable = [d for d, m in manifests.items() if isinstance(m, InvalidManifest) and m.unreadable]
-    unparsed = len([m for m in manifests.values() if isinstance(m, InvalidManifest) and not m.unreadable])
+    unreadable = any(isinstance(m, InvalidManifest) and m.unreadable for m in manifests.values())
+    unparsed = sum(isinstance(m, InvalidManifest) and not m.unreadable for m in manifests.values())
     uncertain = (f"{unparsed} manifest(s) could not be parsed: what they reference is unknown",) if unparsed else ()
     return Audit(
         tuple(findings), totals, inventory.complete and not unreadable, recent_uploads, uncertain,
@@ -113,10 +113,7 @@ class _State:
 
     def unseen(self, path: str) -> bool:
         """Whether `path`, or a directory above it, could not be read or was not followed."""
-        if not self.not_seen:
-            return False
-        parts = path.split("/")
-        return any("/".join(parts[:end]) in self.not_seen for end in range(1, len(parts) + 1))
+        return layout.at_or_under(path, self.not_seen)
 
     def manifest(self, digest: Digest) -> Manifest | None:
         parsed = self.manifests.get(digest)
@@ -149,7 +146,7 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
     protected = _bad_links(state, repo, referrers) | repo.aliases
     state.protected |= repo.aliases
     unknown_references = {
-        d for d in _named(repo) if isinstance(state.manifests.get(d), InvalidManifest)
+        d for d in repo.named_manifests() if isinstance(state.manifests.get(d), InvalidManifest)
     }
     roots = _roots(repo)
     live = _closure(state, repo, roots, referrers)
@@ -320,10 +317,10 @@ def _check_live_manifest(
         if reference.role is Role.CHILD:
             is_manifest = reference.names_manifest or reference.digest in repo.revisions
             present = reference.digest in blobs and (reference.digest in repo.revisions or not reference.names_manifest)
-            unseen = state.unseen(layout.revision_link(name, reference.digest)) or state.unseen(
-                layout.blob_data(reference.digest)
-            )
-            if not present and not unseen:
+            if not present and not (
+                state.unseen(layout.revision_link(name, reference.digest))
+                or state.unseen(layout.blob_data(reference.digest))
+            ):
                 path = layout.revision_dir(name, reference.digest) if is_manifest else layout.blob_dir(reference.digest)
                 add_once(Finding(
                     "manifest-missing-ref", path,
@@ -353,22 +350,12 @@ def _check_live_manifest(
             ))
 
 
-def _named(repo: Repository) -> set[Digest]:
-    """Every digest the repository's manifest links name."""
-    named = set(repo.revisions)
-    for tag in repo.tags.values():
-        named |= tag.index
-        if tag.current is not None:
-            named.add(tag.current)
-    return named
-
-
 def _bad_links(state: _State, repo: Repository, referrers: Referrers) -> set[Digest]:
     """Damaged links are reported; what they may name, and all it references, is never judged garbage."""
     protected: set[Digest] = set()
     for bad in repo.bad_links:
         where = f"{bad.kind} link" + (f" of tag {bad.tag}" if bad.tag else "")
-        named = {d for d in (bad.path_digest, bad.content.digest, bad.content.recoverable) if d is not None}
+        named = bad.may_name
         protected |= named
         if bad.kind != LinkKind.LAYER:
             for digest in _closure(state, repo, named, referrers):

@@ -427,12 +427,11 @@ def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
     if os.path.realpath(journaled_v2) != os.path.realpath(v2):
         raise ApplyError(f"{run}: a run on {journaled_v2}, not on {v2}")
     for entry in reversed(entries[1:]):
-        op = entry.get("op")
-        if op not in (Kind.MOVE.value, Kind.WRITE_LINK.value, "rmdir"):
+        if entry.get("op") not in (Kind.MOVE.value, Kind.WRITE_LINK.value, "rmdir"):
             continue
         relative = _get_path(entry, "path")
         try:
-            _undo_entry(entry, op, _safe(v2, relative), os.path.join(run_dir, FILES, relative), relative, v2, outcome)
+            _undo_entry(entry, relative, v2, run_dir, outcome)
         except OSError as error:  # the others are still put back; the run stays to try again
             outcome.skipped.append((relative, f"could not restore: {error.strerror or error}"))
     if not outcome.skipped:
@@ -440,8 +439,11 @@ def undo(quarantine: str, v2: str, run: str | None = None) -> UndoOutcome:
     return outcome
 
 
-def _undo_entry(entry: dict, op: str, path: str, saved: str, relative: str, v2: str, outcome: UndoOutcome) -> None:
+def _undo_entry(entry: dict, relative: str, v2: str, run_dir: str, outcome: UndoOutcome) -> None:
     """Put one journaled change back, or say in `outcome` why not."""
+    op = entry["op"]
+    path = _safe(v2, relative)
+    saved = os.path.join(run_dir, FILES, relative)
     if op == "rmdir":
         if not os.path.lexists(path):
             os.mkdir(path, entry["mode"])

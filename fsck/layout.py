@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from enum import Enum
 
@@ -145,8 +146,17 @@ def join(*parts: str) -> str:
 
 
 def blob_dir(digest: Digest) -> str:
+    return join(BLOBS, algorithm_of(digest), _fan_out(digest))
+
+
+def blob_data_in_algorithm_dir(digest: Digest) -> str:
+    """A blob's data relative to `blobs/<algorithm>`."""
+    return join(_fan_out(digest), DATA)
+
+
+def _fan_out(digest: Digest) -> str:
     hex_part = digest.hex()
-    return join(BLOBS, algorithm_of(digest), hex_part[:2], hex_part)
+    return join(hex_part[:2], hex_part)
 
 
 def blob_data(digest: Digest) -> str:
@@ -191,6 +201,18 @@ def tag_index_link(repository: str, tag: str, digest: Digest) -> str:
 
 def upload_dir(repository: str, upload_id: str) -> str:
     return join(REPOSITORIES, repository, UPLOADS, upload_id)
+
+
+def at_or_under(path: str, places: AbstractSet[str]) -> bool:
+    """Whether `path` is one of `places` or lies below one of them."""
+    if not places:
+        return False
+    end = len(path)
+    while end > 0:
+        if path[:end] in places:
+            return True
+        end = path.rfind("/", 0, end)
+    return False
 
 
 def is_structural(relative: str) -> bool:

@@ -208,14 +208,10 @@ def named_by_links(inventory: Inventory) -> set[Digest]:
     """Every digest a manifest link names, valid or damaged: what may be a manifest to read."""
     named: set[Digest] = set()
     for repository in inventory.repositories.values():
-        named |= repository.revisions
-        for tag in repository.tags.values():
-            named |= tag.index
-            if tag.current is not None:
-                named.add(tag.current)
+        named |= repository.named_manifests()
         for bad in repository.bad_links:
             if bad.kind != LinkKind.LAYER:
-                named.update(d for d in (bad.path_digest, bad.content.digest, bad.content.recoverable) if d)
+                named |= bad.may_name
     return named
 
 

@@ -234,7 +234,7 @@ def build_plan(
     ids = selection.ids()
     actions: list[Action] = []
     skipped: list[Skipped] = []
-    not_followed = tuple(oddity.path for oddity in inventory.unknown)
+    not_followed = frozenset(oddity.path for oddity in inventory.unknown)
     for finding in judged.findings:
         if finding.id not in ids:
             continue
@@ -245,7 +245,7 @@ def build_plan(
         planned = _actions_for(finding, inventory)
         if not planned:
             skipped.append(Skipped(finding, "nothing this tool can do for it"))
-        elif any(_at_or_under(a.path, not_followed) for a in planned):
+        elif any(layout.at_or_under(a.path, not_followed) for a in planned):
             # What the registry serves there (it follows symbolic links) is unknown: never replace it.
             skipped.append(Skipped(finding, "a symbolic link or special file is in its place, not followed"))
         else:
@@ -281,10 +281,6 @@ def build_plan(
         if f.severity is not Severity.NOTICE and f.path not in acted and not (f.path + "/").startswith(covered)
     )
     return Plan(tuple(actions), tuple(skipped), leftover)
-
-
-def _at_or_under(path: str, places: tuple[str, ...]) -> bool:
-    return any(path == place or path.startswith(place + "/") for place in places)
 
 
 def _reason_to_skip(finding: Finding, judged: Audit, selection: Selection, too_recent: frozenset[str]) -> str | None:

@@ -34,6 +34,11 @@ class BadLink:
     content: LinkContent
     tag: str | None = None
 
+    @property
+    def may_name(self) -> set[Digest]:
+        """Every digest this link may have been meant to name: its path's, and what its content holds."""
+        return {d for d in (self.path_digest, self.content.digest, self.content.recoverable) if d is not None}
+
 
 @dataclass(frozen=True, slots=True)
 class Tag:
@@ -66,6 +71,15 @@ class Repository:
     # Canonical digests that links under another algorithm name (legitimate aliases): never judged.
     aliases: set[Digest] = field(default_factory=set)
     fully_read: bool = True  # False: part of it was unreadable, so nothing in it can be judged garbage
+
+    def named_manifests(self) -> set[Digest]:
+        """Every digest its valid manifest links name: revisions, tag index entries, current targets."""
+        named = set(self.revisions)
+        for tag in self.tags.values():
+            named |= tag.index
+            if tag.current is not None:
+                named.add(tag.current)
+        return named
 
     @property
     def parts(self) -> tuple[str, ...]:

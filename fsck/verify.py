@@ -120,8 +120,7 @@ class _AlgorithmDirectories:
         fd = self.fds.get(layout.algorithm_of(digest))
         if fd is None:
             return os.open(os.path.join(self.v2, layout.blob_data(digest)), os.O_RDONLY | os.O_NOFOLLOW)
-        hex_part = digest.hex()
-        return os.open(f"{hex_part[:2]}/{hex_part}/{layout.DATA}", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+        return os.open(layout.blob_data_in_algorithm_dir(digest), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
 
     def close(self) -> None:
         for fd in self.fds.values():

@@ -114,3 +114,20 @@ def test_names():
 )
 def test_structural_directories_stay(path, structural):
     assert layout.is_structural(path) is structural
+
+
+@pytest.mark.parametrize(
+    ("path", "places", "inside"),
+    [
+        ("repositories/a/b", {"repositories/a"}, True), ("repositories/a", {"repositories/a"}, True),
+        ("repositories/ab", {"repositories/a"}, False), ("repositories", {"repositories/a"}, False),
+        ("blobs/sha256/ab/x/data", {"blobs"}, True), ("blobs", set(), False),
+    ],
+)
+def test_at_or_under_is_by_whole_path_components(path, places, inside):
+    assert layout.at_or_under(path, frozenset(places)) is inside
+
+
+def test_blob_data_in_its_algorithm_directory_is_the_tail_of_its_path():
+    digest = bytes.fromhex("ab" * 32)
+    assert layout.blob_data(digest) == "blobs/sha256/" + layout.blob_data_in_algorithm_dir(digest)
