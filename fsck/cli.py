@@ -15,9 +15,9 @@ from typing import NoReturn, Optional
 import typer
 from tqdm import tqdm
 
-from . import analyze, layout, manifests, report, scan, verify
+from . import checks, layout, manifests, report, scan, verify
 from .config import ConfigError, load_config
-from .findings import Severity
+from .catalogue import Id, Severity, UnknownId, parse_ids
 
 
 class ExitCode(IntFlag):
@@ -53,6 +53,15 @@ def parse_duration(text: str) -> timedelta:
     if not compact or "".join(number + unit for number, unit in parts) != compact:
         raise typer.BadParameter(f"{text!r} is not a duration like 168h, 7d or 30m")
     return timedelta(seconds=sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+
+
+def finding_ids(text: Optional[str], option: str) -> Optional[frozenset[Id]]:
+    if text is None:
+        return None
+    try:
+        return parse_ids(text)
+    except UnknownId as error:
+        raise typer.BadParameter(f"{option}: unknown finding id(s) {error}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +123,12 @@ def load(target: Target, *, verify_blobs: bool, quiet: bool) -> Loaded:
     return Loaded(inventory, parsed, corrupt)
 
 
-def run_audit(target: Target, policy: analyze.Policy, *, verify_blobs: bool, quiet: bool) -> analyze.Audit:
+def run_audit(target: Target, policy: checks.Policy, *, verify_blobs: bool, quiet: bool) -> checks.Audit:
     loaded = load(target, verify_blobs=verify_blobs, quiet=quiet)
-    return analyze.analyze(loaded.inventory, loaded.manifests, policy, loaded.corrupt)
+    return checks.audit(loaded.inventory, loaded.manifests, policy, loaded.corrupt)
 
 
-def audit_exit_code(audit: analyze.Audit) -> ExitCode:
+def audit_exit_code(audit: checks.Audit) -> ExitCode:
     code = ExitCode.OK
     if any(f.severity is not Severity.NOTICE for f in audit.findings):
         code |= ExitCode.PROBLEMS_LEFT
@@ -173,13 +182,19 @@ def audit(
     verify_blobs: bool = VerifyOption,
     limit: int = LimitOption,
     upload_age: str = UploadAgeOption,
+    ignore: Optional[str] = typer.Option(
+        None, "--ignore", help="Leave these finding ids (comma-separated) out of the report and the exit code."
+    ),
     quiet: bool = QuietOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
+    ignored = finding_ids(ignore, "--ignore")
     target = resolve_target(path, config)
-    policy = analyze.Policy(now=datetime.now(timezone.utc), upload_age=age)
+    policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
     result = run_audit(target, policy, verify_blobs=verify_blobs, quiet=quiet)
+    if ignored is not None:
+        result = checks.ignore(result, ignored)
     code = audit_exit_code(result)
     context = report.Context(target.root, target.v2, policy.now, verify_blobs)
     data = (

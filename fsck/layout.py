@@ -203,6 +203,185 @@ def upload_dir(repository: str, upload_id: str) -> str:
     return join(REPOSITORIES, repository, UPLOADS, upload_id)
 
 
+# Typed locations (distribution's path specs): each kind of place with its path, and `locate`,
+# the inverse. Findings and actions hold locations; their paths are for output and the journal.
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    digest: Digest
+
+    @property
+    def path(self) -> str:
+        return blob_dir(self.digest)
+
+    @property
+    def data(self) -> str:
+        return blob_data(self.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryDir:
+    repository: str
+
+    @property
+    def path(self) -> str:
+        return repository_dir(self.repository)
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryPart:
+    """One of a repository's own directories (`_layers`, `_manifests`, `_uploads`)."""
+
+    repository: str
+    part: str
+
+    @property
+    def path(self) -> str:
+        return join(repository_dir(self.repository), self.part)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerLink:
+    repository: str
+    digest: Digest
+
+    @property
+    def path(self) -> str:
+        return layer_link_dir(self.repository, self.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    repository: str
+    digest: Digest
+
+    @property
+    def path(self) -> str:
+        return revision_dir(self.repository, self.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class TagDir:
+    repository: str
+    tag: str
+
+    @property
+    def path(self) -> str:
+        return tag_dir(self.repository, self.tag)
+
+
+@dataclass(frozen=True, slots=True)
+class TagCurrent:
+    repository: str
+    tag: str
+
+    @property
+    def path(self) -> str:
+        return join(tag_dir(self.repository, self.tag), CURRENT)
+
+
+@dataclass(frozen=True, slots=True)
+class TagIndexEntry:
+    repository: str
+    tag: str
+    digest: Digest
+
+    @property
+    def path(self) -> str:
+        return tag_index_dir(self.repository, self.tag, self.digest)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadDir:
+    repository: str
+    upload_id: str
+
+    @property
+    def path(self) -> str:
+        return upload_dir(self.repository, self.upload_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFile:
+    """The `link` file of a link directory."""
+
+    owner: LayerLink | Revision | TagCurrent | TagIndexEntry
+
+    @property
+    def path(self) -> str:
+        return join(self.owner.path, LINK)
+
+
+@dataclass(frozen=True, slots=True)
+class Other:
+    """A place with no kind of its own in the layout (or one whose shape is not canonical)."""
+
+    path: str
+
+
+Location = (
+    Blob | RepositoryDir | RepositoryPart | LayerLink | Revision | TagDir | TagCurrent | TagIndexEntry
+    | UploadDir | LinkFile | Other
+)
+
+
+def locate(path: str) -> Location:
+    """The inverse of every location's `path`: the typed location a relative path names, else `Other`."""
+    parts = path.split("/")
+    if parts[0] == BLOBS:
+        digest = blob_digest_from_path(path)
+        return Blob(digest) if digest is not None and len(parts) == 4 else Other(path)
+    if parts[0] != REPOSITORIES or len(parts) < 2:
+        return Other(path)
+    marker = next((i for i in range(2, len(parts)) if parts[i] in REPOSITORY_MARKERS), None)
+    if marker is None:
+        name = "/".join(parts[1:])
+        return RepositoryDir(name) if _names_repository(parts[1:]) else Other(path)
+    name = "/".join(parts[1:marker])
+    if not _names_repository(parts[1:marker]):
+        return Other(path)
+    rest = parts[marker:]
+    located = _locate_in_repository(name, rest)
+    return located if located is not None and located.path == path else Other(path)
+
+
+def _locate_in_repository(name: str, rest: list[str]) -> Location | None:
+    is_link = rest[-1] == LINK
+    body = rest[:-1] if is_link else rest
+    owner: Location | None = None
+    if len(body) == 1:
+        return None if is_link else RepositoryPart(name, body[0])
+    if body[0] == LAYERS and len(body) == 3:
+        owner = _digest_location(LayerLink, name, body[1], body[2])
+    elif body[0] == MANIFESTS and len(body) == 4 and body[1] == REVISIONS:
+        owner = _digest_location(Revision, name, body[2], body[3])
+    elif body[0] == MANIFESTS and len(body) >= 3 and body[1] == TAGS and body[2]:
+        tag = body[2]
+        if len(body) == 3 and not is_link:
+            return TagDir(name, tag)
+        if len(body) == 4 and body[3] == CURRENT:
+            owner = TagCurrent(name, tag)
+        elif len(body) == 6 and body[3] == INDEX:
+            digest = digest_key(body[4], body[5])
+            owner = TagIndexEntry(name, tag, digest) if digest is not None else None
+    elif body[0] == UPLOADS and len(body) == 2 and not is_link and body[1]:
+        return UploadDir(name, body[1])
+    if owner is None:
+        return None
+    return LinkFile(owner) if is_link else owner
+
+
+def _names_repository(components: list[str]) -> bool:
+    """As scan finds repositories: any components but reserved (`_`) or empty ones."""
+    return bool(components) and all(c and not c.startswith("_") for c in components)
+
+
+def _digest_location(kind, name: str, algorithm: str, hex_part: str):
+    digest = digest_key(algorithm, hex_part)
+    return kind(name, digest) if digest is not None else None
+
+
 def at_or_under(path: str, places: AbstractSet[str]) -> bool:
     """Whether `path` is one of `places` or lies below one of them."""
     if not places:

@@ -1,16 +1,14 @@
 """Findings to an ordered plan of actions. Pure: the plan is a value, dry-run prints it.
 
-Order, so that every state in between is one the registry serves correctly, even if a
-run is killed after any action (restic prune's rule: remove what nothing can reach
-first, the things that reference before the things referenced):
+What a repair keeps is a set of roots (see `reach`): the audit's, plus every revision
+without --untagged, plus --protect, plus what is younger than --min-age. The plan asks
+`reach` once with them; a garbage finding whose subject they still reach is not acted on,
+so a partial selection never breaks a pull that worked.
 
-  1. stale and dangling tag index entries      nothing resolves through them
-  2. untagged manifests, dangling revisions    no tag names them any more
-  3. unused and dangling _layers links,        after the manifests that used them
-     empty repositories
-  4. blobs                                     never one a remaining link or kept manifest names
-  5. stale uploads, *.tmp leftovers
-  6. empty directories, then those this run leaves empty (done while applying)
+Actions run in the catalogue's step order, so that every state in between is one the
+registry serves correctly, even if a run is killed after any action (restic prune's rule:
+remove what nothing can reach first, the things that reference before the things
+referenced); empty directories come last, then those the run leaves empty (while applying).
 """
 
 from __future__ import annotations
@@ -22,35 +20,19 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 from . import layout
-from .analyze import Audit, Policy, analyze, tags_using
-from .findings import BY_ID, Finding, Severity
-from .layout import Digest
-from .manifests import InvalidManifest, Manifest
+from .catalogue import BY_ID, Finding, Id, Repair, Severity, Step, ids_repaired
+from .checks import Audit
+from .layout import Digest, Location
+from .reach import Reach, Roots, reach, revision_roots, tags_using
 from .scan import Inventory, LinkKind
 
-DEFAULT_IDS = frozenset({
-    "tag-index-stale", "tag-index-dangling", "revision-dangling", "layer-link-unused", "layer-link-dangling",
-    "blob-orphan", "repo-empty", "upload-stale", "dir-empty", "tmp-leftover",
-})
-UNTAGGED_IDS = frozenset({"manifest-untagged", "blob-unreachable"})
-DAMAGE_IDS = frozenset({"link-invalid", "layer-link-missing", "tag-broken", "blob-digest-mismatch", "blob-empty",
-                        "manifest-invalid"})
-REPAIRABLE_IDS = DEFAULT_IDS | UNTAGGED_IDS | DAMAGE_IDS
-CORRUPT_BLOB_IDS = frozenset({"blob-digest-mismatch", "blob-empty", "manifest-invalid"})
-BLOB_IDS = frozenset({"blob-orphan", "blob-unreachable"}) | CORRUPT_BLOB_IDS
-# What stays safe to do when part of the tree could not be read: it does not depend on what is elsewhere.
-SAFE_WHEN_INCOMPLETE = frozenset({"tag-index-stale", "upload-stale", "tmp-leftover", "dir-empty", "link-invalid",
-                                  "layer-link-missing", "tag-broken", "blob-digest-mismatch", "blob-empty"})
-
-STEP = {
-    "link-invalid": 0, "layer-link-missing": 0, "tag-broken": 0,
-    "tag-index-stale": 1, "tag-index-dangling": 1,
-    "manifest-untagged": 2, "revision-dangling": 2,
-    "layer-link-unused": 3, "layer-link-dangling": 3, "repo-empty": 3,
-    "blob-orphan": 4, "blob-unreachable": 4, "blob-digest-mismatch": 4, "blob-empty": 4, "manifest-invalid": 4,
-    "upload-stale": 5, "tmp-leftover": 5,
-    "dir-empty": 6,
-}
+DEFAULT_IDS = ids_repaired(Repair.DEFAULT)
+UNTAGGED_IDS = ids_repaired(Repair.UNTAGGED)
+DAMAGE_IDS = ids_repaired(Repair.DAMAGE)
+LAYER_LINK_IDS = frozenset({Id.LAYER_LINK_UNUSED, Id.LAYER_LINK_DANGLING})
+GARBAGE_BLOB_IDS = frozenset({Id.BLOB_ORPHAN, Id.BLOB_UNREACHABLE})
+# Damage mended by quarantining the blob itself.
+CORRUPT_BLOB_IDS = frozenset(i for i in DAMAGE_IDS if BY_ID[i].step is Step.BLOBS)
 
 
 class Kind(str, Enum):
@@ -61,22 +43,26 @@ class Kind(str, Enum):
 @dataclass(frozen=True, slots=True)
 class Action:
     kind: Kind
-    path: str  # relative to the v2 directory
-    finding: str
+    location: Location
+    finding: Id
     bytes: int = 0
     repository: str | None = None
     tag: str | None = None
     digest: Digest | None = None
     content: Digest | None = None  # what a written link will hold
-    resolves: str | None = None  # the path of the finding this action settles, where it differs from `path`
+    resolves: Location | None = None  # the finding this action settles, where it is elsewhere
+
+    @property
+    def path(self) -> str:
+        return self.location.path
 
     @property
     def settles(self) -> str:
-        return self.resolves or self.path
+        return (self.resolves or self.location).path
 
     @property
-    def step(self) -> int:
-        return STEP[self.finding]
+    def step(self) -> Step:
+        return BY_ID[self.finding].step
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +90,20 @@ class Protection:
     digests: frozenset[Digest] = frozenset()
     in_repository: frozenset[tuple[str, Digest]] = frozenset()
     tags: frozenset[tuple[str, str]] = frozenset()
+
+    def roots(self, inventory: Inventory) -> Roots:
+        """Protected manifests, with what they keep, where a repository holds them; protected digests
+        are kept as blobs wherever they are."""
+        manifests: dict[str, set[Digest]] = {}
+        for name, repository in inventory.repositories.items():
+            kept = {d for d in repository.revisions if d in self.digests or (name, d) in self.in_repository}
+            for tag_name in (t for r, t in self.tags if r == name):
+                tag = repository.tags.get(tag_name)
+                if tag is not None:
+                    kept |= {d for d in tag.index | ({tag.current} if tag.current else set()) if d in repository.revisions}
+            if kept:
+                manifests[name] = kept
+        return Roots(manifests, anywhere=self.digests)
 
     def covers(self, finding: Finding) -> bool:
         if finding.digest is not None and (
@@ -148,14 +148,14 @@ def parse_protection(lines: Iterable[str]) -> Protection:
 class Selection:
     untagged: bool = False
     fix_damage: bool = False
-    only: frozenset[str] | None = None
-    skip: frozenset[str] = frozenset()
+    only: frozenset[Id] | None = None
+    skip: frozenset[Id] = frozenset()
     force: bool = False  # act on blobs even when the audit could not read everything
     protect: Protection = field(default_factory=Protection)
     min_age: timedelta | None = None
-    from_report: frozenset[tuple[str, str]] | None = None  # (id, path) a saved report lists
+    from_report: frozenset[tuple[Id, str]] | None = None  # (id, path) a saved report lists
 
-    def ids(self) -> frozenset[str]:
+    def ids(self) -> frozenset[Id]:
         chosen = set(DEFAULT_IDS)
         if self.untagged:
             chosen |= UNTAGGED_IDS
@@ -169,76 +169,75 @@ class Selection:
         return frozenset(chosen - self.skip)
 
 
-Modified = Callable[[str], datetime | None]  # a path's last modification, or None if it is gone
+Modified = Callable[[Location], datetime | None]  # a place's last modification, or None if it is gone
 
 
 def prepare(
-    inventory: Inventory,
-    manifests: dict[Digest, Manifest | InvalidManifest],
-    policy: Policy,
-    selection: Selection,
-    modified: Modified,
-    corrupt_blobs: frozenset[Digest] = frozenset(),
-) -> tuple[Audit, Plan]:
-    """Judge the tree as this repair will leave it, and plan. Returns the plain audit too.
-
-    What the plan keeps feeds back into the verdicts: without --untagged, or for a
-    protected or too recent manifest, the blobs and links it uses are not garbage.
-    """
-    audit = analyze(inventory, manifests, policy, corrupt_blobs)
+    audit: Audit, inventory: Inventory, selection: Selection, modified: Modified, now: datetime
+) -> Plan:
+    """Plan what `selection` asks of the audited tree, judged against what the repair keeps."""
     ids = selection.ids()
-    pinned_in: set[tuple[str, Digest]] = set()
-    for tag_key in selection.protect.tags:
-        repository = inventory.repositories.get(tag_key[0])
-        tag = repository.tags.get(tag_key[1]) if repository else None
-        if tag is not None:
-            pinned_in.update((tag_key[0], d) for d in tag.index | ({tag.current} if tag.current else set()))
-    pinned_in |= selection.protect.in_repository
-    repair_policy = replace(
-        policy,
-        keep_untagged="manifest-untagged" not in ids,
-        pinned=policy.pinned | selection.protect.digests,
-        pinned_in=policy.pinned_in | frozenset(pinned_in),
-    )
-    judged = analyze(inventory, manifests, repair_policy, corrupt_blobs)
-    too_recent = _too_recent(judged, selection, modified, policy.now)
-    young_manifests = {
-        (f.repository, f.digest) for f in judged.findings if f.id == "manifest-untagged" and f.path in too_recent
-    }
-    if young_manifests:
-        repair_policy = replace(repair_policy, pinned_in=repair_policy.pinned_in | frozenset(young_manifests))
-        judged = analyze(inventory, manifests, repair_policy, corrupt_blobs)
+    too_recent = _too_recent(audit, ids, selection.min_age, modified, now)
+    after = reach(audit.graph, audit.roots.plus(_roots_kept(audit, inventory, selection, ids, too_recent)))
+    judged = tuple(f for f in audit.findings if not _still_kept(f, after))
     the_plan = build_plan(audit, judged, inventory, selection, too_recent)
     corrupt = {a.digest for a in the_plan.actions if a.finding in CORRUPT_BLOB_IDS}
     if corrupt:
-        the_plan = replace(the_plan, needs_repush=tuple(tags_using(inventory, manifests, corrupt)))
-    return audit, the_plan
+        the_plan = replace(the_plan, needs_repush=tuple(tags_using(audit.graph, inventory, corrupt)))
+    return the_plan
 
 
-def _too_recent(audit: Audit, selection: Selection, modified: Modified, now: datetime) -> frozenset[str]:
-    if selection.min_age is None:
+def _roots_kept(
+    audit: Audit, inventory: Inventory, selection: Selection, ids: frozenset[Id], too_recent: frozenset[str]
+) -> Roots:
+    """What this repair keeps beyond the audit's roots."""
+    kept = selection.protect.roots(inventory)
+    if Id.MANIFEST_UNTAGGED not in ids:
+        kept = kept.plus(revision_roots(inventory))
+    young: dict[str, set[Digest]] = {}
+    for finding in audit.findings:
+        if finding.id is Id.MANIFEST_UNTAGGED and finding.path in too_recent:
+            young.setdefault(finding.repository, set()).add(finding.digest)
+    return kept.plus(Roots(young)) if young else kept
+
+
+def _still_kept(finding: Finding, after: Reach) -> bool:
+    """Whether what the repair keeps still uses the subject of a garbage finding."""
+    if finding.id is Id.MANIFEST_UNTAGGED:
+        return after.keeps_manifest(finding.repository, finding.digest)
+    if finding.id in GARBAGE_BLOB_IDS:
+        return finding.digest in after.blobs
+    if finding.id in LAYER_LINK_IDS:
+        return finding.digest in after.referenced(finding.repository)
+    return False
+
+
+def _too_recent(
+    audit: Audit, ids: frozenset[Id], min_age: timedelta | None, modified: Modified, now: datetime
+) -> frozenset[str]:
+    if min_age is None:
         return frozenset()
-    ids = selection.ids()
     young = set()
     for finding in audit.findings:
         if finding.id in ids:
-            when = modified(finding.path)
-            if when is not None and now - when < selection.min_age:
+            when = modified(finding.location)
+            if when is not None and now - when < min_age:
                 young.add(finding.path)
     return frozenset(young)
 
 
 def build_plan(
-    audit: Audit, judged: Audit, inventory: Inventory, selection: Selection, too_recent: frozenset[str] = frozenset()
+    audit: Audit, judged: tuple[Finding, ...], inventory: Inventory, selection: Selection,
+    too_recent: frozenset[str] = frozenset(),
 ) -> Plan:
     ids = selection.ids()
     actions: list[Action] = []
     skipped: list[Skipped] = []
     not_followed = frozenset(oddity.path for oddity in inventory.unknown)
-    for finding in judged.findings:
+    for finding in judged:
         if finding.id not in ids:
             continue
-        reason = _reason_to_skip(finding, judged, selection, too_recent)
+        reason = _reason_to_skip(finding, audit, selection, too_recent)
         if reason:
             skipped.append(Skipped(finding, reason))
             continue
@@ -250,13 +249,13 @@ def build_plan(
             skipped.append(Skipped(finding, "a symbolic link or special file is in its place, not followed"))
         else:
             actions.extend(planned)
-    if "repo-empty" in ids:
+    if Id.REPO_EMPTY in ids:
         actions.extend(_emptied_repositories(actions, inventory, selection))
     actions, guarded = _guard_blobs(actions, inventory)
     skipped.extend(guarded)
     actions = _drop_covered(actions)
     if selection.from_report is not None:
-        holding = {(f.id, f.path) for f in judged.findings}
+        holding = {(f.id, f.path) for f in judged}
         in_tree = {(f.id, f.path) for f in audit.findings}
         for finding_id, path in sorted(selection.from_report - holding):
             if finding_id in ids:
@@ -264,16 +263,16 @@ def build_plan(
                     "still used by what this repair keeps (untagged manifests stay without --untagged)"
                     if (finding_id, path) in in_tree else "no longer holds in the tree"
                 )
-                skipped.append(Skipped(Finding(finding_id, path, "listed in the report"), reason))
+                skipped.append(Skipped(Finding(finding_id, layout.locate(path), "listed in the report"), reason))
     actions.sort(key=lambda a: (a.step, a.path))
     acted = {a.settles for a in actions}
     acted |= {  # a current link rewritten settles its tag's tag-broken too
         layout.tag_dir(a.repository, a.tag) for a in actions
-        if a.kind is Kind.WRITE_LINK and a.tag and a.path == layout.tag_current_link(a.repository, a.tag)
+        if a.kind is Kind.WRITE_LINK and a.location == layout.LinkFile(layout.TagCurrent(a.repository, a.tag))
     }
     written = tuple(a.path for a in actions if a.kind is Kind.WRITE_LINK)
     acted |= {  # an empty directory a written link goes into is empty no more
-        f.path for f in audit.findings if f.id == "dir-empty" and any(w.startswith(f.path + "/") for w in written)
+        f.path for f in audit.findings if f.id is Id.DIR_EMPTY and any(w.startswith(f.path + "/") for w in written)
     }
     covered = tuple(a.path + "/" for a in actions if a.kind is Kind.MOVE)
     leftover = tuple(
@@ -283,7 +282,7 @@ def build_plan(
     return Plan(tuple(actions), tuple(skipped), leftover)
 
 
-def _reason_to_skip(finding: Finding, judged: Audit, selection: Selection, too_recent: frozenset[str]) -> str | None:
+def _reason_to_skip(finding: Finding, audit: Audit, selection: Selection, too_recent: frozenset[str]) -> str | None:
     if selection.from_report is not None and (finding.id, finding.path) not in selection.from_report:
         return "not in the report"
     if selection.protect.covers(finding):
@@ -292,35 +291,34 @@ def _reason_to_skip(finding: Finding, judged: Audit, selection: Selection, too_r
         return "younger than --min-age"
     if selection.force:
         return None
-    if not judged.complete and finding.id not in SAFE_WHEN_INCOMPLETE:
+    if not audit.complete and not BY_ID[finding.id].safe_when_incomplete:
         return "the audit could not read everything: what refers to it is unknown (use --force)"
-    if judged.uncertain and finding.id in ("blob-orphan", "blob-unreachable"):
+    if audit.uncertain and finding.id in GARBAGE_BLOB_IDS:
         return "some manifests could not be parsed: what they reference is unknown (use --force)"
-    if finding.id == "manifest-invalid" and finding.digest in judged.referenced:
+    if finding.id is Id.MANIFEST_INVALID and finding.digest in audit.graph.referenced:
         return "other manifests use this blob as content: the link naming it as a manifest is wrong, not the blob"
     return None
 
 
 def _actions_for(finding: Finding, inventory: Inventory) -> list[Action]:
     common = dict(finding=finding.id, repository=finding.repository, tag=finding.tag, digest=finding.digest)
-    if finding.id in DAMAGE_IDS - BLOB_IDS:
+    if finding.id in DAMAGE_IDS - CORRUPT_BLOB_IDS:
         mend = _mend(finding, inventory, common)
         return [mend] if mend is not None else []
-    if finding.id == "repo-empty" and finding.repository is not None:
+    if finding.id is Id.REPO_EMPTY and finding.repository is not None:
         return _remove_repository(finding.repository, inventory)
-    return [Action(Kind.MOVE, finding.path, bytes=finding.bytes, **common)]
+    return [Action(Kind.MOVE, finding.location, bytes=finding.bytes, **common)]
 
 
 def _remove_repository(name: str, inventory: Inventory) -> list[Action]:
     """The whole directory; or, when other repositories nest inside it, only its own parts."""
-    path = layout.repository_dir(name)
+    whole = layout.RepositoryDir(name)
     nested = any(other.startswith(name + "/") for other in inventory.repositories)
     if not nested:
-        return [Action(Kind.MOVE, path, "repo-empty", repository=name)]
+        return [Action(Kind.MOVE, whole, Id.REPO_EMPTY, repository=name)]
     return [
-        Action(Kind.MOVE, layout.join(path, part), "repo-empty", repository=name, resolves=path)
-        for part in layout.REPOSITORY_MARKERS
-        if part in inventory.repositories[name].parts
+        Action(Kind.MOVE, layout.RepositoryPart(name, part), Id.REPO_EMPTY, repository=name, resolves=whole)
+        for part in inventory.repositories[name].parts
     ]
 
 
@@ -328,10 +326,10 @@ def _mend(finding: Finding, inventory: Inventory, common: dict) -> Action | None
     repository = inventory.repositories.get(finding.repository or "")
     if repository is None:
         return None
-    if finding.id == "layer-link-missing" and finding.digest is not None:
-        return Action(Kind.WRITE_LINK, layout.layer_link(repository.name, finding.digest), content=finding.digest,
-                      resolves=finding.path, **common)
-    if finding.id == "link-invalid":
+    if finding.id is Id.LAYER_LINK_MISSING and finding.digest is not None:
+        link = layout.LinkFile(layout.LayerLink(repository.name, finding.digest))
+        return Action(Kind.WRITE_LINK, link, content=finding.digest, resolves=finding.location, **common)
+    if finding.id is Id.LINK_INVALID:
         bad = next((b for b in repository.bad_links if b.path == finding.path), None)
         if bad is None or bad.content.recoverable is None:
             return None
@@ -339,8 +337,8 @@ def _mend(finding: Finding, inventory: Inventory, common: dict) -> Action | None
             return None
         if bad.path_digest is None and bad.content.recoverable not in repository.revisions:
             return None  # a current link may only name a manifest the repository holds
-        return Action(Kind.WRITE_LINK, finding.path, content=bad.content.recoverable, **common)
-    if finding.id == "tag-broken" and finding.tag is not None:
+        return Action(Kind.WRITE_LINK, finding.location, content=bad.content.recoverable, **common)
+    if finding.id is Id.TAG_BROKEN and finding.tag is not None:
         tag = repository.tags.get(finding.tag)
         if tag is None or tag.current is not None or len(tag.index) != 1:
             return None
@@ -350,25 +348,24 @@ def _mend(finding: Finding, inventory: Inventory, common: dict) -> Action | None
         if any(b.kind == LinkKind.CURRENT and b.tag == tag.name and b.content.recoverable
                for b in repository.bad_links):
             return None  # the link-invalid rewrite restores it
-        return Action(Kind.WRITE_LINK, layout.tag_current_link(repository.name, tag.name), content=only,
-                      resolves=finding.path, **common)
+        current = layout.LinkFile(layout.TagCurrent(repository.name, tag.name))
+        return Action(Kind.WRITE_LINK, current, content=only, resolves=finding.location, **common)
     return None
 
 
 def _emptied_repositories(actions: list[Action], inventory: Inventory, selection: Selection) -> list[Action]:
     """Repositories this plan leaves with no tag, manifest or upload: removed whole, so the catalog forgets them."""
-    removed = {a.path for a in actions if a.kind is Kind.MOVE}
+    removed = {a.location for a in actions if a.kind is Kind.MOVE}
     emptied = []
     for repository in inventory.repositories.values():
         name = repository.name
-        path = layout.repository_dir(name)
-        if repository.tags or not repository.fully_read or not repository.revisions or path in removed:
+        if repository.tags or not repository.fully_read or not repository.revisions:
             continue
-        if repository.bad_links:
+        if layout.RepositoryDir(name) in removed or repository.bad_links:
             continue  # damage stays where it can be seen and mended
-        if any(layout.revision_dir(name, d) not in removed for d in repository.revisions):
+        if any(layout.Revision(name, d) not in removed for d in repository.revisions):
             continue
-        if any(layout.upload_dir(name, u.upload_id) not in removed for u in repository.uploads):
+        if any(layout.UploadDir(name, u.upload_id) not in removed for u in repository.uploads):
             continue
         if selection.protect.tags and any(r == name for r, _ in selection.protect.tags):
             continue
@@ -378,21 +375,20 @@ def _emptied_repositories(actions: list[Action], inventory: Inventory, selection
 
 def _guard_blobs(actions: list[Action], inventory: Inventory) -> tuple[list[Action], list[Skipped]]:
     """Never remove a blob a link that stays still names: its repository would serve a missing blob."""
-    moved_links = {a.path for a in actions if a.kind is Kind.MOVE and a.finding in ("layer-link-unused",
-                                                                                     "layer-link-dangling")}
-    moved_repositories = {a.repository for a in actions if a.finding == "repo-empty"}
+    moved_links = {a.location for a in actions if a.kind is Kind.MOVE and a.finding in LAYER_LINK_IDS}
+    moved_repositories = {a.repository for a in actions if a.finding is Id.REPO_EMPTY}
     still_linked: set[Digest] = set()
     for repository in inventory.repositories.values():
         if repository.name in moved_repositories:
             continue
         still_linked |= repository.aliases
         for digest in repository.layer_links:
-            if layout.layer_link_dir(repository.name, digest) not in moved_links:
+            if layout.LayerLink(repository.name, digest) not in moved_links:
                 still_linked.add(digest)
     kept, skipped = [], []
     for action in actions:
-        if action.finding in ("blob-orphan", "blob-unreachable") and action.digest in still_linked:
-            finding = Finding(action.finding, action.path, "", digest=action.digest, bytes=action.bytes)
+        if action.finding in GARBAGE_BLOB_IDS and action.digest in still_linked:
+            finding = Finding(action.finding, action.location, "", digest=action.digest, bytes=action.bytes)
             skipped.append(Skipped(finding, "a _layers link that stays still names it"))
         else:
             kept.append(action)
@@ -405,7 +401,7 @@ def _drop_covered(actions: list[Action]) -> list[Action]:
     written = tuple(a.path for a in actions if a.kind is Kind.WRITE_LINK)
     actions = [
         a for a in actions
-        if not (a.finding == "dir-empty" and any(w.startswith(a.path + "/") for w in written))
+        if not (a.finding is Id.DIR_EMPTY and any(w.startswith(a.path + "/") for w in written))
     ]
     moved = sorted({a.path for a in actions if a.kind is Kind.MOVE})
     covering: list[str] = []
@@ -414,4 +410,3 @@ def _drop_covered(actions: list[Action]) -> list[Action]:
             covering.append(path)
     prefixes = tuple(p + "/" for p in covering)
     return [a for a in actions if not a.path.startswith(prefixes)]
-

@@ -12,22 +12,12 @@ from typing import Optional
 import orjson
 import typer
 
-from . import analyze, apply, guards, plan, report
+from . import apply, checks, guards, plan, report
 from .cli import (
     ConfigOption, ExitCode, JsonOption, LimitOption, OperationalError, OutputOption, PathArgument, QuietOption,
-    Target, UploadAgeOption, VerifyOption, _Progress, app, emit, load, parse_duration, resolve_target,
+    Target, UploadAgeOption, finding_ids, VerifyOption, _Progress, app, emit, load, parse_duration, resolve_target,
 )
-from .findings import BY_ID
-
-
-def _id_list(text: Optional[str], option: str) -> Optional[frozenset[str]]:
-    if text is None:
-        return None
-    ids = frozenset(part.strip() for part in text.split(",") if part.strip())
-    unknown = sorted(ids - set(BY_ID))
-    if unknown:
-        raise typer.BadParameter(f"{option}: unknown finding id(s) {', '.join(unknown)}")
-    return ids
+from .catalogue import Id
 
 
 def _protection(path: Optional[Path]) -> plan.Protection:
@@ -51,7 +41,9 @@ def _from_report(path: Optional[Path], target: Target) -> Optional[frozenset[tup
             raise ValueError("not a registry-fsck audit report")
         if os.path.realpath(document.get("v2", "")) != os.path.realpath(target.v2):
             raise ValueError(f"the report is of {document.get('v2')}, not of {target.v2}")
-        return frozenset((f["id"], f["path"]) for f in document["findings"])
+        known = {i.value: i for i in Id}
+        # An id this version does not know can match nothing: it is left out.
+        return frozenset((known[f["id"]], f["path"]) for f in document["findings"] if f["id"] in known)
     except OSError as error:
         raise typer.BadParameter(f"--from {path}: {error.strerror}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as error:
@@ -94,10 +86,10 @@ def repair(
     if dry_run and yes:
         raise typer.BadParameter("--dry-run and --yes contradict each other")
     selection = plan.Selection(
-        untagged=untagged, fix_damage=fix_damage, only=_id_list(only, "--only"), skip=_id_list(skip, "--skip") or frozenset(),
+        untagged=untagged, fix_damage=fix_damage, only=finding_ids(only, "--only"), skip=finding_ids(skip, "--skip") or frozenset(),
         force=force, protect=_protection(protect), min_age=parse_duration(min_age) if min_age else None,
     )
-    policy = analyze.Policy(now=datetime.now(timezone.utc), upload_age=parse_duration(upload_age))
+    policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=parse_duration(upload_age))
     target = resolve_target(path, config)
     selection = replace(selection, from_report=_from_report(from_report, target))
     where = _quarantine(quarantine, target)
@@ -117,7 +109,8 @@ def repair(
             newest = moment if newest is None else max(newest, moment)
         return datetime.fromtimestamp(newest, timezone.utc) if newest is not None else None
 
-    audit, the_plan = plan.prepare(loaded.inventory, loaded.manifests, policy, selection, modified, loaded.corrupt)
+    audit = checks.audit(loaded.inventory, loaded.manifests, policy, loaded.corrupt)
+    the_plan = plan.prepare(audit, loaded.inventory, selection, lambda location: modified(location.path), policy.now)
     context = report.Context(target.root, target.v2, policy.now, verify_blobs)
     live = audit.recent_uploads and not force
 

@@ -12,10 +12,10 @@ import humanize
 import orjson
 
 from . import layout
-from .analyze import Audit
 from .apply import Outcome
-from .plan import Action, Plan
-from .findings import BY_ID, CATALOGUE, Finding, Severity
+from .catalogue import BY_ID, CATALOGUE, Finding, Id, Severity
+from .checks import Audit
+from .plan import UNTAGGED_IDS, Action, Plan
 
 FORMAT = "registry-fsck/report/1"
 
@@ -47,7 +47,7 @@ def reclaimable_bytes(findings: Iterable[Finding]) -> int:
 
 def finding_record(finding: Finding) -> dict:
     return {
-        "id": finding.id,
+        "id": finding.id.value,
         "severity": finding.severity.value,
         "repository": display(finding.repository) if finding.repository is not None else None,
         "tag": display(finding.tag) if finding.tag is not None else None,
@@ -81,9 +81,17 @@ def summary(audit: Audit) -> dict:
         "blob_bytes": totals.blob_bytes,
         "reclaimable_bytes": reclaimable_bytes(audit.findings),
         "by_severity": {s.value: by_severity.get(s.value, 0) for s in Severity},
-        "by_id": {check.id: by_id[check.id] for check in CATALOGUE if check.id in by_id},
+        "by_id": {check.id.value: by_id[check.id] for check in CATALOGUE if check.id in by_id},
         "by_repository": dict(sorted(by_repository.items())),
+        **_ignored(audit),
     }
+
+
+def _ignored(audit: Audit) -> dict:
+    """With --ignore only: how many findings of each ignored id were left out."""
+    if audit.ignored is None:
+        return {}
+    return {"ignored": {check.id.value: audit.ignored[check.id] for check in CATALOGUE if check.id in audit.ignored}}
 
 
 def to_json(audit: Audit, context: Context, exit_code: int) -> bytes:
@@ -124,6 +132,9 @@ def to_text(audit: Audit, context: Context, limit: int) -> str:
         + ("; every blob re-hashed" if context.verified else "")
     )
     counts = summary(audit)
+    if "ignored" in counts:
+        left_out = ", ".join(f"{finding_id} {count}" for finding_id, count in counts["ignored"].items())
+        lines.append(f"ignored (--ignore): {left_out}")
     if not audit.findings:
         lines.append("no problems found")
         return "\n".join(lines) + "\n"
@@ -136,12 +147,12 @@ def to_text(audit: Audit, context: Context, limit: int) -> str:
     for check_id, entry in counts["by_id"].items():
         amount = f"  {size(entry['bytes'])}" if entry["bytes"] else ""
         lines.append(f"  {entry['severity']:<8} {check_id:<22} {entry['count']:>7}{amount}")
-    grouped: dict[str, list[Finding]] = defaultdict(list)
+    grouped: dict[Id, list[Finding]] = defaultdict(list)
     for finding in audit.findings:
         grouped[finding.id].append(finding)
     for check_id, group in grouped.items():
         lines.append("")
-        lines.append(f"{check_id} ({len(group)}): {BY_ID[check_id].meaning}")
+        lines.append(f"{check_id.value} ({len(group)}): {BY_ID[check_id].meaning}")
         for finding in group[:limit] if limit > 0 else group:
             lines.append("  " + _finding_line(finding))
         if 0 < limit < len(group):
@@ -168,7 +179,7 @@ def action_record(action: Action) -> dict:
     return {
         "action": action.kind.value,
         "path": display(action.path),
-        "finding": action.finding,
+        "finding": action.finding.value,
         "bytes": action.bytes,
         "repository": display(action.repository) if action.repository is not None else None,
         "tag": display(action.tag) if action.tag is not None else None,
@@ -177,9 +188,9 @@ def action_record(action: Action) -> dict:
     }
 
 
-def _counts(items: Iterable[str]) -> dict[str, int]:
+def _counts(items: Iterable[Id]) -> dict[str, int]:
     counted = Counter(items)
-    return {check.id: counted[check.id] for check in CATALOGUE if counted[check.id]}
+    return {check.id.value: counted[check.id] for check in CATALOGUE if counted[check.id]}
 
 
 def plan_document(plan: Plan, context: Context, quarantine: str | None, outcome: Outcome | None,
@@ -240,7 +251,7 @@ def plan_to_text(plan: Plan, context: Context, limit: int, quarantine: str | Non
     if left:
         lines.append("")
         lines.append("left as they are: " + ", ".join(f"{k} {v}" for k, v in left.items()))
-        if any(k in left for k in ("manifest-untagged", "blob-unreachable")):
+        if any(k.value in left for k in UNTAGGED_IDS):
             lines.append("  (untagged manifests stay unless --untagged: clients may pull them by digest)")
     if plan.needs_repush:
         lines.append("")
@@ -251,7 +262,7 @@ def plan_to_text(plan: Plan, context: Context, limit: int, quarantine: str | Non
 def _action_line(action: Action) -> str:
     amount = f" ({size(action.bytes)})" if action.bytes else ""
     content = f" <- {layout.format_digest(action.content)}" if action.content is not None else ""
-    return f"{action.kind.value:<10} {display(action.path)}{content}  [{action.finding}]{amount}"
+    return f"{action.kind.value:<10} {display(action.path)}{content}  [{action.finding.value}]{amount}"
 
 
 def outcome_to_text(outcome: Outcome, quarantine: str) -> str:

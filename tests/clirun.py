@@ -27,10 +27,10 @@ def audit_records(root: Path, *, verify: bool = False, upload_age: str = "168h")
     """The audit's findings as their JSON records, through the library (faster than a subprocess)."""
     from datetime import datetime, timezone
 
-    from fsck import analyze, cli, report
+    from fsck import checks, cli, report
 
     target = cli.resolve_target(Path(root), None)
-    policy = analyze.Policy(now=datetime.now(timezone.utc), upload_age=cli.parse_duration(upload_age))
+    policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=cli.parse_duration(upload_age))
     result = cli.run_audit(target, policy, verify_blobs=verify, quiet=True)
     return [report.finding_record(f) for f in result.findings]
 

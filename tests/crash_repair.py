@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fsck import analyze, apply, cli, plan
+from fsck import apply, checks, cli, plan
 
 
 def main() -> None:
@@ -17,7 +17,8 @@ def main() -> None:
     loaded = cli.load(target, verify_blobs=False, quiet=True)
     now = datetime.now(timezone.utc)
     selection = plan.Selection(untagged="--untagged" in sys.argv)
-    _, the_plan = plan.prepare(loaded.inventory, loaded.manifests, analyze.Policy(now=now), selection, lambda _p: None)
+    audit = checks.audit(loaded.inventory, loaded.manifests, checks.Policy(now=now))
+    the_plan = plan.prepare(audit, loaded.inventory, selection, lambda _location: None, now)
     quarantine = apply.default_quarantine(target.v2)
 
     def crash(count: int) -> None:

@@ -1,9 +1,10 @@
-"""Reachability over an inventory, and the findings it leads to. Pure: no file system.
+"""The checks: findings from the inventory and what the roots reach. Pure: no storage.
 
-A manifest is live in its repository when a tag's current link names it, a live
-list/index names it (recursively), or its `subject` names a live manifest. A tag whose
-current link is broken keeps every manifest its index names: it may still need them.
-A repository that could not be read whole keeps all its manifests.
+A manifest is live in its repository when the audit's roots reach it (see `reach`): tags,
+what a broken tag may still need, every revision of a repository that could not be read
+whole. Damage is looked for in what is live; garbage verdicts read what is kept: the live
+manifests, plus every revision of a repository some of whose manifests could not be read,
+plus what damaged links may name (never judged garbage).
 
 Blob verdicts follow the registry's garbage collector where it is right:
 `blob-orphan` is exactly what its mark phase leaves unmarked (every revision link whose
@@ -13,16 +14,16 @@ data exists marks the manifest and its config, layers and children), and
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from . import layout
-from .findings import Finding
+from .catalogue import Finding, Id
 from .layout import Digest
 from .manifests import InvalidManifest, Manifest, Role
-from .scan import Inventory, LinkKind, Repository
+from .reach import Graph, Reach, Roots, build_graph, damaged_link_roots, reach, revision_roots, tag_roots
+from .scan import Inventory, Repository
 
 DEFAULT_UPLOAD_AGE = timedelta(hours=168)  # the registry's own upload purger
 QUIET_PERIOD = timedelta(minutes=15)  # an upload younger than this suggests the registry is serving
@@ -44,41 +45,69 @@ class Audit:
     complete: bool  # False: part of the tree was unreadable or not followed; verdicts may be wrong
     recent_uploads: int  # uploads started within the quiet period: the registry may be live
     # Why blob verdicts may be wrong although everything was read: manifests whose references are unknown.
-    uncertain: tuple[str, ...] = ()
-    referenced: frozenset[Digest] = frozenset()  # blobs some manifest names as config, layer or child
+    uncertain: tuple[str, ...]
+    graph: Graph
+    roots: Roots  # what the verdicts kept: a plan adds its own roots to these
+    protected: Reach  # what damaged links may name: kept whatever the roots
+    not_seen: frozenset[str]  # paths not read or not followed: what is there is unknown
+    ignored: Mapping[Id, int] | None = None  # with --ignore: the findings left out, per id
 
     @property
     def blob_verdicts_safe(self) -> bool:
         return self.complete and not self.uncertain
 
+    def unseen(self, path: str) -> bool:
+        """Whether `path`, or a directory above it, could not be read or was not followed."""
+        return layout.at_or_under(path, self.not_seen)
+
+
+def ignore(audit: Audit, ids: frozenset[Id]) -> Audit:
+    """Leave these ids out of the findings (and so the exit code), counting what was left out
+    (git fsck's message configuration)."""
+    counts = {finding_id: 0 for finding_id in ids}
+    kept = []
+    for finding in audit.findings:
+        if finding.id in ids:
+            counts[finding.id] += 1
+        else:
+            kept.append(finding)
+    return replace(audit, findings=tuple(kept), ignored=counts)
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """How to judge. The defaults are the audit's; repair narrows what counts as garbage."""
-
     now: datetime
     upload_age: timedelta = DEFAULT_UPLOAD_AGE
     quiet_period: timedelta = QUIET_PERIOD
-    keep_untagged: bool = False  # untagged manifests stay, so what they reference is not garbage
-    pinned: frozenset[Digest] = frozenset()  # manifests and blobs kept wherever they are
-    pinned_in: frozenset[tuple[str, Digest]] = frozenset()  # (repository, manifest) kept
 
 
-def analyze(
+def audit(
     inventory: Inventory,
     manifests: Mapping[Digest, Manifest | InvalidManifest],
     policy: Policy,
     corrupt_blobs: frozenset[Digest] = frozenset(),
 ) -> Audit:
+    graph = build_graph(inventory, manifests)
+    roots = tag_roots(inventory)
+    live = reach(graph, roots)
+    unknown = {
+        name: {d for d in repository.named_manifests() if isinstance(manifests.get(d), InvalidManifest)}
+        for name, repository in inventory.repositories.items()
+    }
+    # What unreadable manifest data references is unknown: their repositories keep every revision.
+    unread = [name for name, digests in unknown.items() if any(manifests[d].unreadable for d in digests)]
+    kept_roots = roots.plus(revision_roots(inventory, unread)) if unread else roots
+    kept = reach(graph, kept_roots) if unread else live
+    protected = reach(graph, damaged_link_roots(inventory))
     state = _State(
-        inventory.blobs, manifests, protected=set(policy.pinned),
+        graph, live, kept, protected,
         not_seen=frozenset(o.path for o in (*inventory.unknown, *inventory.unreadable)),
     )
     _damaged_blobs(state, corrupt_blobs)
     recent_uploads = 0
     empty_repositories: list[str] = []
     for repository in inventory.repositories.values():
-        recent_uploads += _repository(state, repository, policy, empty_repositories)
+        recent_uploads += _repository(state, repository, policy, unknown[repository.name], empty_repositories)
     _blob_verdicts(state)
     _leftovers(state, inventory, empty_repositories)
     totals = Totals(
@@ -94,30 +123,27 @@ def analyze(
     uncertain = (f"{unparsed} manifest(s) could not be parsed: what they reference is unknown",) if unparsed else ()
     return Audit(
         tuple(findings), totals, inventory.complete and not unreadable, recent_uploads, uncertain,
-        frozenset(state.referenced),
+        graph, kept_roots, protected, state.not_seen,
     )
 
 
 @dataclass(slots=True)
 class _State:
-    blobs: Mapping[Digest, int]
-    manifests: Mapping[Digest, Manifest | InvalidManifest]
+    graph: Graph
+    live: Reach  # what damage is looked for in
+    kept: Reach  # what garbage verdicts spare
+    protected: Reach  # what damaged links may name
     findings: list[Finding] = field(default_factory=list)
-    marked: set[Digest] = field(default_factory=set)  # the registry GC's mark set
-    referenced: set[Digest] = field(default_factory=set)  # named as config, layer or child by a manifest
-    kept: set[Digest] = field(default_factory=set)  # referenced by live or protected manifests
-    protected: set[Digest] = field(default_factory=set)  # named by damaged links: never judged garbage
     blob_damage: set[Digest] = field(default_factory=set)  # blobs already given a damage finding
     # Paths not read or not followed (symbolic links the registry would follow): what is there is unknown.
     not_seen: frozenset[str] = frozenset()
 
-    def unseen(self, path: str) -> bool:
-        """Whether `path`, or a directory above it, could not be read or was not followed."""
-        return layout.at_or_under(path, self.not_seen)
+    @property
+    def blobs(self) -> Mapping[Digest, int]:
+        return self.graph.blobs
 
-    def manifest(self, digest: Digest) -> Manifest | None:
-        parsed = self.manifests.get(digest)
-        return parsed if isinstance(parsed, Manifest) else None
+    def unseen(self, path: str) -> bool:
+        return layout.at_or_under(path, self.not_seen)
 
     def add(self, finding: Finding) -> None:
         self.findings.append(finding)
@@ -129,43 +155,24 @@ class _State:
             self.add(finding)
 
 
-def _repository(state: _State, repo: Repository, policy: Policy, empty_repositories: list[str]) -> int:
+def _repository(
+    state: _State, repo: Repository, policy: Policy, unknown_references: set[Digest], empty_repositories: list[str]
+) -> int:
     name = repo.name
     blobs = state.blobs
     named_by_current = {tag.current for tag in repo.tags.values() if tag.current is not None}
-
-    for digest in repo.revisions:
-        if digest in blobs:
-            state.marked.add(digest)
-            manifest = state.manifest(digest)
-            if manifest is not None:
-                state.marked.update(r.digest for r in manifest.references)
-                state.referenced.update(r.digest for r in manifest.references)
-
-    referrers = _referrers(state, repo)
-    protected = _bad_links(state, repo, referrers) | repo.aliases
-    state.protected |= repo.aliases
-    unknown_references = {
-        d for d in repo.named_manifests() if isinstance(state.manifests.get(d), InvalidManifest)
-    }
-    roots = _roots(repo)
-    live = _closure(state, repo, roots, referrers)
-    extra_roots = {d for d in repo.revisions if d in policy.pinned or (name, d) in policy.pinned_in}
-    if policy.keep_untagged or any(state.manifests[d].unreadable for d in unknown_references):
-        extra_roots |= repo.revisions
-    kept = _closure(state, repo, roots | extra_roots, referrers) if extra_roots else live
+    _bad_links(state, repo)
+    protected = state.protected.live.get(name, set()) | state.protected.referenced(name) | state.protected.held.get(
+        name, set()
+    )
+    live = state.live.live.get(name, set())
+    kept = state.kept.live.get(name, set())
     reported: set[tuple[str, Digest]] = set()
     for digest in live:
-        manifest = state.manifest(digest) if digest in blobs else None
+        manifest = state.graph.manifest(digest)
         if manifest is not None:
             _check_live_manifest(state, repo, digest, manifest, reported)
-    kept_references: set[Digest] = set()
-    for digest in kept:
-        state.kept.add(digest)
-        manifest = state.manifest(digest) if digest in blobs else None
-        if manifest is not None:
-            kept_references.update(r.digest for r in manifest.references)
-    state.kept.update(kept_references)
+    kept_references = state.kept.referenced(name)
 
     _tags(state, repo)
     for digest in repo.revisions:
@@ -173,18 +180,18 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
             # A live one is manifest-missing-ref; one a tag names, tag-broken.
             if digest not in named_by_current and digest not in live and not state.unseen(layout.blob_data(digest)):
                 state.add(Finding(
-                    "revision-dangling", layout.revision_dir(name, digest),
+                    Id.REVISION_DANGLING, layout.Revision(name, digest),
                     "revision link to manifest data that is not stored", name, digest=digest,
                 ))
         elif digest in unknown_references:
-            invalid = state.manifests[digest]
-            finding_id = "dir-unreadable" if invalid.unreadable else "manifest-invalid"
+            invalid = state.graph.manifests[digest]
+            finding_id = Id.DIR_UNREADABLE if invalid.unreadable else Id.MANIFEST_INVALID
             state.damage_blob(Finding(
-                finding_id, layout.blob_dir(digest), f"manifest data is {invalid.reason}", name, digest=digest,
+                finding_id, layout.Blob(digest), f"manifest data is {invalid.reason}", name, digest=digest,
             ))
         if digest in blobs and digest not in kept:
             state.add(Finding(
-                "manifest-untagged", layout.revision_dir(name, digest),
+                Id.MANIFEST_UNTAGGED, layout.Revision(name, digest),
                 "no tag, live index or live subject reaches this manifest", name, digest=digest,
             ))
 
@@ -198,7 +205,7 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
         if age >= policy.upload_age:
             since = "started" if upload.started_at else "no valid startedat; last modified"
             state.add(Finding(
-                "upload-stale", layout.upload_dir(name, upload.upload_id),
+                Id.UPLOAD_STALE, layout.UploadDir(name, upload.upload_id),
                 f"unfinished upload, {since} {started:%Y-%m-%d %H:%M} UTC", name, bytes=upload.size,
             ))
         else:
@@ -210,13 +217,13 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
     if is_empty:
         empty_repositories.append(layout.repository_dir(name))
         state.add(Finding(
-            "repo-empty", layout.repository_dir(name),
+            Id.REPO_EMPTY, layout.RepositoryDir(name),
             "no tags and no manifests; still listed by /v2/_catalog", name,
         ))
     else:
         if not repo.has_layers_dir and repo.has_manifests_dir:
             state.add(Finding(
-                "repo-invisible", layout.repository_dir(name),
+                Id.REPO_INVISIBLE, layout.RepositoryDir(name),
                 "no _layers directory: registry 2.8 does not list this repository and its "
                 "garbage-collect would delete all its blobs", name,
             ))
@@ -225,76 +232,15 @@ def _repository(state: _State, repo: Repository, policy: Policy, empty_repositor
                 break  # what the unread or unparsed manifests use is unknown
             if digest in blobs:
                 state.add(Finding(
-                    "layer-link-unused", layout.layer_link_dir(name, digest),
+                    Id.LAYER_LINK_UNUSED, layout.LayerLink(name, digest),
                     "no live manifest of this repository references this blob", name, digest=digest,
                 ))
             else:
                 state.add(Finding(
-                    "layer-link-dangling", layout.layer_link_dir(name, digest),
+                    Id.LAYER_LINK_DANGLING, layout.LayerLink(name, digest),
                     "links a blob that is not stored", name, digest=digest,
                 ))
     return recent
-
-
-def tags_using(
-    inventory: Inventory, manifests: Mapping[Digest, Manifest | InvalidManifest], digests: set[Digest]
-) -> list[str]:
-    """`repo:tag` of every tag whose image (index children included) is or references one of `digests`."""
-    state = _State(inventory.blobs, manifests)
-    using = []
-    for repo in inventory.repositories.values():
-        referrers = _referrers(state, repo)
-        for tag in repo.tags.values():
-            if tag.current is None:
-                continue
-            for digest in _closure(state, repo, {tag.current}, referrers):
-                manifest = state.manifest(digest)
-                referenced = {r.digest for r in manifest.references} if manifest is not None else set()
-                if digest in digests or referenced & digests:
-                    using.append(f"{repo.name}:{tag.name}")
-                    break
-    return sorted(using)
-
-
-def _roots(repo: Repository) -> set[Digest]:
-    roots: set[Digest] = set()
-    for tag in repo.tags.values():
-        if tag.current is not None:
-            roots.add(tag.current)
-        else:
-            roots.update(tag.index)  # a broken tag keeps what it may still need
-    if not repo.fully_read:
-        roots.update(repo.revisions)
-    return roots
-
-
-Referrers = dict[Digest, list[Digest]]
-
-
-def _referrers(state: _State, repo: Repository) -> Referrers:
-    """subject -> the repository's manifests that name it."""
-    referrers: Referrers = defaultdict(list)
-    for digest in repo.revisions:
-        manifest = state.manifest(digest) if digest in state.blobs else None
-        if manifest is not None and manifest.subject is not None:
-            referrers[manifest.subject].append(digest)
-    return referrers
-
-
-def _closure(state: _State, repo: Repository, roots: set[Digest], referrers: Referrers) -> set[Digest]:
-    """The roots and every manifest they keep: index children, recursively, and referrers of kept subjects."""
-    live: set[Digest] = set()
-    pending = list(roots)
-    while pending:
-        digest = pending.pop()
-        if digest in live:
-            continue
-        live.add(digest)
-        pending.extend(referrers.get(digest, ()))
-        manifest = state.manifest(digest) if digest in state.blobs else None
-        if manifest is not None:
-            pending.extend(c.digest for c in manifest.children() if c.digest in repo.revisions)
-    return live
 
 
 def _check_live_manifest(
@@ -321,9 +267,9 @@ def _check_live_manifest(
                 state.unseen(layout.revision_link(name, reference.digest))
                 or state.unseen(layout.blob_data(reference.digest))
             ):
-                path = layout.revision_dir(name, reference.digest) if is_manifest else layout.blob_dir(reference.digest)
+                where = layout.Revision(name, reference.digest) if is_manifest else layout.Blob(reference.digest)
                 add_once(Finding(
-                    "manifest-missing-ref", path,
+                    Id.MANIFEST_MISSING_REF, where,
                     f"child of live manifest {shown} is not stored in this repository", name,
                     digest=reference.digest,
                 ))
@@ -332,81 +278,71 @@ def _check_live_manifest(
             if state.unseen(layout.blob_data(reference.digest)):
                 continue
             add_once(Finding(
-                "manifest-missing-ref", layout.blob_dir(reference.digest),
+                Id.MANIFEST_MISSING_REF, layout.Blob(reference.digest),
                 f"{reference.role.value} of live manifest {shown} is not stored", name, digest=reference.digest,
             ))
             continue
         if reference.digest not in repo.layer_links and not state.unseen(layout.layer_link(name, reference.digest)):
             add_once(Finding(
-                "layer-link-missing", layout.layer_link_dir(name, reference.digest),
+                Id.LAYER_LINK_MISSING, layout.LayerLink(name, reference.digest),
                 f"{reference.role.value} of live manifest {shown} is stored but not linked: pulls fail",
                 name, digest=reference.digest,
             ))
         if reference.size is not None and blobs[reference.digest] != reference.size:
             state.damage_blob(Finding(
-                "blob-size-mismatch", layout.blob_dir(reference.digest),
+                Id.BLOB_SIZE_MISMATCH, layout.Blob(reference.digest),
                 f"{blobs[reference.digest]} bytes stored, manifest {shown} says {reference.size}",
                 name, digest=reference.digest,
             ))
 
 
-def _bad_links(state: _State, repo: Repository, referrers: Referrers) -> set[Digest]:
-    """Damaged links are reported; what they may name, and all it references, is never judged garbage."""
-    protected: set[Digest] = set()
+def _bad_links(state: _State, repo: Repository) -> None:
+    """Damaged links are reported; what they may name is kept by `damaged_link_roots`."""
     for bad in repo.bad_links:
         where = f"{bad.kind} link" + (f" of tag {bad.tag}" if bad.tag else "")
-        named = bad.may_name
-        protected |= named
-        if bad.kind != LinkKind.LAYER:
-            for digest in _closure(state, repo, named, referrers):
-                protected.add(digest)
-                manifest = state.manifest(digest) if digest in state.blobs else None
-                if manifest is not None:
-                    protected.update(r.digest for r in manifest.references)
+        location = layout.locate(bad.path)
         if bad.content.digest is not None:
             state.add(Finding(
-                "link-mismatch", bad.path,
+                Id.LINK_MISMATCH, location,
                 f"{where} holds {layout.format_digest(bad.content.digest)}, its path names another digest",
                 repo.name, bad.tag, bad.path_digest,
             ))
         else:
             state.add(Finding(
-                "link-invalid", bad.path, f"{where}: {bad.content.defect.value}", repo.name, bad.tag, bad.path_digest,
+                Id.LINK_INVALID, location, f"{where}: {bad.content.defect.value}", repo.name, bad.tag, bad.path_digest,
             ))
-    state.protected |= protected
-    return protected
 
 
 def _tags(state: _State, repo: Repository) -> None:
     name = repo.name
     for tag in repo.tags.values():
-        path = layout.tag_dir(name, tag.name)
+        where = layout.TagDir(name, tag.name)
         current = tag.current
         if current is None:
             if state.unseen(layout.tag_current_link(name, tag.name)):
                 continue  # the registry follows what is there; reported as not followed
             why = "current link is invalid" if tag.has_current_file else "current link is missing"
-            state.add(Finding("tag-broken", path, f"{why}: the tag cannot be pulled", name, tag.name))
+            state.add(Finding(Id.TAG_BROKEN, where, f"{why}: the tag cannot be pulled", name, tag.name))
             continue
         if current not in repo.revisions:
             unseen = state.unseen(layout.revision_link(name, current))
             problem = None if unseen else "has no revision link in this repository"
         elif current not in state.blobs:
             problem = None if state.unseen(layout.blob_data(current)) else "has no manifest data"
-        elif isinstance(state.manifests.get(current), InvalidManifest):
+        elif isinstance(state.graph.manifests.get(current), InvalidManifest):
             problem = "has invalid manifest data"
         else:
             problem = None
         if problem:
             state.add(Finding(
-                "tag-broken", path, f"names {layout.format_digest(current)}, which {problem}", name, tag.name,
+                Id.TAG_BROKEN, where, f"names {layout.format_digest(current)}, which {problem}", name, tag.name,
                 current,
             ))
         for entry in tag.index - {current}:
             stale = entry in repo.revisions
             state.add(Finding(
-                "tag-index-stale" if stale else "tag-index-dangling",
-                layout.tag_index_dir(name, tag.name, entry),
+                Id.TAG_INDEX_STALE if stale else Id.TAG_INDEX_DANGLING,
+                layout.TagIndexEntry(name, tag.name, entry),
                 "an earlier target of the tag" if stale else "an earlier target whose revision is gone",
                 name, tag.name, entry,
             ))
@@ -416,25 +352,25 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
     """Damage to the bytes themselves: found first, so it takes precedence over what follows from it."""
     for digest in corrupt_blobs:
         state.damage_blob(Finding(
-            "blob-digest-mismatch", layout.blob_dir(digest), "content does not hash to its digest", digest=digest,
+            Id.BLOB_DIGEST_MISMATCH, layout.Blob(digest), "content does not hash to its digest", digest=digest,
         ))
     for digest, size in state.blobs.items():
-        if size == 0 and digest != layout.EMPTY_BLOB and digest not in state.manifests:  # manifests: manifest-invalid
+        if size == 0 and digest != layout.EMPTY_BLOB and digest not in state.graph.manifests:  # manifests: manifest-invalid
             state.damage_blob(Finding(
-                "blob-empty", layout.blob_dir(digest), "0 bytes stored for non-empty content", digest=digest,
+                Id.BLOB_EMPTY, layout.Blob(digest), "0 bytes stored for non-empty content", digest=digest,
             ))
 
 
 def _blob_verdicts(state: _State) -> None:
     for digest, size in state.blobs.items():
-        path = layout.blob_dir(digest)
-        if digest in state.blob_damage or digest in state.kept or digest in state.protected:
+        where = layout.Blob(digest)
+        if digest in state.blob_damage or digest in state.kept.blobs or digest in state.protected.blobs:
             continue
-        elif digest not in state.marked:
-            state.add(Finding("blob-orphan", path, "no manifest references this blob", digest=digest, bytes=size))
+        elif digest not in state.graph.marked:
+            state.add(Finding(Id.BLOB_ORPHAN, where, "no manifest references this blob", digest=digest, bytes=size))
         else:
             state.add(Finding(
-                "blob-unreachable", path, "referenced only by manifests that are not live", digest=digest, bytes=size,
+                Id.BLOB_UNREACHABLE, where, "referenced only by manifests that are not live", digest=digest, bytes=size,
             ))
 
 
@@ -442,14 +378,14 @@ def _leftovers(state: _State, inventory: Inventory, empty_repositories: list[str
     covered = tuple(path + "/" for path in empty_repositories)
     for path in inventory.empty_dirs:
         if not (path + "/").startswith(covered):
-            state.add(Finding("dir-empty", path, "empty directory"))
+            state.add(Finding(Id.DIR_EMPTY, layout.locate(path), "empty directory"))
     for leftover in inventory.leftovers:
-        state.add(Finding("tmp-leftover", leftover.path, "left by an interrupted write", bytes=leftover.size))
+        state.add(Finding(Id.TMP_LEFTOVER, layout.Other(leftover.path), "left by an interrupted write", bytes=leftover.size))
     for oddity in inventory.oddities:
-        state.add(Finding("unexpected", oddity.path, oddity.reason))
+        state.add(Finding(Id.UNEXPECTED, layout.Other(oddity.path), oddity.reason))
     for unreadable in inventory.unreadable:
-        state.add(Finding("dir-unreadable", unreadable.path, f"cannot read: {unreadable.reason}"))
+        state.add(Finding(Id.DIR_UNREADABLE, layout.Other(unreadable.path), f"cannot read: {unreadable.reason}"))
     already = {oddity.path for oddity in inventory.oddities}
     for unknown in inventory.unknown:
         if unknown.path not in already:
-            state.add(Finding("dir-unreadable", unknown.path, f"cannot judge: {unknown.reason}"))
+            state.add(Finding(Id.DIR_UNREADABLE, layout.Other(unknown.path), f"cannot judge: {unknown.reason}"))

@@ -1,0 +1,213 @@
+"""Reachability: what a set of roots keeps alive. Pure: no storage.
+
+The graph is built once per run from the inventory and the parsed manifests: per
+repository its manifest revisions and who names each subject. `reach(graph, roots)` then
+answers for any roots (restic's PlanPrune(getUsedBlobs), borg's used/wanted):
+
+- per repository, the live manifests: the roots, the children of live lists/indexes
+  (recursively, where the repository holds them) and the referrers whose `subject` is live;
+- the blobs they keep: every live manifest and what it references as config, layer or child,
+  across repositories, and the blobs the roots hold as they are.
+
+Every command is a different set of roots: the audit's are the tags, `repair` without
+--untagged adds every revision, --protect and --min-age add theirs; what removing
+something frees is what the roots before reach and the roots after do not.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
+
+from .layout import Digest
+from .manifests import InvalidManifest, Manifest
+from .scan import Inventory, LinkKind, Repository
+
+Referrers = Mapping[Digest, tuple[Digest, ...]]  # subject -> the repository's manifests that name it
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    blobs: Mapping[Digest, int]  # digest -> stored size
+    manifests: Mapping[Digest, Manifest | InvalidManifest]
+    revisions: Mapping[str, AbstractSet[Digest]]  # per repository: its manifest revisions
+    referrers: Mapping[str, Referrers]  # per repository
+    marked: frozenset[Digest]  # what the registry's GC marks: every stored revision and what it references
+    referenced: frozenset[Digest]  # named as config, layer or child by some stored revision
+
+    def manifest(self, digest: Digest) -> Manifest | None:
+        parsed = self.manifests.get(digest)
+        return parsed if isinstance(parsed, Manifest) else None
+
+    def references(self, digests: Iterable[Digest]) -> set[Digest]:
+        """What these manifests reference as config, layer or child."""
+        referenced: set[Digest] = set()
+        for digest in digests:
+            manifest = self.manifest(digest)
+            if manifest is not None:
+                referenced.update(r.digest for r in manifest.references)
+        return referenced
+
+
+def build_graph(inventory: Inventory, manifests: Mapping[Digest, Manifest | InvalidManifest]) -> Graph:
+    blobs = inventory.blobs
+    marked: set[Digest] = set()
+    referenced: set[Digest] = set()
+    referrers: dict[str, Referrers] = {}
+    for repository in inventory.repositories.values():
+        by_subject: dict[Digest, list[Digest]] = defaultdict(list)
+        for digest in repository.revisions:
+            if digest not in blobs:
+                continue
+            marked.add(digest)
+            parsed = manifests.get(digest)
+            if isinstance(parsed, Manifest):
+                for reference in parsed.references:
+                    marked.add(reference.digest)
+                    referenced.add(reference.digest)
+                if parsed.subject is not None:
+                    by_subject[parsed.subject].append(digest)
+        referrers[repository.name] = {subject: tuple(named) for subject, named in by_subject.items()}
+    return Graph(
+        blobs, manifests, {name: r.revisions for name, r in inventory.repositories.items()}, referrers,
+        frozenset(marked), frozenset(referenced),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Roots:
+    """Per repository: manifests kept with everything they reach, and blobs kept as they are."""
+
+    manifests: Mapping[str, AbstractSet[Digest]] = field(default_factory=dict)
+    blobs: Mapping[str, AbstractSet[Digest]] = field(default_factory=dict)
+    anywhere: AbstractSet[Digest] = frozenset()  # blobs kept whichever repository links them
+
+    def plus(self, other: Roots) -> Roots:
+        return Roots(
+            _union(self.manifests, other.manifests), _union(self.blobs, other.blobs), self.anywhere | other.anywhere
+        )
+
+
+def _union(a: Mapping[str, AbstractSet[Digest]], b: Mapping[str, AbstractSet[Digest]]) -> dict[str, AbstractSet[Digest]]:
+    merged = dict(a)
+    for name, digests in b.items():
+        merged[name] = merged[name] | digests if name in merged else digests
+    return merged
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    graph: Graph
+    live: Mapping[str, AbstractSet[Digest]]  # per repository: the manifests the roots keep
+    held: Mapping[str, AbstractSet[Digest]]  # per repository: blobs the roots keep as they are
+    blobs: frozenset[Digest]  # every live manifest, what it references, and the held blobs
+
+    def referenced(self, repository: str) -> set[Digest]:
+        """What the repository's live manifests reference: the blobs its `_layers` must link."""
+        return self.graph.references(self.live.get(repository, ()))
+
+    def keeps_manifest(self, repository: str, digest: Digest) -> bool:
+        return digest in self.live.get(repository, ())
+
+    def users(self) -> dict[Digest, tuple[str, ...]]:
+        """For each kept blob, the repositories whose live manifests are or reference it."""
+        using: dict[Digest, list[str]] = defaultdict(list)
+        for name, live in self.live.items():
+            for digest in {*live, *self.referenced(name)}:
+                using[digest].append(name)
+        return {digest: tuple(sorted(names)) for digest, names in using.items()}
+
+
+def reach(graph: Graph, roots: Roots) -> Reach:
+    live: dict[str, AbstractSet[Digest]] = {}
+    blobs: set[Digest] = set()
+    for name, manifests in roots.manifests.items():
+        kept = closure(graph, name, manifests)
+        live[name] = kept
+        blobs |= kept
+        blobs |= graph.references(kept)
+    for held in roots.blobs.values():
+        blobs |= held
+    blobs |= roots.anywhere
+    return Reach(graph, live, roots.blobs, frozenset(blobs))
+
+
+def closure(graph: Graph, repository: str, roots: Iterable[Digest]) -> set[Digest]:
+    """The roots and every manifest they keep: index children, recursively, and referrers of kept subjects."""
+    revisions = graph.revisions.get(repository, frozenset())
+    referrers = graph.referrers.get(repository, {})
+    live: set[Digest] = set()
+    pending = list(roots)
+    while pending:
+        digest = pending.pop()
+        if digest in live:
+            continue
+        live.add(digest)
+        pending.extend(referrers.get(digest, ()))
+        manifest = graph.manifest(digest)
+        if manifest is not None:
+            pending.extend(c.digest for c in manifest.children() if c.digest in revisions)
+    return live
+
+
+# The roots commands start from.
+
+
+def tag_roots(inventory: Inventory) -> Roots:
+    """The audit's: every tag's current target; a broken tag keeps what its index names (it may still
+    need them); a repository that could not be read whole keeps all its revisions."""
+    return Roots({name: _tag_roots(repository) for name, repository in inventory.repositories.items()})
+
+
+def _tag_roots(repository: Repository) -> set[Digest]:
+    roots: set[Digest] = set()
+    for tag in repository.tags.values():
+        if tag.current is not None:
+            roots.add(tag.current)
+        else:
+            roots.update(tag.index)
+    if not repository.fully_read:
+        roots.update(repository.revisions)
+    return roots
+
+
+def revision_roots(inventory: Inventory, repositories: Iterable[str] | None = None) -> Roots:
+    """Every revision (of the repositories named, or of all): untagged manifests kept with what they use."""
+    names = inventory.repositories if repositories is None else repositories
+    return Roots({name: inventory.repositories[name].revisions for name in names})
+
+
+def damaged_link_roots(inventory: Inventory) -> Roots:
+    """What damaged links may have been meant to name, and legitimate aliases: never judged garbage."""
+    manifests: dict[str, set[Digest]] = {}
+    blobs: dict[str, set[Digest]] = {}
+    for name, repository in inventory.repositories.items():
+        named: set[Digest] = set()
+        held = set(repository.aliases)
+        for bad in repository.bad_links:
+            held |= bad.may_name
+            if bad.kind != LinkKind.LAYER:
+                named |= bad.may_name
+        if named:
+            manifests[name] = named
+        if held:
+            blobs[name] = held
+    return Roots(manifests, blobs)
+
+
+def tags_using(graph: Graph, inventory: Inventory, digests: AbstractSet[Digest]) -> list[str]:
+    """`repo:tag` of every tag whose image (index children included) is or references one of `digests`."""
+    using = []
+    for repository in inventory.repositories.values():
+        for tag in repository.tags.values():
+            if tag.current is None:
+                continue
+            for digest in closure(graph, repository.name, {tag.current}):
+                manifest = graph.manifest(digest)
+                referenced = {r.digest for r in manifest.references} if manifest is not None else set()
+                if digest in digests or referenced & digests:
+                    using.append(f"{repository.name}:{tag.name}")
+                    break
+    return sorted(using)
