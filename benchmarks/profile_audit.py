@@ -6,9 +6,9 @@
     python benchmarks/profile_audit.py --memory ROOT        # tracemalloc: bytes held after each stage
     python benchmarks/profile_audit.py --collapsed FILE     # top 20 of a `py-spy record -f raw` profile
 
-The stages are the ones `fsck.cli.run_audit` wires: layout.find_v2 → scan.scan →
-manifests.read_manifests → (verify.verify_blobs, with --verify) → analyze.analyze →
-report.to_json. cProfile sees only the main thread, so under `--cprofile` manifests are
+The stages are the ones `fsck.service` wires for `audit --json`: scan → manifests →
+(verify, with --verify) → analyze (the checks) → report. A baseline copy of the package
+from before the service layer (for ab_stages.py) is wired the same way by hand. cProfile sees only the main thread, so under `--cprofile` manifests are
 read with one worker (their parsing then shows up); the stage seconds are measured with
 the package's own defaults. Use py-spy (`py-spy top`/`record --threads`) to see the
 threads of a normal run.
@@ -28,8 +28,73 @@ import time
 from datetime import datetime, timezone
 
 
+class _Stages:
+    """A progress sink for `service.load` that reads the clock as each stage's counter closes."""
+
+    NAMES = {"scanning": "scan", "manifests": "manifests", "verifying": "verify"}
+
+    def __init__(self, lap) -> None:
+        self.lap = lap
+
+    def counter(self, description: str, unit: str, total: int | None = None, scale: bool = False):
+        stages = self
+
+        class _Stage:
+            def __enter__(self):
+                return self
+
+            def update(self, _n: int = 1) -> None:
+                pass
+
+            def __exit__(self, *_exc) -> None:
+                stages.lap(stages.NAMES[description])
+
+        return _Stage()
+
+
+def _has(module: str) -> bool:
+    """Asked of the imported package's own directory: an editable install may still resolve a
+    module that a baseline copy of the package does not have."""
+    import fsck
+
+    return os.path.exists(os.path.join(os.path.dirname(fsck.__file__), f"{module}.py"))
+
+
+def _audit(root: str, lap, workers: int | None = None, verify_blobs: bool = False):
+    """The audit as `registry-fsck audit --json` runs it, calling `lap(stage)` after each stage."""
+    from fsck import layout, report
+
+    if _has("service"):
+        from fsck import checks, service
+
+        target = service.resolve_target(root, None)
+        loaded = service.load(target, verify_blobs=verify_blobs, progress=_Stages(lap), workers=workers)
+        policy = checks.Policy(now=datetime.now(timezone.utc))
+        audit = service.judge(loaded, policy)
+        v2 = target.v2
+    else:  # a baseline from before the service layer: the same stages, wired by hand
+        from fsck import analyze, manifests, scan, verify
+
+        v2 = os.path.abspath(layout.find_v2(root))
+        inventory = scan.scan(v2)
+        lap("scan")
+        extra = {} if workers is None else {"workers": workers}
+        parsed = manifests.read_manifests(v2, manifests.named_by_links(inventory), inventory.blobs, **extra)
+        lap("manifests")
+        corrupt: frozenset = frozenset()
+        if verify_blobs:
+            corrupt = verify.verify_blobs(v2, inventory.blobs).corrupt
+            lap("verify")
+        policy = analyze.Policy(now=datetime.now(timezone.utc))
+        audit = analyze.analyze(inventory, parsed, policy, corrupt)
+    lap("analyze")
+    data = report.to_json(audit, report.Context(layout.rootdirectory_of(v2), v2, policy.now, False), 4)
+    lap("report")
+    return audit, data
+
+
 def stages(root: str, workers: int | None = None, verify_blobs: bool = False) -> dict:
-    from fsck import analyze, layout, manifests, report, scan, verify
+    import fsck
 
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -40,26 +105,10 @@ def stages(root: str, workers: int | None = None, verify_blobs: bool = False) ->
         seconds[name] = round(now - clock, 3)
         clock = now
 
-    v2 = os.path.abspath(layout.find_v2(root))
-    inventory = scan.scan(v2)
-    lap("scan")
-    revisions = {d for repo in inventory.repositories.values() for d in repo.revisions}
-    extra = {} if workers is None else {"workers": workers}
-    parsed = manifests.read_manifests(v2, revisions, inventory.blobs, **extra)
-    lap("manifests")
-    corrupt: frozenset = frozenset()
-    if verify_blobs:
-        corrupt = verify.verify_blobs(v2, inventory.blobs).corrupt
-        lap("verify")
-    policy = analyze.Policy(now=datetime.now(timezone.utc))
-    audit = analyze.analyze(inventory, parsed, policy, corrupt)
-    lap("analyze")
-    context = report.Context(layout.rootdirectory_of(v2), v2, policy.now, False)
-    data = report.to_json(audit, context, 4)
-    lap("report")
+    audit, data = _audit(root, lap, workers, verify_blobs)
     seconds["total"] = round(sum(seconds.values()), 3)
     return {
-        "package": os.path.dirname(os.path.dirname(os.path.abspath(scan.__file__))),
+        "package": os.path.dirname(os.path.dirname(os.path.abspath(fsck.__file__))),
         "seconds": seconds,
         "findings": len(audit.findings),
         "report_bytes": len(data),
@@ -71,8 +120,6 @@ def memory(root: str) -> dict:
     """Python heap held after each stage, and its peak, by tracemalloc (slow: about 2x)."""
     import tracemalloc
 
-    from fsck import analyze, layout, manifests, report, scan
-
     held: dict[str, float] = {}
     tracemalloc.start()
 
@@ -82,24 +129,14 @@ def memory(root: str) -> dict:
         held[f"{name} peak"] = round(peak / 2**20, 1)
         tracemalloc.reset_peak()
 
-    v2 = os.path.abspath(layout.find_v2(root))
-    inventory = scan.scan(v2)
-    mark("scan")
-    revisions = {d for repo in inventory.repositories.values() for d in repo.revisions}
-    parsed = manifests.read_manifests(v2, revisions, inventory.blobs)
-    mark("manifests")
-    policy = analyze.Policy(now=datetime.now(timezone.utc))
-    audit = analyze.analyze(inventory, parsed, policy)
-    mark("analyze")
-    data = report.to_json(audit, report.Context(layout.rootdirectory_of(v2), v2, policy.now, False), 4)
-    mark("report")
+    audit, data = _audit(root, mark)
     snapshot = tracemalloc.take_snapshot()
     top = [
         f"{stat.size / 2**20:.1f} MiB {stat.count} blocks {stat.traceback[0].filename.rsplit('/', 2)[-1]}:"
         f"{stat.traceback[0].lineno}"
         for stat in snapshot.statistics("lineno")[:12]
     ]
-    del data
+    del data, audit
     return {"held_mib": held, "top_lines": top}
 
 

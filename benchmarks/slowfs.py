@@ -52,13 +52,14 @@ def serve(source: str, mountpoint: str, delay: float) -> None:
 
 def read_manifests(v2: str, mounted: str) -> None:
     from fsck import manifests, scan
+    from fsck.store import LocalStore
 
-    inventory = scan.scan(v2)
+    inventory = scan.scan(LocalStore(v2))
     named = manifests.named_by_links(inventory)
     for workers in (None, 1):
         extra = {} if workers is None else {"workers": workers}
         started = time.perf_counter()
-        parsed = manifests.read_manifests(mounted, named, inventory.blobs, **extra)
+        parsed = manifests.read_manifests(LocalStore(mounted), named, inventory.blobs, **extra)
         label = "default workers" if workers is None else f"workers={workers}"
         print(f"{label}: {len(parsed)} manifests in {time.perf_counter() - started:.2f} s", flush=True)
 

@@ -108,7 +108,7 @@ class Counts:
     orphans: list[str] = field(default_factory=list)
     used_base: set[str] = field(default_factory=set)
 
-    def add(self, other: "Counts") -> None:
+    def add(self, other: Counts) -> None:
         for name in ("repositories", "tags", "revisions", "blobs", "blob_bytes", "files", "dirs"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.orphans.extend(other.orphans)
@@ -246,7 +246,7 @@ class RepositoryBuilder:
                 "mediaType": OCI_INDEX,
                 "manifests": [
                     descriptor(media_type, h, s, platform=platform)
-                    for (h, s, media_type), platform in zip(children, PLATFORMS)
+                    for (h, s, media_type), platform in zip(children, PLATFORMS, strict=False)
                 ],
             }
             raw = json.dumps(index, separators=(",", ":")).encode()

@@ -1,10 +1,8 @@
-"""registry-fsck: audit and repair the filesystem storage of a Docker Distribution registry.
+"""registry-fsck: audit and repair the storage of a Docker Distribution registry.
 
-The package is a pipeline, one module per stage, data flowing one way:
-layout -> scan -> manifests -> analyze (findings) -> plan -> apply -> report.
-findings holds the catalogue of finding ids; verify re-hashes blobs; config reads the
-registry's config file; guards tells whether the registry is live; cli and repair_cli
-wire the stages into commands.
+The package is a pipeline, data flowing one way (see the README's layout of the code):
+store, layout -> scan -> manifests -> reach -> checks -> plan -> apply -> report, with
+`service` wiring the stages once for every caller and `commands` one module per command.
 """
 
 __version__ = "0.1.0"

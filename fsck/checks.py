@@ -23,7 +23,7 @@ from .catalogue import Finding, Id
 from .layout import Digest
 from .manifests import InvalidManifest, Manifest, Role
 from .reach import Graph, Reach, Roots, build_graph, damaged_link_roots, reach, revision_roots, tag_roots
-from .scan import Inventory, Repository
+from .scan import Inventory, Oddity, Repository
 
 DEFAULT_UPLOAD_AGE = timedelta(hours=168)  # the registry's own upload purger
 QUIET_PERIOD = timedelta(minutes=15)  # an upload younger than this suggests the registry is serving
@@ -86,8 +86,11 @@ def audit(
     manifests: Mapping[Digest, Manifest | InvalidManifest],
     policy: Policy,
     corrupt_blobs: frozenset[Digest] = frozenset(),
+    unverified: tuple[Oddity, ...] = (),
 ) -> Audit:
+    """`corrupt_blobs` and `unverified` (blobs that could not be read) come from --verify."""
     graph = build_graph(inventory, manifests)
+    unread_paths = (*inventory.unreadable, *unverified)
     roots = tag_roots(inventory)
     live = reach(graph, roots)
     unknown = {
@@ -101,7 +104,7 @@ def audit(
     protected = reach(graph, damaged_link_roots(inventory))
     state = _State(
         graph, live, kept, protected,
-        not_seen=frozenset(o.path for o in (*inventory.unknown, *inventory.unreadable)),
+        not_seen=frozenset(o.path for o in (*inventory.unknown, *unread_paths)),
     )
     _damaged_blobs(state, corrupt_blobs)
     recent_uploads = 0
@@ -109,7 +112,7 @@ def audit(
     for repository in inventory.repositories.values():
         recent_uploads += _repository(state, repository, policy, unknown[repository.name], empty_repositories)
     _blob_verdicts(state)
-    _leftovers(state, inventory, empty_repositories)
+    _leftovers(state, inventory, unread_paths, empty_repositories)
     totals = Totals(
         repositories=len(inventory.repositories),
         tags=sum(len(r.tags) for r in inventory.repositories.values()),
@@ -122,7 +125,7 @@ def audit(
     unparsed = sum(isinstance(m, InvalidManifest) and not m.unreadable for m in manifests.values())
     uncertain = (f"{unparsed} manifest(s) could not be parsed: what they reference is unknown",) if unparsed else ()
     return Audit(
-        tuple(findings), totals, inventory.complete and not unreadable, recent_uploads, uncertain,
+        tuple(findings), totals, inventory.complete and not unverified and not unreadable, recent_uploads, uncertain,
         graph, kept_roots, protected, state.not_seen,
     )
 
@@ -374,7 +377,9 @@ def _blob_verdicts(state: _State) -> None:
             ))
 
 
-def _leftovers(state: _State, inventory: Inventory, empty_repositories: list[str]) -> None:
+def _leftovers(
+    state: _State, inventory: Inventory, unread_paths: tuple[Oddity, ...], empty_repositories: list[str]
+) -> None:
     covered = tuple(path + "/" for path in empty_repositories)
     for path in inventory.empty_dirs:
         if not (path + "/").startswith(covered):
@@ -383,7 +388,7 @@ def _leftovers(state: _State, inventory: Inventory, empty_repositories: list[str
         state.add(Finding(Id.TMP_LEFTOVER, layout.Other(leftover.path), "left by an interrupted write", bytes=leftover.size))
     for oddity in inventory.oddities:
         state.add(Finding(Id.UNEXPECTED, layout.Other(oddity.path), oddity.reason))
-    for unreadable in inventory.unreadable:
+    for unreadable in unread_paths:
         state.add(Finding(Id.DIR_UNREADABLE, layout.Other(unreadable.path), f"cannot read: {unreadable.reason}"))
     already = {oddity.path for oddity in inventory.oddities}
     for unknown in inventory.unknown:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 
 
-
 def registry_answers(http_addr: str, timeout: float = 1.0) -> bool:
     """Whether anything answers HTTP at the registry's `http.addr` (`:5000` means this host)."""
     host, _, port = http_addr.rpartition(":")

@@ -326,6 +326,18 @@ Location = (
 )
 
 
+def dated_paths(location: Location) -> tuple[str, ...]:
+    """The place and the file in it whose modification times say when it last changed."""
+    path = location.path
+    if isinstance(location, (LayerLink, Revision, TagIndexEntry)):
+        return (path, join(path, LINK))
+    if isinstance(location, Blob):
+        return (path, join(path, DATA))
+    if isinstance(location, UploadDir):
+        return (path, join(path, STARTEDAT))
+    return (path,)
+
+
 def locate(path: str) -> Location:
     """The inverse of every location's `path`: the typed location a relative path names, else `Other`."""
     parts = path.split("/")

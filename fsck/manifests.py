@@ -7,7 +7,6 @@ collector: config, layers, index children and schema1 fsLayers reference blobs;
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import orjson
 from . import layout
 from .layout import Digest
 from .scan import Inventory, LinkKind
+from .store import Store
 
 DOCKER_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -226,7 +226,7 @@ _SLOW_READ = 0.0002
 
 
 def read_manifests(
-    v2: str, digests: Iterable[Digest], sizes: Mapping[Digest, int], workers: int = 8
+    store: Store, digests: Iterable[Digest], sizes: Mapping[Digest, int], workers: int = 8
 ) -> dict[Digest, Manifest | InvalidManifest]:
     """Read and parse the stored data of each digest that is stored as a blob.
 
@@ -248,11 +248,8 @@ def read_manifests(
         if size > layout.MAX_MANIFEST_BYTES:
             return InvalidManifest(f"larger than the registry's {layout.MAX_MANIFEST_BYTES} byte limit")
         try:
-            fd = os.open(os.path.join(v2, layout.blob_data(digest)), os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                raw = _read_all(fd, layout.MAX_MANIFEST_BYTES + 1, size)
-            finally:
-                os.close(fd)
+            # Asked for at its scanned size: one read of the right size, not a buffer of the limit.
+            raw = store.read(layout.blob_data(digest), layout.MAX_MANIFEST_BYTES + 1, size)
         except OSError as error:
             return InvalidManifest(f"unreadable: {error.strerror}", unreadable=True)
         return parse_manifest(raw, canonical)
@@ -280,19 +277,3 @@ def read_manifests(
             for loaded in pool.map(load_batch, rest):
                 parsed.update(loaded)
     return parsed
-
-
-def _read_all(fd: int, limit: int, expected: int = 0) -> bytes:
-    """Up to `limit` bytes, to the end of the file. `expected` (its size when scanned) is asked for
-    first: one read of the right size, not a buffer of `limit` bytes for every small file."""
-    chunks = []
-    remaining = limit
-    want = min(limit, expected + 1)
-    while remaining > 0:
-        chunk = os.read(fd, min(remaining, want))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-        want = 1 << 16
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,20 +1,20 @@
 """One pass over the storage tree into an inventory. Records what is there; judges nothing.
 
-Built for trees of millions of files: `os.scandir` with its d_type (no stat per entry,
-except blob `data` and upload files, whose sizes are needed), digests held as raw
+Built for trees of millions of files: the store's listings with their d_type (no stat per
+entry, except blob `data` and upload files, whose sizes are needed), digests held as raw
 bytes, and no path kept that `layout` can rebuild from a repository name and a digest.
 Symbolic links are recorded, never followed.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import layout
 from .layout import Digest, LinkContent, LinkDefect
+from .store import Entry, Store
 
 
 class LinkKind:
@@ -85,7 +85,7 @@ class Repository:
     def parts(self) -> tuple[str, ...]:
         """Its own directories (others may be repositories nested inside it)."""
         present = (self.has_layers_dir, self.has_manifests_dir, self.has_uploads_dir)
-        return tuple(name for name, here in zip(layout.REPOSITORY_MARKERS, present) if here)
+        return tuple(name for name, here in zip(layout.REPOSITORY_MARKERS, present, strict=True) if here)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,8 +124,8 @@ class Inventory:
 Progress = Callable[[int], None]
 
 
-def scan(v2: str, progress: Progress | None = None) -> Inventory:
-    walker = _Walker(Inventory(v2), progress or (lambda _n: None))
+def scan(store: Store, progress: Progress | None = None) -> Inventory:
+    walker = _Walker(store, Inventory(store.root), progress or (lambda _n: None))
     walker.top()
     return walker.inventory
 
@@ -140,9 +140,10 @@ def _is_leftover(name: str) -> bool:
 
 
 _UNREADABLE = LinkContent(None, LinkDefect.UNREADABLE)
+_STARTEDAT_BYTES = 128  # an RFC 3339 time, with room to spare
 
 
-def _is_dir(entry: os.DirEntry) -> bool:
+def _is_dir(entry: Entry) -> bool:
     """A directory, not a symbolic link to one (d_type; False when that cannot be told)."""
     try:
         return entry.is_dir(follow_symlinks=False)
@@ -150,7 +151,7 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _is_file(entry: os.DirEntry) -> bool:
+def _is_file(entry: Entry) -> bool:
     """A regular file, not a symbolic link to one (d_type; False when that cannot be told)."""
     try:
         return entry.is_file(follow_symlinks=False)
@@ -169,7 +170,8 @@ def _is_valid_utf8(name: str) -> bool:
 class _Walker:
     """Per-level walkers over the fixed layout; every method takes a path relative to v2."""
 
-    def __init__(self, inventory: Inventory, progress: Progress) -> None:
+    def __init__(self, store: Store, inventory: Inventory, progress: Progress) -> None:
+        self.store = store
         self.inventory = inventory
         self.progress = progress
         # One bytes object per digest, however many blobs and links name it (this walk only).
@@ -177,13 +179,9 @@ class _Walker:
 
     # Helpers
 
-    def _path(self, relative: str) -> str:
-        return f"{self.inventory.v2}/{relative}" if relative else self.inventory.v2
-
-    def _list(self, relative: str) -> list[os.DirEntry] | None:
+    def _list(self, relative: str) -> list[Entry] | None:
         try:
-            with os.scandir(self._path(relative)) as entries:
-                listed = list(entries)
+            listed = self.store.list(relative)
         except OSError as error:
             self.inventory.unreadable.append(Oddity(relative, error.strerror or str(error)))
             return None
@@ -193,7 +191,7 @@ class _Walker:
     def _odd(self, relative: str, reason: str) -> None:
         self.inventory.oddities.append(Oddity(relative, reason))
 
-    def _classify(self, entry: os.DirEntry, relative: str) -> str | None:
+    def _classify(self, entry: Entry, relative: str) -> str | None:
         """'dir', 'file', or None after recording why the entry is not usable."""
         if not _is_valid_utf8(entry.name):
             self._odd(relative, "name is not valid UTF-8")
@@ -218,10 +216,10 @@ class _Walker:
         digest = layout.digest_key(algorithm, hex_part)
         return None if digest is None else self.digests.setdefault(digest, digest)
 
-    def _what(self, entry: os.DirEntry, relative: str) -> str:
+    def _what(self, entry: Entry, relative: str) -> str:
         return self._classify(entry, relative) or "odd"
 
-    def _children(self, relative: str) -> list[tuple[os.DirEntry, str, str]] | None:
+    def _children(self, relative: str) -> list[tuple[Entry, str, str]] | None:
         """Usable entries as (entry, relative path, 'dir'|'file'); None when unreadable."""
         listed = self._list(relative)
         if listed is None:
@@ -247,16 +245,12 @@ class _Walker:
     def _read_link_bytes(self, relative: str) -> bytes | None:
         """The bytes of a link file (up to one more than a link may hold); None when unreadable."""
         try:
-            fd = os.open(self._path(relative), os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                return os.read(fd, layout.MAX_LINK_BYTES + 1)
-            finally:
-                os.close(fd)
+            return self.store.read(relative, layout.MAX_LINK_BYTES + 1, layout.MAX_LINK_BYTES)
         except OSError as error:
             self.inventory.unreadable.append(Oddity(relative, error.strerror or str(error)))
             return None
 
-    def _leftover(self, entry: os.DirEntry, relative: str) -> None:
+    def _leftover(self, entry: Entry, relative: str) -> None:
         try:
             size = entry.stat(follow_symlinks=False).st_size
         except OSError:
@@ -576,7 +570,7 @@ class _Walker:
             elif what != "odd":
                 self._odd(path, "file among uploads")
 
-    def upload(self, relative: str, entry: os.DirEntry, repository: Repository) -> None:
+    def upload(self, relative: str, entry: Entry, repository: Repository) -> None:
         size = 0
         started_at = None
         stack = [relative]
@@ -602,8 +596,7 @@ class _Walker:
 
     def _read_started_at(self, relative: str) -> datetime | None:
         try:
-            with open(os.path.join(self.inventory.v2, relative), "rb") as handle:
-                text = handle.read(128).decode("ascii")
+            text = self.store.read(relative, _STARTEDAT_BYTES, _STARTEDAT_BYTES).decode("ascii")
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except (OSError, ValueError):
             return None

@@ -2,15 +2,14 @@
 
 hashlib releases the GIL while hashing more than 2 KiB, so threads use every core on large
 blobs without the cost of processes. On many small blobs the cost is per file, not per
-byte, so each file costs as few calls as it can: it is opened relative to its algorithm's
-directory (no walk down the whole path each time), read straight into a buffer its thread
-reuses (no file object, no new buffer), and threads take blobs in batches, never one task
-per blob. Memory stays flat whatever the blob size.
+byte, so each file costs as few calls as it can: the store holds each `blobs/<algorithm>`
+open and opens a blob below it (no walk down the whole path each time), each thread reads
+into a buffer it reuses (no file object, no new buffer), and threads take blobs in
+batches, never one task per blob. Memory stays flat whatever the blob size.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 from . import layout
 from .layout import Digest
+from .store import Store
 
 CHUNK = 1 << 20
 _BATCH_BLOBS = 256
@@ -32,44 +32,33 @@ class Verification:
 
 
 def verify_blobs(
-    v2: str, blobs: Mapping[Digest, int], progress: Callable[[int], None] | None = None, workers: int | None = None
+    store: Store, blobs: Mapping[Digest, int], progress: Callable[[int], None] | None = None, workers: int | None = None
 ) -> Verification:
     advance = progress or (lambda _n: None)
     workers = workers or os.cpu_count() or 2
+    algorithm_dirs = {algorithm: layout.join(layout.BLOBS, algorithm) for algorithm in layout.HEX_LENGTH}
 
-    def check(digest: Digest, buffer: bytearray, view: memoryview) -> _Outcome:
-        hasher = hashlib.new(layout.algorithm_of(digest))
+    def check(digest: Digest, buffer: memoryview) -> _Outcome:
+        algorithm = layout.algorithm_of(digest)
+        below = layout.blob_data_in_algorithm_dir(digest)
         try:
-            fd = directories.open_data(digest)
+            return reader.digest(algorithm_dirs[algorithm], below, algorithm, buffer, advance) == digest
         except OSError as error:
             return error.strerror or str(error)
-        try:
-            while size := os.readv(fd, [buffer]):
-                hasher.update(view[:size])
-                advance(size)
-        except OSError as error:
-            return error.strerror or str(error)
-        finally:
-            os.close(fd)
-        return hasher.digest() == digest
 
     def check_batch(batch: list[Digest]) -> list[tuple[Digest, _Outcome]]:
-        buffer = bytearray(CHUNK)  # one per batch, so one per thread at a time
-        view = memoryview(buffer)
-        return [(digest, check(digest, buffer, view)) for digest in batch]
+        buffer = memoryview(bytearray(CHUNK))  # one per batch, so one per thread at a time
+        return [(digest, check(digest, buffer)) for digest in batch]
 
     corrupt: set[Digest] = set()
     unreadable: list[tuple[str, str]] = []
     batches = _batches(blobs, workers)
-    directories = _AlgorithmDirectories(v2)
-    try:
+    with store.reader(algorithm_dirs.values()) as reader:
         if workers <= 1 or len(batches) <= 1:
             _collect(map(check_batch, batches), corrupt, unreadable)
         else:
             with ThreadPoolExecutor(max_workers=min(workers, len(batches))) as pool:
                 _collect(pool.map(check_batch, batches), corrupt, unreadable)
-    finally:
-        directories.close()
     return Verification(frozenset(corrupt), tuple(unreadable))
 
 
@@ -99,30 +88,3 @@ def _batches(blobs: Mapping[Digest, int], workers: int) -> list[list[Digest]]:
         batches.append(batch)
     return batches
 
-
-class _AlgorithmDirectories:
-    """`blobs/<algorithm>` held open, so that each blob is opened by its last three components.
-
-    Where such a directory cannot be opened, its blobs are opened by their whole path, which
-    then fails (or not) for each blob on its own, as it would have without this."""
-
-    def __init__(self, v2: str) -> None:
-        self.v2 = v2
-        self.fds: dict[str, int] = {}
-        for algorithm in layout.HEX_LENGTH:
-            try:
-                path = os.path.join(v2, layout.BLOBS, algorithm)
-                self.fds[algorithm] = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-            except OSError:
-                pass
-
-    def open_data(self, digest: Digest) -> int:
-        fd = self.fds.get(layout.algorithm_of(digest))
-        if fd is None:
-            return os.open(os.path.join(self.v2, layout.blob_data(digest)), os.O_RDONLY | os.O_NOFOLLOW)
-        return os.open(layout.blob_data_in_algorithm_dir(digest), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
-
-    def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
-        self.fds.clear()

@@ -27,11 +27,12 @@ def audit_records(root: Path, *, verify: bool = False, upload_age: str = "168h")
     """The audit's findings as their JSON records, through the library (faster than a subprocess)."""
     from datetime import datetime, timezone
 
-    from fsck import checks, cli, report
+    from fsck import checks, report, service
+    from fsck.commands.options import parse_duration
 
-    target = cli.resolve_target(Path(root), None)
-    policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=cli.parse_duration(upload_age))
-    result = cli.run_audit(target, policy, verify_blobs=verify, quiet=True)
+    target = service.resolve_target(str(root), None)
+    policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=parse_duration(upload_age))
+    result = service.audit(target, policy, verify_blobs=verify)
     return [report.finding_record(f) for f in result.findings]
 
 
@@ -79,7 +80,8 @@ def invoke(*args: str) -> tuple[int, str]:
     """The command line in this process (no interpreter start-up): for loops that run it many times."""
     from typer.testing import CliRunner
 
-    from fsck.cli import app
+    import fsck.cli  # noqa: F401  (registers the commands)
+    from fsck.commands.app import app
 
     result = CliRunner().invoke(app, list(args))
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -6,27 +6,22 @@
 import os
 import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
-from fsck import apply, checks, cli, plan
+from fsck import checks, plan, service
 
 
 def main() -> None:
     root, crash_after = sys.argv[1], int(sys.argv[2])
-    target = cli.resolve_target(Path(root), None)
-    loaded = cli.load(target, verify_blobs=False, quiet=True)
+    target = service.resolve_target(root, None)
     now = datetime.now(timezone.utc)
     selection = plan.Selection(untagged="--untagged" in sys.argv)
-    audit = checks.audit(loaded.inventory, loaded.manifests, checks.Policy(now=now))
-    the_plan = plan.prepare(audit, loaded.inventory, selection, lambda _location: None, now)
-    quarantine = apply.default_quarantine(target.v2)
+    repair = service.plan_repair(service.load(target), checks.Policy(now=now), selection)
 
     def crash(count: int) -> None:
         if count == crash_after:
             os._exit(137)
 
-    with apply.locked(quarantine):
-        apply.apply(the_plan, target.v2, quarantine, now=now, after_action=crash)
+    service.carry_out(target, repair.plan, service.quarantine_of(target, None), now=now, after_action=crash)
     print("finished before the crash point")
 
 

@@ -1,9 +1,8 @@
 """The audit on real trees written by the registry: every garbage verdict derived from what was pushed."""
 
 import pytest
-from clirun import audit_records, by_id, digests
-
 import yaml
+from clirun import audit_records, by_id, digests
 
 from tests.harness.registry import garbage_collect, parse_gc_output, registry_config
 

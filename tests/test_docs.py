@@ -5,11 +5,10 @@ from pathlib import Path
 
 import orjson
 import typer.main
+from clirun import DEMO, run_cli
 
 from fsck import cli
 from fsck.catalogue import CATALOGUE
-
-from clirun import DEMO, run_cli
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

@@ -64,9 +64,9 @@ from tests.harness.images import (
 )
 from tests.harness.registry import (
     REGISTRY_BIN,
-    free_port,
     Registry,
     age_uploads,
+    free_port,
     garbage_collect,
     parse_gc_output,
     read_startedat,

@@ -84,11 +84,12 @@ def test_invalid_manifests_say_why(raw, reason):
 
 def test_read_manifests_reads_only_stored_digests(tmp_path):
     from fsck import layout
+    from fsck.store import LocalStore
 
     data = orjson.dumps({"schemaVersion": 2, "config": desc(B), "layers": []})
     path = tmp_path / layout.blob_data(A)
     path.parent.mkdir(parents=True)
     path.write_bytes(data)
-    parsed = m.read_manifests(str(tmp_path), [A, C], {A: len(data)})
+    parsed = m.read_manifests(LocalStore(str(tmp_path)), [A, C], {A: len(data)})
     assert set(parsed) == {A}
     assert parsed[A].references[0].digest == B

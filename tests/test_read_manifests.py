@@ -8,6 +8,7 @@ import pytest
 
 from fsck import layout
 from fsck import manifests as m
+from fsck.store import LocalStore
 
 
 def store(v2, raw: bytes) -> bytes:
@@ -31,9 +32,9 @@ def test_threads_and_one_thread_read_the_same(tmp_path, monkeypatch, count):
     for n in range(count):
         raw = image(n)
         sizes[store(v2, raw)] = len(raw)
-    serial = m.read_manifests(v2, sizes, sizes, workers=1)
+    serial = m.read_manifests(LocalStore(v2), sizes, sizes, workers=1)
     monkeypatch.setattr(m, "_SLOW_READ", 0.0)  # every batch counts as slow: the rest go to threads
-    threaded = m.read_manifests(v2, sizes, sizes, workers=8)
+    threaded = m.read_manifests(LocalStore(v2), sizes, sizes, workers=8)
     assert threaded == serial
     assert set(threaded) == set(sizes)
     assert all(isinstance(parsed, m.Manifest) for parsed in threaded.values())
@@ -44,7 +45,7 @@ def test_a_manifest_grown_since_the_scan_is_read_whole(tmp_path):
     v2 = str(tmp_path)
     raw = image(7) + b" " * 100_000  # trailing whitespace is still JSON
     digest = store(v2, raw)
-    parsed = m.read_manifests(v2, [digest], {digest: 10})
+    parsed = m.read_manifests(LocalStore(v2), [digest], {digest: 10})
     assert isinstance(parsed[digest], m.Manifest)
 
 
@@ -52,13 +53,13 @@ def test_a_manifest_shrunk_since_the_scan_is_judged_on_what_is_there(tmp_path):
     v2 = str(tmp_path)
     raw = image(7)
     digest = store(v2, raw)
-    parsed = m.read_manifests(v2, [digest], {digest: len(raw) + 1000})
+    parsed = m.read_manifests(LocalStore(v2), [digest], {digest: len(raw) + 1000})
     assert isinstance(parsed[digest], m.Manifest)
 
 
 def test_data_over_the_limit_is_invalid_unread(tmp_path):
     digest = bytes(32)
-    parsed = m.read_manifests(str(tmp_path), [digest], {digest: layout.MAX_MANIFEST_BYTES + 1})
+    parsed = m.read_manifests(LocalStore(str(tmp_path)), [digest], {digest: layout.MAX_MANIFEST_BYTES + 1})
     assert "byte limit" in parsed[digest].reason and not parsed[digest].unreadable
 
 
@@ -75,7 +76,7 @@ def test_fast_reads_stay_in_this_thread(tmp_path, monkeypatch):
             raise AssertionError("no thread pool for fast reads")
 
     monkeypatch.setattr(m, "ThreadPoolExecutor", NoThreads)
-    assert len(m.read_manifests(v2, sizes, sizes, workers=8)) == 600
+    assert len(m.read_manifests(LocalStore(v2), sizes, sizes, workers=8)) == 600
 
 
 @pytest.mark.parametrize("slow", [0.0, 3600.0])
@@ -89,6 +90,6 @@ def test_unreadable_data_among_many(tmp_path, monkeypatch, slow):
     broken = hashlib.sha256(b"broken").digest()
     os.makedirs(os.path.join(v2, layout.blob_data(broken)))  # a directory where data should be
     sizes[broken] = 4096
-    parsed = m.read_manifests(v2, sizes, sizes)
+    parsed = m.read_manifests(LocalStore(v2), sizes, sizes)
     assert parsed[broken].unreadable
     assert sum(isinstance(p, m.Manifest) for p in parsed.values()) == 300

@@ -6,6 +6,7 @@ import os
 import orjson
 
 from fsck import layout, manifests, scan
+from fsck.store import LocalStore
 
 
 def write(v2, relative, data: bytes) -> None:
@@ -34,7 +35,7 @@ def test_links_and_references_share_the_stored_blobs_digests(tmp_path):
         write(v2, layout.tag_current_link(repository, "latest"), layout.format_digest(manifest_digest).encode())
         write(v2, layout.tag_index_link(repository, "latest", manifest_digest), layout.format_digest(manifest_digest).encode())
 
-    inventory = scan.scan(v2)
+    inventory = scan.scan(LocalStore(v2))
     stored = {digest: digest for digest in inventory.blobs}
     for repository in inventory.repositories.values():
         (linked,) = repository.layer_links
@@ -45,7 +46,7 @@ def test_links_and_references_share_the_stored_blobs_digests(tmp_path):
         assert tag.current is stored[manifest_digest]
         assert next(iter(tag.index)) is stored[manifest_digest]
 
-    parsed = manifests.read_manifests(v2, manifests.named_by_links(inventory), inventory.blobs)
+    parsed = manifests.read_manifests(LocalStore(v2), manifests.named_by_links(inventory), inventory.blobs)
     references = parsed[manifest_digest].references
     assert [r.digest for r in references] == [layer_digest, layer_digest]
     assert all(r.digest is stored[layer_digest] for r in references)

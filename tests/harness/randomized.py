@@ -33,9 +33,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from . import tree
 from .images import (
@@ -209,7 +209,7 @@ def audit_model(facts: Facts) -> AuditModel:
     every_revision = {d for digests in facts.revisions.values() for d in digests}
     live = {repo: live_closure(facts, repo) for repo in sorted(facts.repos)}
     kept: set[str] = set()
-    for repo, manifests in live.items():
+    for manifests in live.values():
         for digest in manifests:
             kept.add(digest)
             if digest in every_revision:
@@ -275,20 +275,6 @@ def add_missing_tag_dirs(root: Path, facts: Facts) -> list[str]:
         (tree.repo_dir(root, repo) / "_manifests" / "tags").mkdir()
         changed.append(repo)
     return changed
-
-
-@dataclass(frozen=True, slots=True)
-class Differential:
-    """What one differential run found; every named difference derived from the facts."""
-
-    plain: GcModel
-    untagged: GcModel
-    audit: AuditModel
-    through_index_or_subject: Mapping[str, frozenset[str]]  # manifests 2.8 -m lists that the audit keeps
-    children_loss: frozenset[str]  # blobs 2.8 -m deletes that those manifests keep
-    invisible: frozenset[str]  # repositories 2.8 does not enumerate, holding revisions
-    invisible_loss: frozenset[str]  # blobs the plain run deletes that only invisible repos reference
-    aborted_untagged_in: frozenset[str]  # repos whose missing tags/ aborted -m on the tree as given
 
 
 @dataclass(frozen=True, slots=True)

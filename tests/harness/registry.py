@@ -20,10 +20,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import yaml
 
@@ -215,7 +215,7 @@ class Registry:
         config = registry_config(self.root, self._port, schema1=self.schema1)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def start(self) -> "Registry":
+    def start(self) -> Registry:
         if self.running:
             return self
         self.root.mkdir(parents=True, exist_ok=True)
@@ -261,7 +261,7 @@ class Registry:
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Registry":
+    def __enter__(self) -> Registry:
         try:
             return self.start()
         except BaseException:

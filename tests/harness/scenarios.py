@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Iterable, Mapping
 
 from . import images
 from .images import Blob, Image, Index, Platform, cosign_tag, make_artifact, make_image, make_index, make_layer
@@ -94,7 +94,7 @@ class Scenario:
             for tag, digest in sorted(self.tags[repo].items()):
                 yield repo, tag, digest
 
-    def all_uploads_stale(self) -> "Scenario":
+    def all_uploads_stale(self) -> Scenario:
         return replace(self, stale_uploads=self.uploads)
 
     def to_json(self) -> dict:

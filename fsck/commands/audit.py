@@ -1,0 +1,51 @@
+"""`registry-fsck audit`: report garbage and damage; never writes to the registry."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import checks, report, service
+from .options import (
+    Bars,
+    ConfigOption,
+    JsonOption,
+    LimitOption,
+    OutputOption,
+    PathArgument,
+    QuietOption,
+    UploadAgeOption,
+    VerifyOption,
+    emit,
+    finding_ids,
+    parse_duration,
+    target,
+)
+
+
+def audit(
+    path: Optional[Path] = PathArgument,
+    config: Optional[Path] = ConfigOption,
+    json_output: bool = JsonOption,
+    output: Optional[Path] = OutputOption,
+    verify_blobs: bool = VerifyOption,
+    limit: int = LimitOption,
+    upload_age: str = UploadAgeOption,
+    ignore: Optional[str] = typer.Option(
+        None, "--ignore", help="Leave these finding ids (comma-separated) out of the report and the exit code."
+    ),
+    quiet: bool = QuietOption,
+) -> None:
+    """Report garbage and damage. Never writes to the registry."""
+    age = parse_duration(upload_age)
+    ignored = finding_ids(ignore, "--ignore")
+    where = target(path, config)
+    policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
+    result = service.audit(where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet))
+    code = int(service.exit_code(result))
+    context = report.Context(where.root, where.v2, policy.now, verify_blobs)
+    data = report.to_json(result, context, code) if json_output else report.to_text(result, context, limit).encode()
+    emit(data, output, where, code)

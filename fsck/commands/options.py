@@ -1,0 +1,102 @@
+"""What the commands share: options, parsing of durations and id lists, progress bars, output."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import typer
+from tqdm import tqdm
+
+from .. import service
+from ..catalogue import Id, UnknownId, parse_ids
+from ..service import OperationalError, Target
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`168h`, `7d`, `1h30m`, `90s`: the units the registry's own config uses, plus d and w."""
+    compact = text.strip().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(number + unit for number, unit in parts) != compact:
+        raise typer.BadParameter(f"{text!r} is not a duration like 168h, 7d or 30m")
+    return timedelta(seconds=sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+
+
+def finding_ids(text: Optional[str], option: str) -> Optional[frozenset[Id]]:
+    if text is None:
+        return None
+    try:
+        return parse_ids(text)
+    except UnknownId as error:
+        raise typer.BadParameter(f"{option}: unknown finding id(s) {error}") from None
+
+
+def target(path: Optional[Path], config: Optional[Path]) -> Target:
+    if path is not None and config is not None:
+        raise typer.BadParameter("give PATH or --config, not both")
+    if path is None and config is None:
+        raise typer.BadParameter("give the registry's storage PATH or its --config file")
+    return service.resolve_target(str(path) if path is not None else None, str(config) if config is not None else None)
+
+
+class Bars:
+    """tqdm on stderr, only when stderr is a terminal and not --quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+
+    def counter(self, description: str, unit: str, total: int | None = None, scale: bool = False):
+        return tqdm(
+            total=total, desc=description, unit=unit, unit_scale=scale, file=sys.stderr,
+            disable=not self.enabled, leave=False, mininterval=0.25,
+        )
+
+
+def emit(data: bytes, output: Optional[Path], where: Target, code: int) -> NoReturn:
+    """Write the report to `output` (or stdout) and exit with `code`."""
+    if output is not None:
+        _write_output(output, data, where)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    raise typer.Exit(code)
+
+
+def _write_output(output: Path, data: bytes, where: Target) -> None:
+    resolved = os.path.realpath(output)
+    root = os.path.realpath(where.root)
+    if resolved == root or resolved.startswith(root + os.sep):
+        raise typer.BadParameter(f"{output}: refusing to write inside the registry's root {where.root}")
+    try:
+        with open(output, "wb") as handle:
+            handle.write(data)
+    except OSError as error:
+        raise OperationalError(f"{output}: cannot write: {error.strerror}") from None
+
+
+def quarantine(option: Optional[Path], where: Target) -> str:
+    return service.quarantine_of(where, str(option) if option is not None else None)
+
+
+PathArgument = typer.Argument(
+    None, help="The registry's rootdirectory, or its docker/registry/v2 directory.", show_default=False
+)
+ConfigOption = typer.Option(
+    None, "--config", help="The registry's config.yml: storage.filesystem.rootdirectory is read from it."
+)
+JsonOption = typer.Option(False, "--json", help="Print the whole report as one JSON document.")
+OutputOption = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout.")
+VerifyOption = typer.Option(False, "--verify", help="Re-hash every blob against its digest (all cores).")
+LimitOption = typer.Option(20, "--limit", min=0, help="Items listed per kind in the text report; 0 for all.")
+UploadAgeOption = typer.Option("168h", "--upload-age", help="Uploads older than this are stale.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+QuarantineOption = typer.Option(
+    None, "--quarantine", help="Where removed items are kept (default: registry-fsck-quarantine beside docker/)."
+)

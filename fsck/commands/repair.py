@@ -1,0 +1,144 @@
+"""`registry-fsck repair`: plan, confirm, act; every change journaled and undoable."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import orjson
+import typer
+
+from .. import checks, plan, report, service
+from ..catalogue import Id
+from ..service import OperationalError, RepairOutcome, Target
+from .options import (
+    Bars,
+    ConfigOption,
+    JsonOption,
+    LimitOption,
+    OutputOption,
+    PathArgument,
+    QuarantineOption,
+    QuietOption,
+    UploadAgeOption,
+    VerifyOption,
+    emit,
+    finding_ids,
+    parse_duration,
+    quarantine,
+    target,
+)
+
+
+def _protection(path: Optional[Path]) -> plan.Protection:
+    if path is None:
+        return plan.Protection()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return plan.parse_protection(handle)
+    except OSError as error:
+        raise typer.BadParameter(f"--protect {path}: {error.strerror}") from None
+    except (plan.ProtectError, UnicodeDecodeError) as error:
+        raise typer.BadParameter(f"--protect {path}: {error}") from None
+
+
+def _from_report(path: Optional[Path], where: Target) -> Optional[frozenset[tuple[Id, str]]]:
+    if path is None:
+        return None
+    try:
+        document = orjson.loads(Path(path).read_bytes())
+        if document.get("format") != report.FORMAT:
+            raise ValueError("not a registry-fsck audit report")
+        if os.path.realpath(document.get("v2", "")) != os.path.realpath(where.v2):
+            raise ValueError(f"the report is of {document.get('v2')}, not of {where.v2}")
+        known = {i.value: i for i in Id}
+        # An id this version does not know can match nothing: it is left out.
+        return frozenset((known[f["id"]], f["path"]) for f in document["findings"] if f["id"] in known)
+    except OSError as error:
+        raise typer.BadParameter(f"--from {path}: {error.strerror}") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise typer.BadParameter(f"--from {path}: {error}") from None
+
+
+def repair(
+    path: Optional[Path] = PathArgument,
+    config: Optional[Path] = ConfigOption,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Act without asking (for scripts)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan and stop."),
+    json_output: bool = JsonOption,
+    output: Optional[Path] = OutputOption,
+    untagged: bool = typer.Option(False, "--untagged", help="Also remove untagged manifests and the blobs they free."),
+    fix_damage: bool = typer.Option(
+        False, "--fix-damage", help="Also mend damage: rewrite links, quarantine corrupt blobs."
+    ),
+    protect: Optional[Path] = typer.Option(
+        None, "--protect", help="File of references never removed: digest, repo@digest, repo:tag."
+    ),
+    only: Optional[str] = typer.Option(None, "--only", help="Act only on these finding ids (comma-separated)."),
+    skip: Optional[str] = typer.Option(None, "--skip", help="Never act on these finding ids (comma-separated)."),
+    from_report: Optional[Path] = typer.Option(
+        None, "--from", help="Repair exactly what this saved audit --json report lists."
+    ),
+    min_age: Optional[str] = typer.Option(None, "--min-age", help="Leave objects younger than this alone (e.g. 24h)."),
+    upload_age: str = UploadAgeOption,
+    delete: bool = typer.Option(False, "--delete", help="Delete instead of moving into the quarantine (no undo)."),
+    quarantine_dir: Optional[Path] = QuarantineOption,
+    force: bool = typer.Option(
+        False, "--force", help="Run even if the registry looks live or the audit is incomplete."
+    ),
+    verify_blobs: bool = VerifyOption,
+    limit: int = LimitOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Remove garbage (and with --fix-damage mend damage): plan, confirm, act; undoable."""
+    if dry_run and yes:
+        raise typer.BadParameter("--dry-run and --yes contradict each other")
+    selection = plan.Selection(
+        untagged=untagged, fix_damage=fix_damage, only=finding_ids(only, "--only"),
+        skip=finding_ids(skip, "--skip") or frozenset(), force=force, protect=_protection(protect),
+        min_age=parse_duration(min_age) if min_age else None,
+    )
+    policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=parse_duration(upload_age))
+    where = target(path, config)
+    selection = replace(selection, from_report=_from_report(from_report, where))
+    kept_in = quarantine(quarantine_dir, where)
+    answering = None if force or dry_run else service.registry_answering(where)
+    if answering:
+        raise OperationalError(answering)
+    bars = Bars(quiet)
+    planned = service.plan_repair(service.load(where, verify_blobs=verify_blobs, progress=bars), policy, selection)
+    the_audit, the_plan = planned.audit, planned.plan
+    context = report.Context(where.root, where.v2, policy.now, verify_blobs)
+
+    def finish(outcome: RepairOutcome, text: str) -> None:
+        code = int(service.exit_code(outcome))
+        data = (
+            orjson.dumps(report.plan_document(the_plan, context, kept_in, outcome.applied, code),
+                         option=orjson.OPT_INDENT_2) + b"\n"
+            if json_output else text.encode("utf-8")
+        )
+        emit(data, output, where, code)
+
+    not_applied = RepairOutcome(the_audit, the_plan)
+    plan_text = report.plan_to_text(the_plan, context, limit, kept_in, delete)
+    if the_audit.recent_uploads and not force and not dry_run:
+        typer.echo(
+            f"registry-fsck: error: {the_audit.recent_uploads} upload(s) started in the last minutes: "
+            "the registry looks live. Stop it first (or --force)", err=True,
+        )
+        finish(replace(not_applied, refused=True), plan_text)
+    if dry_run or not the_plan.actions:
+        finish(not_applied, plan_text)
+    if not yes:
+        sys.stderr.write(plan_text)
+        if not sys.stdin.isatty():
+            raise typer.BadParameter("not on a terminal: give --yes to act, or --dry-run to only see the plan")
+        if not typer.confirm(f"Carry out {len(the_plan.actions)} actions?", default=False, err=True):
+            finish(not_applied, "declined: nothing changed\n")
+    with bars.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
+        applied = service.carry_out(where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update)
+    finish(replace(not_applied, applied=applied), plan_text + "\n" + report.outcome_to_text(applied, kept_in))

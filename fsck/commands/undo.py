@@ -1,0 +1,28 @@
+"""`registry-fsck undo`: put a repair run's changes back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import report, service
+from .options import ConfigOption, PathArgument, QuarantineOption, quarantine, target
+
+
+def undo(
+    path: Optional[Path] = PathArgument,
+    run: Optional[str] = typer.Argument(None, help="The run to undo (default: the last one not purged)."),
+    config: Optional[Path] = ConfigOption,
+    quarantine_dir: Optional[Path] = QuarantineOption,
+) -> None:
+    """Put a repair run's changes back, byte-identical."""
+    if config is not None and path is not None and run is None:
+        path, run = None, str(path)  # `undo --config c.yml RUN`: the one positional is the run
+    where = target(path, config)
+    outcome = service.undo(where, quarantine(quarantine_dir, where), run)
+    typer.echo(f"run {outcome.run}: {outcome.restored} changes undone")
+    for relative, why in outcome.skipped:
+        typer.echo(f"not restored: {report.display(relative)}: {why}")
+    raise typer.Exit(int(service.exit_code(outcome)))

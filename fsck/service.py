@@ -1,0 +1,244 @@
+"""The pipeline, defined once: target → load → audit → plan → apply, and the exit code of each
+outcome. The commands, the benchmarks and the tests all call these; none wires its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import IntFlag
+from typing import Protocol
+
+from . import apply, checks, guards, layout, manifests, plan, scan, verify
+from . import quarantine as quarantines
+from .catalogue import Id, Severity
+from .config import ConfigError, load_config
+from .scan import Oddity
+from .store import LocalStore, Store
+
+
+class ExitCode(IntFlag):
+    """fsck(8)-style bits, combined."""
+
+    OK = 0
+    REPAIRED = 1
+    PROBLEMS_LEFT = 4
+    OPERATIONAL = 8
+    USAGE = 16
+    INTERRUPTED = 32
+
+
+class OperationalError(Exception):
+    """Stops the run with one line on stderr and exit code 8."""
+
+
+class Progress(Protocol):
+    """Where the stages report progress: `counter(...)` gives a context manager with `update(n)`."""
+
+    def counter(self, description: str, unit: str, total: int | None = None, scale: bool = False): ...
+
+
+class _Silent:
+    def update(self, _n: int = 1) -> None:
+        pass
+
+
+class Silent:
+    def counter(self, description: str, unit: str, total: int | None = None, scale: bool = False):
+        return nullcontext(_Silent())
+
+
+# The target.
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    root: str  # the rootdirectory
+    v2: str
+    http_addr: str | None = None  # from --config: where the registry would answer if it is running
+
+    def store(self) -> Store:
+        return LocalStore(self.v2)
+
+
+def resolve_target(path: str | None, config: str | None) -> Target:
+    """PATH (a rootdirectory or its v2 directory), or the registry's config file."""
+    try:
+        registry_config = load_config(config) if config is not None else None
+        v2 = layout.find_v2(path if path is not None else registry_config.rootdirectory)
+    except (ConfigError, layout.NotARegistry) as error:
+        raise OperationalError(str(error)) from None
+    v2 = os.path.abspath(v2)
+    return Target(layout.rootdirectory_of(v2), v2, registry_config.http_addr if registry_config else None)
+
+
+# Loading and auditing.
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    store: Store
+    inventory: scan.Inventory
+    manifests: dict
+    verification: verify.Verification | None  # with --verify
+
+
+def load(
+    target: Target, *, verify_blobs: bool = False, progress: Progress = Silent(), workers: int | None = None
+) -> Loaded:
+    """Scan, read the manifests and, with --verify, re-hash the blobs: everything judging needs.
+    `workers`: threads that read manifests on slow storage (the reader's default when None)."""
+    store = target.store()
+    with progress.counter("scanning", " dirs") as bar:
+        inventory = scan.scan(store, bar.update)
+    named = manifests.named_by_links(inventory)
+    with progress.counter("manifests", " manifests", total=len(named)):
+        parsed = manifests.read_manifests(store, named, inventory.blobs, **({} if workers is None else {"workers": workers}))
+    verification = None
+    if verify_blobs:
+        with progress.counter("verifying", "B", total=sum(inventory.blobs.values()), scale=True) as bar:
+            verification = verify.verify_blobs(store, inventory.blobs, bar.update)
+    return Loaded(store, inventory, parsed, verification)
+
+
+def judge(loaded: Loaded, policy: checks.Policy, ignore: frozenset[Id] | None = None) -> checks.Audit:
+    verification = loaded.verification
+    result = checks.audit(
+        loaded.inventory, loaded.manifests, policy,
+        verification.corrupt if verification else frozenset(),
+        tuple(Oddity(path, reason) for path, reason in verification.unreadable) if verification else (),
+    )
+    return checks.ignore(result, ignore) if ignore is not None else result
+
+
+def audit(
+    target: Target, policy: checks.Policy, *, verify_blobs: bool = False, ignore: frozenset[Id] | None = None,
+    progress: Progress = Silent(),
+) -> checks.Audit:
+    return judge(load(target, verify_blobs=verify_blobs, progress=progress), policy, ignore)
+
+
+# Repair.
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    audit: checks.Audit
+    plan: plan.Plan
+    loaded: Loaded
+
+
+def plan_repair(loaded: Loaded, policy: checks.Policy, selection: plan.Selection) -> Repair:
+    audit_now = judge(loaded, policy)
+
+    def modified(location: layout.Location) -> datetime | None:
+        newest = None
+        for path in layout.dated_paths(location):
+            stat = loaded.store.stat(path)
+            if stat is not None:
+                newest = stat.mtime if newest is None else max(newest, stat.mtime)
+        return datetime.fromtimestamp(newest, timezone.utc) if newest is not None else None
+
+    return Repair(audit_now, plan.prepare(audit_now, loaded.inventory, selection, modified, policy.now), loaded)
+
+
+def registry_answering(target: Target) -> str | None:
+    """With --config: why the registry is serving (its http.addr answers), or None."""
+    if target.http_addr and guards.registry_answers(target.http_addr):
+        return f"the registry answers at {guards.describe_address(target.http_addr)}: stop it first (or --force)"
+    return None
+
+
+def quarantine_of(target: Target, option: str | None) -> str:
+    return os.path.abspath(option) if option is not None else quarantines.default_quarantine(target.v2)
+
+
+@contextmanager
+def locked_quarantine(where: str) -> Iterator[Store]:
+    kept = LocalStore(where)
+    try:
+        with quarantines.locked(kept):
+            yield kept
+    except quarantines.ApplyError as error:
+        raise OperationalError(str(error)) from None
+
+
+def carry_out(
+    target: Target, the_plan: plan.Plan, where: str, *, now: datetime, delete: bool = False,
+    progress: Callable[[int], None] | None = None, after_action: Callable[[int], None] | None = None,
+) -> apply.Outcome:
+    registry = target.store()
+    try:
+        quarantines.check_quarantine(LocalStore(where), registry)
+    except quarantines.ApplyError as error:
+        raise OperationalError(str(error)) from None
+    with locked_quarantine(where) as kept:
+        try:
+            return apply.apply(
+                the_plan, registry, kept, now=now, delete=delete, progress=progress, after_action=after_action
+            )
+        except quarantines.ApplyError as error:
+            raise OperationalError(str(error)) from None
+
+
+def undo(target: Target, where: str, run: str | None) -> quarantines.UndoOutcome:
+    with locked_quarantine(where) as kept:
+        try:
+            return quarantines.undo(kept, target.store(), run)
+        except quarantines.ApplyError as error:
+            raise OperationalError(str(error)) from None
+
+
+def runs(target: Target, where: str) -> list[quarantines.Run]:
+    return quarantines.list_runs(LocalStore(where))
+
+
+def purge(where: str, choose: Callable[[list[quarantines.Run]], list[str]]) -> tuple[list[str], int]:
+    """Purge the runs `choose` picks from those not yet purged; returns them and the bytes freed."""
+    with locked_quarantine(where) as kept:
+        try:
+            chosen = choose([r for r in quarantines.list_runs(kept) if not r.purged])
+            return chosen, quarantines.purge(kept, chosen)
+        except quarantines.ApplyError as error:
+            raise OperationalError(str(error)) from None
+
+
+# Exit codes: one function, from the outcome.
+
+
+@dataclass(frozen=True, slots=True)
+class RepairOutcome:
+    audit: checks.Audit
+    plan: plan.Plan
+    applied: apply.Outcome | None = None  # None: dry run, declined, refused or nothing to do
+    refused: bool = False
+
+
+def exit_code(outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome) -> ExitCode:
+    code = ExitCode.OK
+    if isinstance(outcome, quarantines.UndoOutcome):
+        return ExitCode.PROBLEMS_LEFT if outcome.skipped else code
+    the_audit = outcome.audit if isinstance(outcome, RepairOutcome) else outcome
+    if not the_audit.complete:
+        code |= ExitCode.OPERATIONAL  # a partial view is said, whatever else happened
+    if isinstance(outcome, checks.Audit):
+        if any(f.severity is not Severity.NOTICE for f in outcome.findings):
+            code |= ExitCode.PROBLEMS_LEFT
+        return code
+    if outcome.refused:
+        code |= ExitCode.OPERATIONAL
+    applied = outcome.applied
+    if applied is None:
+        if outcome.plan.leftover or outcome.plan.actions:
+            code |= ExitCode.PROBLEMS_LEFT
+        return code
+    if applied.done:
+        code |= ExitCode.REPAIRED
+    if outcome.plan.leftover or applied.failed:
+        code |= ExitCode.PROBLEMS_LEFT
+    if applied.failed:
+        code |= ExitCode.OPERATIONAL
+    return code
