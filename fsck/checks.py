@@ -22,7 +22,7 @@ from . import layout
 from .catalogue import Finding, Id
 from .layout import Digest
 from .manifests import InvalidManifest, Manifest, Role
-from .reach import Graph, Reach, Roots, build_graph, damaged_link_roots, reach, revision_roots, tag_roots
+from .reach import Graph, Marks, Reach, Roots, damaged_link_roots, graph_and_marks, reach, revision_roots, tag_roots
 from .scan import Inventory, Oddity, Repository
 
 DEFAULT_UPLOAD_AGE = timedelta(hours=168)  # the registry's own upload purger
@@ -46,11 +46,23 @@ class Audit:
     recent_uploads: int  # uploads started within the quiet period: the registry may be live
     # Why blob verdicts may be wrong although everything was read: manifests whose references are unknown.
     uncertain: tuple[str, ...]
-    graph: Graph
-    roots: Roots  # what the verdicts kept: a plan adds its own roots to these
-    protected: Reach  # what damaged links may name: kept whatever the roots
+    graph: Graph | None  # None once released: a plan needs it, a report does not
+    unread: tuple[str, ...]  # repositories some of whose manifests could not be read: they keep every revision
+    protected: Reach | None  # what damaged links may name: kept whatever the roots
     not_seen: frozenset[str]  # paths not read or not followed: what is there is unknown
+    # manifest-invalid blobs that other manifests use as content: the link naming them is wrong, not the blob
+    used_as_content: frozenset[Digest] = frozenset()
     ignored: Mapping[Id, int] | None = None  # with --ignore: the findings left out, per id
+
+    def released(self) -> Audit:
+        """Without what only a plan reads (the graph holds every manifest and blob size): a command
+        that only reports lets it go before the report is built."""
+        return replace(self, graph=None, protected=None)
+
+    def roots(self, inventory: Inventory) -> Roots:
+        """The roots the verdicts kept: a plan adds its own to these."""
+        roots = tag_roots(inventory)
+        return roots.plus(revision_roots(inventory, self.unread)) if self.unread else roots
 
     @property
     def blob_verdicts_safe(self) -> bool:
@@ -89,7 +101,7 @@ def audit(
     unverified: tuple[Oddity, ...] = (),
 ) -> Audit:
     """`corrupt_blobs` and `unverified` (blobs that could not be read) come from --verify."""
-    graph = build_graph(inventory, manifests)
+    graph, marks = graph_and_marks(inventory, manifests)
     unread_paths = (*inventory.unreadable, *unverified)
     roots = tag_roots(inventory)
     live = reach(graph, roots)
@@ -103,7 +115,7 @@ def audit(
     kept = reach(graph, kept_roots) if unread else live
     protected = reach(graph, damaged_link_roots(inventory))
     state = _State(
-        graph, live, kept, protected,
+        graph, marks, live, kept, protected,
         not_seen=frozenset(o.path for o in (*inventory.unknown, *unread_paths)),
     )
     _damaged_blobs(state, corrupt_blobs)
@@ -126,13 +138,15 @@ def audit(
     uncertain = (f"{unparsed} manifest(s) could not be parsed: what they reference is unknown",) if unparsed else ()
     return Audit(
         tuple(findings), totals, inventory.complete and not unverified and not unreadable, recent_uploads, uncertain,
-        graph, kept_roots, protected, state.not_seen,
+        graph, tuple(unread), protected, state.not_seen,
+        frozenset(f.digest for f in findings if f.id is Id.MANIFEST_INVALID and f.digest in marks.referenced),
     )
 
 
 @dataclass(slots=True)
 class _State:
     graph: Graph
+    marks: Marks
     live: Reach  # what damage is looked for in
     kept: Reach  # what garbage verdicts spare
     protected: Reach  # what damaged links may name
@@ -165,9 +179,7 @@ def _repository(
     blobs = state.blobs
     named_by_current = {tag.current for tag in repo.tags.values() if tag.current is not None}
     _bad_links(state, repo)
-    protected = state.protected.live.get(name, set()) | state.protected.referenced(name) | state.protected.held.get(
-        name, set()
-    )
+    protected = _protected_in(state.protected, name)
     live = state.live.live.get(name, set())
     kept = state.kept.live.get(name, set())
     reported: set[tuple[str, Digest]] = set()
@@ -244,6 +256,13 @@ def _repository(
                     "links a blob that is not stored", name, digest=digest,
                 ))
     return recent
+
+
+def _protected_in(protected: Reach, name: str) -> set[Digest]:
+    """What damaged links of the repository may name, with what that keeps."""
+    if name not in protected.live and name not in protected.held:
+        return set()
+    return {*protected.live.get(name, ()), *protected.referenced(name), *protected.held.get(name, ())}
 
 
 def _check_live_manifest(
@@ -365,15 +384,18 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
 
 
 def _blob_verdicts(state: _State) -> None:
+    damaged, kept, protected, marked = state.blob_damage, state.kept.blobs, state.protected.blobs, state.marks.marked
     for digest, size in state.blobs.items():
-        where = layout.Blob(digest)
-        if digest in state.blob_damage or digest in state.kept.blobs or digest in state.protected.blobs:
+        if digest in damaged or digest in kept or digest in protected:
             continue
-        elif digest not in state.graph.marked:
-            state.add(Finding(Id.BLOB_ORPHAN, where, "no manifest references this blob", digest=digest, bytes=size))
+        if digest not in marked:
+            state.add(Finding(
+                Id.BLOB_ORPHAN, layout.Blob(digest), "no manifest references this blob", digest=digest, bytes=size,
+            ))
         else:
             state.add(Finding(
-                Id.BLOB_UNREACHABLE, where, "referenced only by manifests that are not live", digest=digest, bytes=size,
+                Id.BLOB_UNREACHABLE, layout.Blob(digest), "referenced only by manifests that are not live",
+                digest=digest, bytes=size,
             ))
 
 

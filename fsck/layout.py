@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 Digest = bytes
@@ -210,10 +210,10 @@ def upload_dir(repository: str, upload_id: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Blob:
     digest: Digest
+    path: str = field(init=False, compare=False, repr=False)  # rendered once: sorting and output read it
 
-    @property
-    def path(self) -> str:
-        return blob_dir(self.digest)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", blob_dir(self.digest))
 
     @property
     def data(self) -> str:
@@ -223,10 +223,10 @@ class Blob:
 @dataclass(frozen=True, slots=True)
 class RepositoryDir:
     repository: str
+    path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def path(self) -> str:
-        return repository_dir(self.repository)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", repository_dir(self.repository))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,50 +235,50 @@ class RepositoryPart:
 
     repository: str
     part: str
+    path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def path(self) -> str:
-        return join(repository_dir(self.repository), self.part)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", join(repository_dir(self.repository), self.part))
 
 
 @dataclass(frozen=True, slots=True)
 class LayerLink:
     repository: str
     digest: Digest
+    path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def path(self) -> str:
-        return layer_link_dir(self.repository, self.digest)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", layer_link_dir(self.repository, self.digest))
 
 
 @dataclass(frozen=True, slots=True)
 class Revision:
     repository: str
     digest: Digest
+    path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def path(self) -> str:
-        return revision_dir(self.repository, self.digest)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", revision_dir(self.repository, self.digest))
 
 
 @dataclass(frozen=True, slots=True)
 class TagDir:
     repository: str
     tag: str
+    path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def path(self) -> str:
-        return tag_dir(self.repository, self.tag)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", tag_dir(self.repository, self.tag))
 
 
 @dataclass(frozen=True, slots=True)
 class TagCurrent:
     repository: str
     tag: str
+    path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def path(self) -> str:
-        return join(tag_dir(self.repository, self.tag), CURRENT)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", join(tag_dir(self.repository, self.tag), CURRENT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,20 +286,20 @@ class TagIndexEntry:
     repository: str
     tag: str
     digest: Digest
+    path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def path(self) -> str:
-        return tag_index_dir(self.repository, self.tag, self.digest)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", tag_index_dir(self.repository, self.tag, self.digest))
 
 
 @dataclass(frozen=True, slots=True)
 class UploadDir:
     repository: str
     upload_id: str
+    path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def path(self) -> str:
-        return upload_dir(self.repository, self.upload_id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", upload_dir(self.repository, self.upload_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,10 +307,10 @@ class LinkFile:
     """The `link` file of a link directory."""
 
     owner: LayerLink | Revision | TagCurrent | TagIndexEntry
+    path: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def path(self) -> str:
-        return join(self.owner.path, LINK)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", join(self.owner.path, LINK))
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,9 +176,11 @@ def prepare(
     audit: Audit, inventory: Inventory, selection: Selection, modified: Modified, now: datetime
 ) -> Plan:
     """Plan what `selection` asks of the audited tree, judged against what the repair keeps."""
+    if audit.graph is None:
+        raise ValueError("a released audit cannot be planned from")
     ids = selection.ids()
     too_recent = _too_recent(audit, ids, selection.min_age, modified, now)
-    after = reach(audit.graph, audit.roots.plus(_roots_kept(audit, inventory, selection, ids, too_recent)))
+    after = reach(audit.graph, audit.roots(inventory).plus(_roots_kept(audit, inventory, selection, ids, too_recent)))
     judged = tuple(f for f in audit.findings if not _still_kept(f, after))
     the_plan = build_plan(audit, judged, inventory, selection, too_recent)
     corrupt = {a.digest for a in the_plan.actions if a.finding in CORRUPT_BLOB_IDS}
@@ -268,7 +270,8 @@ def build_plan(
     acted = {a.settles for a in actions}
     acted |= {  # a current link rewritten settles its tag's tag-broken too
         layout.tag_dir(a.repository, a.tag) for a in actions
-        if a.kind is Kind.WRITE_LINK and a.location == layout.LinkFile(layout.TagCurrent(a.repository, a.tag))
+        if a.kind is Kind.WRITE_LINK and a.tag
+        and a.location == layout.LinkFile(layout.TagCurrent(a.repository, a.tag))
     }
     written = tuple(a.path for a in actions if a.kind is Kind.WRITE_LINK)
     acted |= {  # an empty directory a written link goes into is empty no more
@@ -295,7 +298,7 @@ def _reason_to_skip(finding: Finding, audit: Audit, selection: Selection, too_re
         return "the audit could not read everything: what refers to it is unknown (use --force)"
     if audit.uncertain and finding.id in GARBAGE_BLOB_IDS:
         return "some manifests could not be parsed: what they reference is unknown (use --force)"
-    if finding.id is Id.MANIFEST_INVALID and finding.digest in audit.graph.referenced:
+    if finding.id is Id.MANIFEST_INVALID and finding.digest in audit.used_as_content:
         return "other manifests use this blob as content: the link naming it as a manifest is wrong, not the blob"
     return None
 

@@ -34,8 +34,6 @@ class Graph:
     manifests: Mapping[Digest, Manifest | InvalidManifest]
     revisions: Mapping[str, AbstractSet[Digest]]  # per repository: its manifest revisions
     referrers: Mapping[str, Referrers]  # per repository
-    marked: frozenset[Digest]  # what the registry's GC marks: every stored revision and what it references
-    referenced: frozenset[Digest]  # named as config, layer or child by some stored revision
 
     def manifest(self, digest: Digest) -> Manifest | None:
         parsed = self.manifests.get(digest)
@@ -44,14 +42,31 @@ class Graph:
     def references(self, digests: Iterable[Digest]) -> set[Digest]:
         """What these manifests reference as config, layer or child."""
         referenced: set[Digest] = set()
+        add = referenced.add
+        manifests = self.manifests
         for digest in digests:
-            manifest = self.manifest(digest)
-            if manifest is not None:
-                referenced.update(r.digest for r in manifest.references)
+            manifest = manifests.get(digest)
+            if isinstance(manifest, Manifest):
+                for reference in manifest.references:
+                    add(reference.digest)
         return referenced
 
 
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """Built with the graph, held only while judging: the sets are as large as the store."""
+
+    marked: frozenset[Digest]  # what the registry's GC marks: every stored revision and what it references
+    referenced: frozenset[Digest]  # named as config, layer or child by some stored revision
+
+
 def build_graph(inventory: Inventory, manifests: Mapping[Digest, Manifest | InvalidManifest]) -> Graph:
+    return graph_and_marks(inventory, manifests)[0]
+
+
+def graph_and_marks(
+    inventory: Inventory, manifests: Mapping[Digest, Manifest | InvalidManifest]
+) -> tuple[Graph, Marks]:
     blobs = inventory.blobs
     marked: set[Digest] = set()
     referenced: set[Digest] = set()
@@ -70,10 +85,8 @@ def build_graph(inventory: Inventory, manifests: Mapping[Digest, Manifest | Inva
                 if parsed.subject is not None:
                     by_subject[parsed.subject].append(digest)
         referrers[repository.name] = {subject: tuple(named) for subject, named in by_subject.items()}
-    return Graph(
-        blobs, manifests, {name: r.revisions for name, r in inventory.repositories.items()}, referrers,
-        frozenset(marked), frozenset(referenced),
-    )
+    graph = Graph(blobs, manifests, {name: r.revisions for name, r in inventory.repositories.items()}, referrers)
+    return graph, Marks(frozenset(marked), frozenset(referenced))
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +114,13 @@ def _union(a: Mapping[str, AbstractSet[Digest]], b: Mapping[str, AbstractSet[Dig
 class Reach:
     graph: Graph
     live: Mapping[str, AbstractSet[Digest]]  # per repository: the manifests the roots keep
+    # Per repository: what its live manifests reference, the blobs its `_layers` must link.
+    referenced_in: Mapping[str, AbstractSet[Digest]]
     held: Mapping[str, AbstractSet[Digest]]  # per repository: blobs the roots keep as they are
-    blobs: frozenset[Digest]  # every live manifest, what it references, and the held blobs
+    blobs: AbstractSet[Digest]  # every live manifest, what it references, and the held blobs
 
-    def referenced(self, repository: str) -> set[Digest]:
-        """What the repository's live manifests reference: the blobs its `_layers` must link."""
-        return self.graph.references(self.live.get(repository, ()))
+    def referenced(self, repository: str) -> AbstractSet[Digest]:
+        return self.referenced_in.get(repository, frozenset())
 
     def keeps_manifest(self, repository: str, digest: Digest) -> bool:
         return digest in self.live.get(repository, ())
@@ -115,23 +129,25 @@ class Reach:
         """For each kept blob, the repositories whose live manifests are or reference it."""
         using: dict[Digest, list[str]] = defaultdict(list)
         for name, live in self.live.items():
-            for digest in {*live, *self.referenced(name)}:
+            for digest in {*live, *self.referenced_in[name]}:
                 using[digest].append(name)
         return {digest: tuple(sorted(names)) for digest, names in using.items()}
 
 
 def reach(graph: Graph, roots: Roots) -> Reach:
     live: dict[str, AbstractSet[Digest]] = {}
+    referenced: dict[str, AbstractSet[Digest]] = {}
     blobs: set[Digest] = set()
     for name, manifests in roots.manifests.items():
         kept = closure(graph, name, manifests)
         live[name] = kept
+        referenced[name] = graph.references(kept)
         blobs |= kept
-        blobs |= graph.references(kept)
+        blobs |= referenced[name]
     for held in roots.blobs.values():
         blobs |= held
     blobs |= roots.anywhere
-    return Reach(graph, live, roots.blobs, frozenset(blobs))
+    return Reach(graph, live, referenced, roots.blobs, blobs)
 
 
 def closure(graph: Graph, repository: str, roots: Iterable[Digest]) -> set[Digest]:

@@ -118,7 +118,7 @@ def audit(
     target: Target, policy: checks.Policy, *, verify_blobs: bool = False, ignore: frozenset[Id] | None = None,
     progress: Progress = Silent(),
 ) -> checks.Audit:
-    return judge(load(target, verify_blobs=verify_blobs, progress=progress), policy, ignore)
+    return judge(load(target, verify_blobs=verify_blobs, progress=progress), policy, ignore).released()
 
 
 # Repair.

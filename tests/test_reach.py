@@ -258,11 +258,11 @@ def test_gc_marks_every_stored_revision_and_its_references_but_not_subjects():
     unlinked = b.image("unlinked")  # stored, but no repository's revision names it
     b.repo("app").push(v1, signature, lost)
 
-    g = graph(b)
+    marks = reach.graph_and_marks(b.inventory, b.manifests)[1]
 
-    assert names(b, g.marked) == {"v1", "v1.config", "v1.layer", "sig", "sig.config", "sig.payload"}
-    assert names(b, g.referenced) == {"v1.config", "v1.layer", "sig.config", "sig.payload"}
-    assert unlinked not in g.marked
+    assert names(b, marks.marked) == {"v1", "v1.config", "v1.layer", "sig", "sig.config", "sig.payload"}
+    assert names(b, marks.referenced) == {"v1.config", "v1.layer", "sig.config", "sig.payload"}
+    assert unlinked not in marks.marked
 
 
 # checks.audit: the verdicts drawn from what the roots keep
@@ -490,7 +490,8 @@ def test_an_unreadable_manifest_keeps_every_revision_of_its_repository_and_makes
     )
     assert not audit.complete and audit.uncertain == ()
     assert not audit.blob_verdicts_safe
-    assert names(b, audit.roots.manifests["app"]) == {"v1", "old", "unread"}
+    assert audit.unread == ("app",)
+    assert names(b, audit.roots(b.inventory).manifests["app"]) == {"v1", "old", "unread"}
 
 
 def test_an_unparsable_manifest_makes_blob_verdicts_uncertain():
