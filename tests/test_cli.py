@@ -93,3 +93,37 @@ def test_config_env_override(tmp_path):
     config.write_text("storage:\n  filesystem:\n    rootdirectory: /nonexistent\n")
     result = run_cli("audit", "--config", str(config), env={"REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": str(DEMO)})
     assert result.returncode == 4, result.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ("audit", str(DEMO), "--upload-age", "99999999999999999999w"),
+    ("repair", str(DEMO), "-n", "--min-age", "99999999999999999999w"),
+    ("purge", str(DEMO), "--older-than", "99999999999999999999w"),
+])
+def test_an_absurdly_long_duration_is_a_usage_error_not_a_traceback(command):
+    result = run_cli(*command)
+    assert result.returncode == 16, result.stderr
+    assert "Traceback" not in result.stderr and "longer than this tool can count" in result.stderr
+
+
+def test_a_bare_zero_is_a_duration_as_zero_seconds_is():
+    bare = orjson.loads(run_cli("audit", str(DEMO), "--json", "--upload-age", "0").stdout)
+    seconds = orjson.loads(run_cli("audit", str(DEMO), "--json", "--upload-age", "0s").stdout)
+    assert bare["summary"]["by_id"]["upload-stale"] == seconds["summary"]["by_id"]["upload-stale"]
+
+
+@pytest.mark.parametrize("options, says", [
+    (("--only", "tag-index-stale", "--skip", "tag-index-stale"), "--only and --skip both name tag-index-stale"),
+    (("--only", "manifest-untagged"), "--only manifest-untagged: give --untagged too"),
+    (("--only", "tag-broken"), "--only tag-broken: give --fix-damage too"),
+    (("--only", "link-mismatch"), "--only link-mismatch: repair never acts on it"),
+])
+def test_an_only_that_can_select_nothing_is_a_usage_error(options, says):
+    result = run_cli("repair", str(DEMO), "-n", *options)
+    assert result.returncode == 16 and says in result.stderr, result.stderr
+
+
+def test_an_only_that_names_what_its_options_enable_is_accepted():
+    result = run_cli("repair", str(DEMO), "-n", "--json", "--untagged", "--only", "manifest-untagged")
+    plan = orjson.loads(result.stdout)
+    assert result.returncode == 4 and set(plan["summary"]["by_finding"]) == {"manifest-untagged"}

@@ -73,3 +73,11 @@ def test_ctrl_c_at_the_prompt_exits_32(demo):
     code, screen = answer_prompt(demo.root, None)
     assert code == 32, screen
     assert tree_listing(demo.root) == before
+
+
+def test_after_yes_at_the_prompt_the_plan_is_not_printed_again(demo):
+    age_uploads(demo.root)
+    code, screen = answer_prompt(demo.root, b"y\r")
+    assert code & 1, screen  # repaired
+    assert screen.count("plan: ") == 1, screen
+    assert "done" in screen.split("Carry out", 1)[1]

@@ -18,15 +18,22 @@ from ..service import OperationalError, Target
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# Far beyond any registry's age, and far enough below timedelta's limit that now - it is a date.
+_LONGEST = timedelta(days=100 * 365)
 
 
 def parse_duration(text: str) -> timedelta:
     """`168h`, `7d`, `1h30m`, `90s`: the units the registry's own config uses, plus d and w."""
     compact = text.strip().replace(" ", "")
+    if compact == "0":
+        return timedelta(0)  # zero needs no unit
     parts = _DURATION.findall(compact)
     if not compact or "".join(number + unit for number, unit in parts) != compact:
         raise typer.BadParameter(f"{text!r} is not a duration like 168h, 7d or 30m")
-    return timedelta(seconds=sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if seconds > _LONGEST.total_seconds():
+        raise typer.BadParameter(f"{text!r} is longer than this tool can count ({_LONGEST.days} days at most)")
+    return timedelta(seconds=seconds)
 
 
 def finding_ids(text: Optional[str], option: str) -> Optional[frozenset[Id]]:

@@ -13,7 +13,7 @@ import orjson
 import typer
 
 from .. import checks, plan, report, service
-from ..catalogue import Id
+from ..catalogue import BY_ID, Id, Repair
 from ..service import OperationalError, RepairOutcome, Target
 from .options import (
     Bars,
@@ -44,6 +44,20 @@ def _protection(path: Optional[Path]) -> plan.Protection:
         raise typer.BadParameter(f"--protect {path}: {error.strerror}") from None
     except (plan.ProtectError, UnicodeDecodeError) as error:
         raise typer.BadParameter(f"--protect {path}: {error}") from None
+
+
+def _check_selection(selection: plan.Selection) -> None:
+    """--only and --skip that can select nothing are a usage error, said before any work."""
+    both = sorted(i.value for i in (selection.only or frozenset()) & selection.skip)
+    if both:
+        raise typer.BadParameter(f"--only and --skip both name {', '.join(both)}")
+    needs = {Repair.UNTAGGED: "--untagged", Repair.DAMAGE: "--fix-damage"}
+    for finding_id in sorted(selection.only or (), key=lambda i: i.value):
+        row = BY_ID[finding_id]
+        if row.repair is Repair.NEVER:
+            raise typer.BadParameter(f"--only {finding_id.value}: repair never acts on it")
+        if finding_id not in selection.ids() and row.repair in needs:
+            raise typer.BadParameter(f"--only {finding_id.value}: give {needs[row.repair]} too")
 
 
 def _from_report(path: Optional[Path], where: Target) -> Optional[frozenset[tuple[Id, str]]]:
@@ -102,6 +116,7 @@ def repair(
         skip=finding_ids(skip, "--skip") or frozenset(), force=force, protect=_protection(protect),
         min_age=parse_duration(min_age) if min_age else None,
     )
+    _check_selection(selection)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=parse_duration(upload_age))
     where = target(path, config)
     selection = replace(selection, from_report=_from_report(from_report, where))
@@ -141,4 +156,6 @@ def repair(
             finish(not_applied, "declined: nothing changed\n")
     with bars.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
         applied = service.carry_out(where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update)
-    finish(replace(not_applied, applied=applied), plan_text + "\n" + report.outcome_to_text(applied, kept_in))
+    done_text = report.outcome_to_text(applied, kept_in)
+    # At the prompt the plan was shown already (on stderr): say only what was done.
+    finish(replace(not_applied, applied=applied), done_text if not yes else plan_text + "\n" + done_text)
