@@ -140,7 +140,8 @@ def to_text(audit: Audit, context: Context, limit: int) -> str:
         return "\n".join(lines) + "\n"
     severities = counts["by_severity"]
     lines.append(
-        f"{severities['damage']} damage, {severities['garbage']} garbage, {severities['notice']} notices; "
+        f"{severities['damage']} damage, {severities['garbage']} garbage, "
+        f"{severities['notice']} {'notice' if severities['notice'] == 1 else 'notices'}; "
         f"reclaimable: {size(counts['reclaimable_bytes'])}"
     )
     lines.append("")

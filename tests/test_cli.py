@@ -127,3 +127,17 @@ def test_an_only_that_names_what_its_options_enable_is_accepted():
     result = run_cli("repair", str(DEMO), "-n", "--json", "--untagged", "--only", "manifest-untagged")
     plan = orjson.loads(result.stdout)
     assert result.returncode == 4 and set(plan["summary"]["by_finding"]) == {"manifest-untagged"}
+
+
+def test_version_prints_the_package_version_and_exits_0():
+    from fsck import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"registry-fsck {__version__}"
+
+
+def test_one_notice_is_said_in_the_singular(tree_copy):
+    root = tree_copy(DEMO)
+    (root / "docker" / "registry" / "v2" / "repositories" / "NOTES.txt").write_text("kept by hand\n")
+    summary = [line for line in run_cli("audit", str(root)).stdout.splitlines() if " garbage, " in line]
+    assert summary and summary[0].split("; ")[0].endswith(", 1 notice"), summary

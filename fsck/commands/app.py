@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from .. import __version__
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -12,6 +14,16 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"registry-fsck {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _commands() -> None:
+def _commands(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Audit and repair the filesystem storage of a Docker Distribution (registry:2) registry."""
