@@ -27,7 +27,7 @@ from .quarantine import (
     removed_path,
     safe_path,
 )
-from .store import EntryKind, Journal, Store
+from .store import EntryKind, Journal, Store, is_dir
 
 BATCH = 256  # journal entries made durable together, before any of their changes
 
@@ -106,8 +106,7 @@ def apply(
 
 
 def _entry(action: Action, store: Store) -> dict:
-    finding = getattr(action.finding, "value", action.finding)
-    entry = put_path({"op": action.kind.value, "finding": finding, "bytes": action.bytes}, "path", action.path)
+    entry = put_path({"op": action.kind.value, "finding": action.finding.value, "bytes": action.bytes}, "path", action.path)
     if action.kind is Kind.WRITE_LINK:
         entry["content"] = layout.format_digest(action.content)
         entry["replaced"] = store.stat(safe_path(store, action.path)) is not None
@@ -118,16 +117,10 @@ def _entry(action: Action, store: Store) -> dict:
 def _missing_dirs(store: Store, relative: str) -> list[str]:
     missing = []
     parent = relative.rpartition("/")[0]
-    while parent and not _is_dir(store, parent):
+    while parent and not is_dir(store, parent):
         missing.append(parent)
         parent = parent.rpartition("/")[0]
     return list(reversed(missing))
-
-
-def _is_dir(store: Store, path: str) -> bool:
-    """A directory, or a symbolic link to one."""
-    info = store.stat(path, follow_symlinks=True)
-    return info is not None and info.kind is EntryKind.DIR
 
 
 def _carry_out(

@@ -25,7 +25,7 @@ import orjson
 
 from . import layout
 from .plan import Kind
-from .store import EntryKind, LockHeld, Store
+from .store import EntryKind, LockHeld, Store, is_dir
 
 JOURNAL_FORMAT = "registry-fsck/journal/1"
 JOURNAL = "journal.jsonl"
@@ -146,12 +146,6 @@ def _read_journal(quarantine: Store, run: str) -> list[dict]:
     return entries
 
 
-def _is_dir(store: Store, path: str) -> bool:
-    """A directory, or a symbolic link to one."""
-    info = store.stat(path, follow_symlinks=True)
-    return info is not None and info.kind is EntryKind.DIR
-
-
 def list_runs(quarantine: Store) -> list[Run]:
     runs = []
     try:
@@ -159,7 +153,7 @@ def list_runs(quarantine: Store) -> list[Run]:
     except FileNotFoundError:
         return []
     for name in names:
-        if name == LOCK or not _is_dir(quarantine, name):
+        if name == LOCK or not is_dir(quarantine, name):
             continue
         try:
             entries = _read_journal(quarantine, name)
@@ -298,7 +292,7 @@ def purge(quarantine: Store, runs: list[str]) -> int:
         if run not in known:
             raise ApplyError(f"{run}: no such run in {quarantine.root}")
         files = f"{run}/{FILES}"
-        if _is_dir(quarantine, files):
+        if is_dir(quarantine, files):
             freed += known[run].bytes
             quarantine.remove_tree(files)
             mark_purged(quarantine, run)

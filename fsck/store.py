@@ -171,6 +171,12 @@ _READ = os.O_RDONLY | os.O_NOFOLLOW
 _MORE = 1 << 16  # each further read of a file larger than its expected size
 
 
+def is_dir(store: Store, path: str) -> bool:
+    """A directory, or a symbolic link to one."""
+    info = store.stat(path, follow_symlinks=True)
+    return info is not None and info.kind is EntryKind.DIR
+
+
 def _kind(mode: int) -> EntryKind:
     if modes.S_ISREG(mode):
         return EntryKind.FILE
