@@ -72,6 +72,7 @@ class Id(str, Enum):
     BLOB_SIZE_MISMATCH = "blob-size-mismatch"
     BLOB_DIGEST_MISMATCH = "blob-digest-mismatch"
     REPO_INVISIBLE = "repo-invisible"
+    UPLOAD_UNDATED = "upload-undated"
     DIR_UNREADABLE = "dir-unreadable"
     UNEXPECTED = "unexpected"
 
@@ -142,6 +143,8 @@ CATALOGUE: tuple[Check, ...] = (
           "with --verify: a blob whose content does not hash to its digest"),
     Check(Id.REPO_INVISIBLE, N, NEVER, None, False,
           "a repository without _layers: registry 2.8 does not list it and its GC deletes its blobs"),
+    Check(Id.UPLOAD_UNDATED, N, NEVER, None, False,
+          "an unfinished upload whose startedat is missing or not a time: aged by its directory's last change"),
     Check(Id.DIR_UNREADABLE, N, NEVER, None, False,
           "a directory or file that could not be read: the audit is incomplete"),
     Check(Id.UNEXPECTED, N, NEVER, None, False,

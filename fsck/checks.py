@@ -22,7 +22,18 @@ from . import layout
 from .catalogue import Finding, Id
 from .layout import Digest
 from .manifests import InvalidManifest, Manifest, Role
-from .reach import Graph, Marks, Reach, Roots, damaged_link_roots, graph_and_marks, reach, revision_roots, tag_roots
+from .reach import (
+    Graph,
+    Marks,
+    Reach,
+    Roots,
+    damaged_link_roots,
+    graph_and_marks,
+    reach,
+    revision_roots,
+    tag_roots,
+    tags_using_each,
+)
 from .scan import Inventory, Oddity, Repository
 
 DEFAULT_UPLOAD_AGE = timedelta(hours=168)  # the registry's own upload purger
@@ -36,6 +47,21 @@ class Totals:
     manifests: int
     blobs: int
     blob_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecentUpload:
+    """An upload started within the quiet period: the registry may be serving."""
+
+    repository: str
+    upload_id: str
+    started: datetime  # its startedat, or its directory's last change
+    dated: bool  # False: startedat missing or not a time
+    quiet_from: datetime  # when it stops counting as recent
+
+    @property
+    def path(self) -> str:
+        return layout.upload_dir(self.repository, self.upload_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +79,9 @@ class Audit:
     # manifest-invalid blobs that other manifests use as content: the link naming them is wrong, not the blob
     used_as_content: frozenset[Digest] = frozenset()
     ignored: Mapping[Id, int] | None = None  # with --ignore: the findings left out, per id
+    recent: tuple[RecentUpload, ...] = ()  # the recent uploads, newest first
+    # Garbage blobs whose bytes belong to one repository: its manifests alone are or reference them.
+    blob_owners: Mapping[Digest, str] = field(default_factory=dict)
 
     def released(self) -> Audit:
         """Without what only a plan reads (the graph holds every manifest and blob size): a command
@@ -119,12 +148,19 @@ def audit(
         not_seen=frozenset(o.path for o in (*inventory.unknown, *unread_paths)),
     )
     _damaged_blobs(state, corrupt_blobs)
-    recent_uploads = 0
+    recent: list[RecentUpload] = []
     empty_repositories: list[str] = []
     for repository in inventory.repositories.values():
-        recent_uploads += _repository(state, repository, policy, unknown[repository.name], empty_repositories)
+        recent += _repository(state, repository, policy, unknown[repository.name], empty_repositories)
     _blob_verdicts(state)
     _leftovers(state, inventory, unread_paths, empty_repositories)
+    users = _users(
+        state.graph, inventory,
+        {f.digest for f in state.findings if f.id is Id.BLOB_UNREACHABLE},
+        {f.digest for f in state.findings if f.id is Id.BLOB_ORPHAN},
+    )
+    owners = {digest: next(iter(names)) for digest, names in users.items() if len(names) == 1}
+    _name_users(state, inventory, users)
     totals = Totals(
         repositories=len(inventory.repositories),
         tags=sum(len(r.tags) for r in inventory.repositories.values()),
@@ -137,9 +173,10 @@ def audit(
     unparsed = sum(isinstance(m, InvalidManifest) and not m.unreadable for m in manifests.values())
     uncertain = (f"{unparsed} manifest(s) could not be parsed: what they reference is unknown",) if unparsed else ()
     return Audit(
-        tuple(findings), totals, inventory.complete and not unverified and not unreadable, recent_uploads, uncertain,
+        tuple(findings), totals, inventory.complete and not unverified and not unreadable, len(recent), uncertain,
         graph, tuple(unread), protected, state.not_seen,
         frozenset(f.digest for f in findings if f.id is Id.MANIFEST_INVALID and f.digest in marks.referenced),
+        recent=tuple(sorted(recent, key=lambda r: r.started, reverse=True)), blob_owners=owners,
     )
 
 
@@ -174,7 +211,7 @@ class _State:
 
 def _repository(
     state: _State, repo: Repository, policy: Policy, unknown_references: set[Digest], empty_repositories: list[str]
-) -> int:
+) -> list[RecentUpload]:
     name = repo.name
     blobs = state.blobs
     named_by_current = {tag.current for tag in repo.tags.values() if tag.current is not None}
@@ -210,21 +247,30 @@ def _repository(
                 "no tag, live index or live subject reaches this manifest", name, digest=digest,
             ))
 
-    recent = 0
+    recent = []
     fresh_uploads = 0
     for upload in repo.uploads:
         started = upload.started_at or upload.modified_at
         age = policy.now - started
+        where = layout.UploadDir(name, upload.upload_id)
         if age < policy.quiet_period:
-            recent += 1
+            recent.append(RecentUpload(
+                name, upload.upload_id, started, upload.started_at is not None, started + policy.quiet_period,
+            ))
         if age >= policy.upload_age:
             since = "started" if upload.started_at else "no valid startedat; last modified"
             state.add(Finding(
-                Id.UPLOAD_STALE, layout.UploadDir(name, upload.upload_id),
-                f"unfinished upload, {since} {started:%Y-%m-%d %H:%M} UTC", name, bytes=upload.size,
+                Id.UPLOAD_STALE, where, f"unfinished upload, {since} {started:%Y-%m-%d %H:%M} UTC", name,
+                bytes=upload.size,
             ))
         else:
             fresh_uploads += 1
+            if upload.started_at is None:
+                state.add(Finding(
+                    Id.UPLOAD_UNDATED, where,
+                    f"no valid startedat; last modified {started:%Y-%m-%d %H:%M} UTC: upload-stale from "
+                    f"{started + policy.upload_age:%Y-%m-%d %H:%M} UTC (--upload-age)", name,
+                ))
 
     is_empty = (
         repo.fully_read and not repo.tags and not repo.revisions and not fresh_uploads and not repo.bad_links
@@ -399,20 +445,80 @@ def _blob_verdicts(state: _State) -> None:
             ))
 
 
+def _users(graph: Graph, inventory: Inventory, unreachable: set[Digest], orphans: set[Digest]) -> dict[Digest, set[str]]:
+    """The repositories that use each garbage blob: for an unreachable blob, those whose stored manifests
+    are or reference it; for an orphan (no manifest does), those whose _layers link it."""
+    users: dict[Digest, set[str]] = {}
+    if unreachable:
+        for name, revisions in graph.revisions.items():
+            for digest in revisions:
+                manifest = graph.manifest(digest)
+                for used in (digest, *(r.digest for r in manifest.references)) if manifest is not None else (digest,):
+                    if used in unreachable:
+                        users.setdefault(used, set()).add(name)
+    if orphans:
+        for name, repository in inventory.repositories.items():
+            for digest in repository.layer_links & orphans:
+                users.setdefault(digest, set()).add(name)
+    return users
+
+
+_BLOB_DAMAGE = frozenset({Id.BLOB_EMPTY, Id.BLOB_SIZE_MISMATCH, Id.BLOB_DIGEST_MISMATCH, Id.MANIFEST_INVALID})
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _name_users(state: _State, inventory: Inventory, users: Mapping[Digest, set[str]]) -> None:
+    """Say in each blob finding who uses the blob: the tags a damaged blob breaks, the repositories
+    whose untagged manifests still reference an unreachable one."""
+    damaged = {f.digest for f in state.findings if f.id in _BLOB_DAMAGE}
+    tags = tags_using_each(state.graph, inventory, damaged) if damaged else {}
+    named = []
+    for finding in state.findings:
+        if finding.id in _BLOB_DAMAGE and finding.digest in tags:
+            finding = replace(finding, message=f"{finding.message}; tags using it: {_some(tags[finding.digest])}")
+        elif finding.id is Id.BLOB_UNREACHABLE and finding.digest in users:
+            finding = replace(
+                finding, message=f"{finding.message} (in {_some(sorted(users[finding.digest]))})"
+            )
+        named.append(finding)
+    state.findings = named
+
+
+def _repository_holding(path: str, repositories: Mapping[str, Repository]) -> str | None:
+    """The repository whose directory holds `path` (the innermost, where repositories nest)."""
+    parts = path.split("/")
+    if parts[0] != layout.REPOSITORIES:
+        return None
+    for end in range(len(parts), 1, -1):
+        name = "/".join(parts[1:end])
+        if name in repositories:
+            return name
+    return None
+
+
 def _leftovers(
     state: _State, inventory: Inventory, unread_paths: tuple[Oddity, ...], empty_repositories: list[str]
 ) -> None:
     covered = tuple(path + "/" for path in empty_repositories)
+
+    def add(finding_id: Id, location: layout.Location, message: str, size: int = 0) -> None:
+        holder = _repository_holding(location.path, inventory.repositories)
+        state.add(Finding(finding_id, location, message, holder, bytes=size))
+
     for path in inventory.empty_dirs:
         if not (path + "/").startswith(covered):
-            state.add(Finding(Id.DIR_EMPTY, layout.locate(path), "empty directory"))
+            add(Id.DIR_EMPTY, layout.locate(path), "empty directory")
     for leftover in inventory.leftovers:
-        state.add(Finding(Id.TMP_LEFTOVER, layout.Other(leftover.path), "left by an interrupted write", bytes=leftover.size))
+        add(Id.TMP_LEFTOVER, layout.Other(leftover.path), "left by an interrupted write", leftover.size)
     for oddity in inventory.oddities:
-        state.add(Finding(Id.UNEXPECTED, layout.Other(oddity.path), oddity.reason))
+        add(Id.UNEXPECTED, layout.Other(oddity.path), oddity.reason)
     for unreadable in unread_paths:
-        state.add(Finding(Id.DIR_UNREADABLE, layout.Other(unreadable.path), f"cannot read: {unreadable.reason}"))
+        add(Id.DIR_UNREADABLE, layout.Other(unreadable.path), f"cannot read: {unreadable.reason}")
     already = {oddity.path for oddity in inventory.oddities}
     for unknown in inventory.unknown:
         if unknown.path not in already:
-            state.add(Finding(Id.DIR_UNREADABLE, layout.Other(unknown.path), f"cannot judge: {unknown.reason}"))
+            add(Id.DIR_UNREADABLE, layout.Other(unknown.path), f"cannot judge: {unknown.reason}")

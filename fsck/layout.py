@@ -111,10 +111,14 @@ def parse_link(raw: bytes) -> LinkContent:
     if digest is not None:
         return LinkContent(digest)
     stripped = text.strip()
-    if stripped != text:
-        return LinkContent(None, LinkDefect.TRAILING_WHITESPACE, parse_digest(stripped.lower()))
-    if stripped.lower() != stripped:
-        return LinkContent(None, LinkDefect.UPPERCASE, parse_digest(stripped.lower()))
+    if not stripped:
+        return LinkContent(None, LinkDefect.EMPTY)  # whitespace only
+    recoverable = parse_digest(stripped.lower())
+    # Whitespace or case is the defect only where fixing it leaves a digest: `garbage!!\n` is not a digest.
+    if stripped != text and recoverable is not None:
+        return LinkContent(None, LinkDefect.TRAILING_WHITESPACE, recoverable)
+    if stripped.lower() != stripped and recoverable is not None:
+        return LinkContent(None, LinkDefect.UPPERCASE, recoverable)
     algorithm, sep, hex_part = stripped.partition(":")
     if sep and algorithm in HEX_LENGTH and _HEX.fullmatch(hex_part):
         return LinkContent(None, LinkDefect.BAD_LENGTH)
@@ -437,7 +441,8 @@ class NotARegistry(Exception):
 
 
 def find_v2(path: str) -> str:
-    """Accept a rootdirectory or its docker/registry/v2 directory; return the v2 directory."""
+    """Accept a rootdirectory (it holds docker/registry/v2) or that v2 directory itself (its path ends in
+    docker/registry/v2, as given or with its symbolic links resolved); return the v2 directory."""
     if not os.path.lexists(path):
         raise NotARegistry(f"{path}: no such file or directory")
     if os.path.islink(path) and not os.path.isdir(path):
@@ -447,15 +452,17 @@ def find_v2(path: str) -> str:
     nested = os.path.join(path, *V2_PARTS)
     if os.path.isdir(nested):
         return nested
-    try:
-        names = set(os.listdir(path))
-    except OSError as error:
-        raise NotARegistry(f"{path}: cannot read: {error.strerror}") from None
-    if names & {BLOBS, REPOSITORIES}:
+    if any(_ends_in_v2(candidate) for candidate in (os.path.abspath(path), os.path.realpath(path))):
         return path
+    looks_like = " (it looks like an OCI image layout)" if os.path.isfile(os.path.join(path, "oci-layout")) else ""
     raise NotARegistry(
-        f"{path}: not a registry storage root (no docker/registry/v2, blobs/ or repositories/ in it)"
+        f"{path}: not a registry storage root{looks_like}: expected a rootdirectory holding "
+        f"{'/'.join(V2_PARTS)}, or that {V2_PARTS[-1]} directory itself"
     )
+
+
+def _ends_in_v2(path: str) -> bool:
+    return tuple(path.split(os.sep)[-len(V2_PARTS):]) == V2_PARTS
 
 
 def rootdirectory_of(v2: str) -> str:

@@ -215,15 +215,21 @@ def damaged_link_roots(inventory: Inventory) -> Roots:
 
 def tags_using(graph: Graph, inventory: Inventory, digests: AbstractSet[Digest]) -> list[str]:
     """`repo:tag` of every tag whose image (index children included) is or references one of `digests`."""
-    using = []
+    return sorted({tag for tags in tags_using_each(graph, inventory, digests).values() for tag in tags})
+
+
+def tags_using_each(graph: Graph, inventory: Inventory, digests: AbstractSet[Digest]) -> dict[Digest, list[str]]:
+    """For each of `digests` some tag's image is or references, those tags as `repo:tag`, sorted."""
+    using: dict[Digest, set[str]] = defaultdict(set)
+    if not digests:
+        return {}
     for repository in inventory.repositories.values():
         for tag in repository.tags.values():
             if tag.current is None:
                 continue
             for digest in closure(graph, repository.name, {tag.current}):
                 manifest = graph.manifest(digest)
-                referenced = {r.digest for r in manifest.references} if manifest is not None else set()
-                if digest in digests or referenced & digests:
-                    using.append(f"{repository.name}:{tag.name}")
-                    break
-    return sorted(using)
+                used = {digest, *(r.digest for r in manifest.references)} if manifest is not None else {digest}
+                for hit in used & digests:
+                    using[hit].add(f"{repository.name}:{tag.name}")
+    return {digest: sorted(tags) for digest, tags in using.items()}

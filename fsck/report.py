@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import humanize
 import orjson
@@ -15,7 +16,7 @@ from . import layout
 from .apply import Outcome
 from .catalogue import BY_ID, CATALOGUE, Finding, Id, Severity
 from .checks import Audit
-from .plan import UNTAGGED_IDS, Action, Plan
+from .plan import DAMAGE_IDS, DEFAULT_IDS, UNTAGGED_IDS, Action, Plan
 
 FORMAT = "registry-fsck/report/1"
 
@@ -66,12 +67,19 @@ def summary(audit: Audit) -> dict:
         entry["bytes"] += finding.bytes
     by_severity = Counter(f.severity.value for f in audit.findings)
     by_repository: dict[str, dict] = defaultdict(lambda: {"findings": 0, "reclaimable_bytes": 0})
+    shared = 0
     for finding in audit.findings:
         if finding.repository is not None:
             entry = by_repository[display(finding.repository)]
             entry["findings"] += 1
             if finding.severity is Severity.GARBAGE:
                 entry["reclaimable_bytes"] += finding.bytes
+        elif finding.severity is Severity.GARBAGE and finding.bytes:
+            owner = audit.blob_owners.get(finding.digest) if finding.digest is not None else None
+            if owner is None:
+                shared += finding.bytes
+            else:
+                by_repository[display(owner)]["reclaimable_bytes"] += finding.bytes
     totals = audit.totals
     return {
         "repositories": totals.repositories,
@@ -83,6 +91,7 @@ def summary(audit: Audit) -> dict:
         "by_severity": {s.value: by_severity.get(s.value, 0) for s in Severity},
         "by_id": {check.id.value: by_id[check.id] for check in CATALOGUE if check.id in by_id},
         "by_repository": dict(sorted(by_repository.items())),
+        "shared_reclaimable_bytes": shared,
         **_ignored(audit),
     }
 
@@ -104,6 +113,11 @@ def to_json(audit: Audit, context: Context, exit_code: int) -> bytes:
         "complete": audit.complete,
         "uncertain": list(audit.uncertain),
         "recent_uploads": audit.recent_uploads,
+        "recent_upload_details": [
+            {"path": display(u.path), "repository": display(u.repository), "started": u.started.isoformat(timespec="seconds"),
+             "dated": u.dated, "quiet_from": u.quiet_from.isoformat(timespec="seconds")}
+            for u in audit.recent
+        ],
         "exit_code": exit_code,
         "summary": summary(audit),
         "findings": [finding_record(f) for f in audit.findings],
@@ -111,13 +125,14 @@ def to_json(audit: Audit, context: Context, exit_code: int) -> bytes:
     return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
-def to_text(audit: Audit, context: Context, limit: int) -> str:
+def to_text(audit: Audit, context: Context, limit: int, held: Held | None = None) -> str:
     lines: list[str] = [f"registry-fsck audit of {display(context.v2)}"]
     if audit.recent_uploads:
         lines.append(
             f"WARNING: {audit.recent_uploads} upload(s) started in the last minutes: the registry looks live. "
             "In-flight pushes show up as orphans; stop the registry before repairing."
         )
+        lines.extend("  " + line for line in recent_upload_lines(audit, context.generated_at))
     if not audit.complete:
         lines.append(
             "WARNING: INCOMPLETE: part of the tree could not be read or was not followed (see dir-unreadable, "
@@ -158,7 +173,84 @@ def to_text(audit: Audit, context: Context, limit: int) -> str:
             lines.append("  " + _finding_line(finding))
         if 0 < limit < len(group):
             lines.append(f"  ... and {len(group) - limit} more (--limit 0 shows all, --json lists all)")
+    lines.extend(_by_repository_lines(counts, limit))
+    lines.extend(_next_lines(audit, context, held))
     return "\n".join(lines) + "\n"
+
+
+def _by_repository_lines(counts: dict, limit: int) -> list[str]:
+    """Where the reclaimable bytes are, largest first; what no one repository alone uses on its own line."""
+    reclaimable = sorted(
+        ((entry["reclaimable_bytes"], name) for name, entry in counts["by_repository"].items() if entry["reclaimable_bytes"]),
+        key=lambda pair: (-pair[0], pair[1]),
+    )
+    if not reclaimable and not counts["shared_reclaimable_bytes"]:
+        return []
+    lines = ["", "reclaimable by repository:"]
+    shown = reclaimable[:limit] if limit > 0 else reclaimable
+    width = max((len(name) for _, name in shown), default=0)
+    lines.extend(f"  {name:<{width}}  {size(amount)}" for amount, name in shown)
+    if len(shown) < len(reclaimable):
+        rest = sum(amount for amount, _ in reclaimable[len(shown):])
+        lines.append(f"  ... and {len(reclaimable) - len(shown)} more repositories, {size(rest)}")
+    if counts["shared_reclaimable_bytes"]:
+        lines.append(f"  shared garbage (blobs no one repository alone uses): {size(counts['shared_reclaimable_bytes'])}")
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What a quarantine still holds: the space a repair has not yet given back."""
+
+    quarantine: str
+    runs: int
+    bytes: int
+    oldest: str | None  # when the oldest run holding anything started
+
+
+def _next_lines(audit: Audit, context: Context, held: Held | None) -> list[str]:
+    """The commands that act on what was found, and what earlier repairs still hold."""
+    found = {f.id for f in audit.findings}
+    target = shlex.quote(display(context.root))
+    steps = []
+    if found & DEFAULT_IDS:
+        steps.append((f"registry-fsck repair --dry-run {target}", "what a repair removes by default"))
+    if found & UNTAGGED_IDS:
+        steps.append((f"registry-fsck repair --dry-run --untagged {target}", "also untagged manifests and what they free"))
+    if found & DAMAGE_IDS:
+        steps.append((f"registry-fsck repair --dry-run --fix-damage {target}", "also mend the damage it can"))
+    width = max((len(command) for command, _ in steps), default=0)
+    steps = [f"{command:<{width}}  # {why}" for command, why in steps]
+    lines = []
+    if steps:
+        lines += ["", "next:", *("  " + step for step in steps)]
+    if held is not None and held.runs:
+        since = f", the oldest from {held.oldest}" if held.oldest else ""
+        lines += [
+            "",
+            f"the quarantine {display(held.quarantine)} holds {size(held.bytes)} from {held.runs} "
+            f"run{'' if held.runs == 1 else 's'}{since}: "
+            "`registry-fsck runs` lists them, `registry-fsck purge` frees the space",
+        ]
+    return lines
+
+
+def recent_upload_lines(audit: Audit, now: datetime, limit: int = 5) -> list[str]:
+    """The recent uploads by name, with their age and when the quiet period ends (newest first)."""
+    lines = []
+    for upload in audit.recent[:limit]:
+        since = "started" if upload.dated else "last modified (no valid startedat)"
+        age = humanize.naturaldelta(max(now - upload.started, timedelta(0)))
+        lines.append(
+            f"{display(upload.path)}: {since} {age} ago, at {upload.started:%Y-%m-%d %H:%M:%S} UTC; "
+            f"quiet from {upload.quiet_from:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    if len(audit.recent) > limit:
+        lines.append(f"... and {len(audit.recent) - limit} more")
+    if audit.recent:
+        lines.append(f"the quiet period ends {max(u.quiet_from for u in audit.recent):%Y-%m-%d %H:%M:%S} UTC "
+                     "if no upload starts before")
+    return lines
 
 
 def _finding_line(finding: Finding) -> str:

@@ -3,7 +3,11 @@
 Built for trees of millions of files: the store's listings with their d_type (no stat per
 entry, except blob `data` and upload files, whose sizes are needed), digests held as raw
 bytes, and no path kept that `layout` can rebuild from a repository name and a digest.
-Symbolic links are recorded, never followed.
+
+Directory symbolic links are followed, as the registry follows them (`blobs/` on another
+disk, `docker/` on a mount), each real directory once: a link whose target holds it (a
+loop) or is already in the tree (an alias) is recorded and not followed. Paths are the
+registry's, through the links; links to files are recorded, never followed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from datetime import datetime, timezone
 
 from . import layout
 from .layout import Digest, LinkContent, LinkDefect
-from .store import Entry, Store
+from .store import Entry, EntryKind, Store
 
 
 class LinkKind:
@@ -97,6 +101,14 @@ class Oddity:
 
 
 @dataclass(frozen=True, slots=True)
+class FollowedLink:
+    """A directory symbolic link the walk went through: the registry's path, and where it leads."""
+
+    path: str
+    target: str  # the real directory
+
+
+@dataclass(frozen=True, slots=True)
 class LeftoverFile:
     path: str
     size: int
@@ -114,6 +126,7 @@ class Inventory:
     unknown: list[Oddity] = field(default_factory=list)
     empty_dirs: list[str] = field(default_factory=list)  # topmost directories holding no file at all
     leftovers: list[LeftoverFile] = field(default_factory=list)  # *.tmp of interrupted writes
+    followed: list[FollowedLink] = field(default_factory=list)  # directory links walked through, in walk order
     blobs_dir_readable: bool = True
 
     @property
@@ -159,6 +172,11 @@ def _is_file(entry: Entry) -> bool:
         return False
 
 
+def _within(path: str, directory: str) -> bool:
+    """Whether the real path `path` is `directory` or below it."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
 def _is_valid_utf8(name: str) -> bool:
     try:
         name.encode("utf-8")
@@ -176,6 +194,8 @@ class _Walker:
         self.progress = progress
         # One bytes object per digest, however many blobs and links name it (this walk only).
         self.digests: dict[Digest, Digest] = {}
+        # The real directories the walk covers: v2's, and each followed link's target.
+        self.real_trees: list[str] = [store.real_path("")]
 
     # Helpers
 
@@ -197,9 +217,7 @@ class _Walker:
             self._odd(relative, "name is not valid UTF-8")
             return None
         if entry.is_symlink():
-            self._odd(relative, "symbolic link (never followed)")
-            self.inventory.unknown.append(Oddity(relative, "symbolic link, not followed"))
-            return None
+            return self._symlink(relative)
         try:
             if entry.is_dir(follow_symlinks=False):
                 return "dir"
@@ -211,6 +229,26 @@ class _Walker:
         self._odd(relative, "neither a regular file nor a directory")
         self.inventory.unknown.append(Oddity(relative, "special file"))
         return None
+
+    def _symlink(self, relative: str) -> str | None:
+        """'dir' for a directory link to follow; otherwise None after recording why it is not followed."""
+        led_to = self.store.stat(relative, follow_symlinks=True)
+        if led_to is None or led_to.kind is not EntryKind.DIR:
+            self._odd(relative, "symbolic link (never followed)")
+            self.inventory.unknown.append(Oddity(relative, "symbolic link, not followed"))
+            return None
+        target = self.store.real_path(relative)
+        if any(_within(target, tree) or _within(tree, target) for tree in self.real_trees):
+            holder = self.store.real_path(relative.rpartition("/")[0])
+            kind = "a loop: its target holds it" if _within(holder, target) else (
+                "an alias: its target is already in the tree")
+            reason = f"symbolic link to {target}, {kind} (not followed)"
+            self._odd(relative, reason)
+            self.inventory.unknown.append(Oddity(relative, reason))
+            return None
+        self.real_trees.append(target)
+        self.inventory.followed.append(FollowedLink(relative, target))
+        return "dir"
 
     def _digest(self, algorithm: str, hex_part: str) -> Digest | None:
         digest = layout.digest_key(algorithm, hex_part)
@@ -327,6 +365,8 @@ class _Walker:
             blob_dir = f"{relative}/{name}"
             digest = self._digest(algorithm, name) if _is_dir(entry) else None
             what = "dir" if digest is not None else self._what(entry, blob_dir)  # hex: valid UTF-8
+            if digest is None and what == "dir":  # a followed symbolic link
+                digest = self._digest(algorithm, name)
             if digest is not None and name.startswith(fan_out):
                 if self.blob(blob_dir, digest):
                     holds_files = True
@@ -452,9 +492,12 @@ class _Walker:
             name = entry.name
             digest_dir = f"{relative}/{name}"
             digest = self._digest(algorithm, name) if _is_dir(entry) else None
+            what = "dir" if digest is not None else self._what(entry, digest_dir)
+            if digest is None and what == "dir":  # a followed symbolic link
+                digest = self._digest(algorithm, name)
             if digest is None:
                 holds = True
-                if self._what(entry, digest_dir) != "odd":
+                if what != "odd":
                     self._odd(digest_dir, "not a digest directory")
             elif self.link_dir(digest_dir, digest, repository, kind, into, tag, f"{algorithm}:{name}".encode()):
                 holds = True

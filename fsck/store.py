@@ -124,6 +124,9 @@ class Store(Protocol):
     def resolve(self, address: str) -> str:
         """The canonical form of a root address (a path with its symbolic links resolved)."""
 
+    def real_path(self, path: str) -> str:
+        """Where `path` really is: its address with every symbolic link on the way resolved."""
+
     def shares_volume(self, other: Store) -> bool:
         """Whether a move from this store into `other` is a rename."""
 
@@ -279,6 +282,9 @@ class LocalStore:
 
     def resolve(self, address: str) -> str:
         return os.path.realpath(address)
+
+    def real_path(self, path: str) -> str:
+        return os.path.realpath(self._path(path))
 
     def shares_volume(self, other: Store) -> bool:
         existing = os.path.realpath(self._same_kind(other).root)
@@ -606,6 +612,9 @@ class MemoryStore:
 
     def resolve(self, address: str) -> str:
         return address
+
+    def real_path(self, path: str) -> str:
+        return f"{self.root}/{path}" if path else self.root  # its links are never followed
 
     def shares_volume(self, other: Store) -> bool:
         return isinstance(other, MemoryStore)

@@ -32,7 +32,11 @@ def plain(demo):
 
 @pytest.mark.parametrize(
     ("content", "defect"),
-    [(b"", "empty"), (b"\n", "trailing whitespace"), (b"sha256:abc", "wrong digest length"), (b"garbage", "not a digest")],
+    [
+        (b"", "empty"), (b"\n", "empty"), (b"sha256:abc", "wrong digest length"), (b"garbage", "not a digest"),
+        # Not "trailing whitespace": stripping it leaves no digest, so the defect to fix is the content.
+        (b"garbage!!\n", "not a digest"), (b"sha256:abc\n", "wrong digest length"),
+    ],
 )
 def test_invalid_current_link_breaks_the_tag_but_keeps_its_manifests(demo, content, defect):
     repo, tag, digest = plain(demo)
@@ -169,7 +173,8 @@ def test_repository_without_layers_dir_is_invisible_to_registry_2_8(demo):
 def test_oddities_are_notices_and_never_crash_output(demo):
     v2 = tree.v2(demo.root)
     (v2 / "stray.txt").write_text("x")
-    os.symlink("/etc", v2 / "repositories" / "plain" / "evil")
+    (demo.root.parent / "a-file").write_text("x")
+    os.symlink(demo.root.parent / "a-file", v2 / "repositories" / "plain" / "evil")  # a link to a file: not followed
     os.mkdir(os.fsencode(v2 / "repositories") + b"/bad\xffname")
     leftover = tree.tag_current_link(demo.root, "plain/app", "v1").parent / "link.2b1f0c5e-3c1e-4f8e-9a7e-0d3c6b1a9f10.tmp"
     leftover.write_text("sha256:")
@@ -180,7 +185,7 @@ def test_oddities_are_notices_and_never_crash_output(demo):
     assert unexpected["repositories/bad\\xffname"] == "name is not valid UTF-8"
     assert [r["path"] for r in by_id(records, "tmp-leftover")] == [rel(demo.root, leftover)]
     text = run_cli("audit", str(demo.root), "--limit", "0")
-    # The registry follows symbolic links; this tool does not, so its view is incomplete: exit gains 8.
+    # The registry would open a file through the link; this tool does not, so its view is incomplete: exit gains 8.
     assert text.returncode == 4 | 8 and "Traceback" not in text.stderr
     assert "INCOMPLETE" in text.stdout
     assert "repositories/bad\\xffname" in text.stdout
