@@ -241,7 +241,7 @@ def _repository(
             state.damage_blob(Finding(
                 finding_id, layout.Blob(digest), f"manifest data is {invalid.reason}", name, digest=digest,
             ))
-        if digest in blobs and digest not in kept:
+        if digest in blobs and digest not in kept and digest not in protected:  # a damaged link may name it
             state.add(Finding(
                 Id.MANIFEST_UNTAGGED, layout.Revision(name, digest),
                 "no tag, live index or live subject reaches this manifest", name, digest=digest,

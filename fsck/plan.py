@@ -150,7 +150,7 @@ class Selection:
     fix_damage: bool = False
     only: frozenset[Id] | None = None
     skip: frozenset[Id] = frozenset()
-    force: bool = False  # act on blobs even when the audit could not read everything
+    force: bool = False  # act on blobs although some manifests could not be parsed (never on a partial view)
     protect: Protection = field(default_factory=Protection)
     min_age: timedelta | None = None
     from_report: frozenset[tuple[Id, str]] | None = None  # (id, path) a saved report lists
@@ -180,27 +180,47 @@ def prepare(
         raise ValueError("a released audit cannot be planned from")
     ids = selection.ids()
     too_recent = _too_recent(audit, ids, selection.min_age, modified, now)
-    after = reach(audit.graph, audit.roots(inventory).plus(_roots_kept(audit, inventory, selection, ids, too_recent)))
-    judged = tuple(f for f in audit.findings if not _still_kept(f, after))
-    the_plan = build_plan(audit, judged, inventory, selection, too_recent)
+    # What the repair keeps, in three layers, so that every finding kept only because of an option
+    # is said to be kept by it: the audit's roots (and every revision without --untagged), then
+    # --protect, then what --min-age finds young.
+    base_roots = audit.roots(inventory)
+    if Id.MANIFEST_UNTAGGED not in ids:
+        base_roots = base_roots.plus(revision_roots(inventory))
+    protected_roots = base_roots.plus(selection.protect.roots(inventory))
+    young = _young_roots(audit, too_recent)
+    base = reach(audit.graph, base_roots)
+    with_protection = reach(audit.graph, protected_roots) if selection.protect.roots(inventory) != Roots() else base
+    after = reach(audit.graph, protected_roots.plus(young)) if young.manifests else with_protection
+    judged = []
+    kept_by_option: list[Skipped] = []
+    for finding in audit.findings:
+        if not _still_kept(finding, after):
+            judged.append(finding)
+        elif finding.id not in ids or _still_kept(finding, base):
+            continue  # kept whatever the options say: left as it is
+        elif selection.protect.covers(finding) or _still_kept(finding, with_protection):
+            kept_by_option.append(Skipped(finding, PROTECTED))
+        else:
+            kept_by_option.append(Skipped(finding, YOUNG))
+    the_plan = build_plan(audit, tuple(judged), inventory, selection, too_recent)
+    the_plan = replace(the_plan, skipped=(*kept_by_option, *the_plan.skipped))
     corrupt = {a.digest for a in the_plan.actions if a.finding in CORRUPT_BLOB_IDS}
     if corrupt:
         the_plan = replace(the_plan, needs_repush=tuple(tags_using(audit.graph, inventory, corrupt)))
     return the_plan
 
 
-def _roots_kept(
-    audit: Audit, inventory: Inventory, selection: Selection, ids: frozenset[Id], too_recent: frozenset[str]
-) -> Roots:
-    """What this repair keeps beyond the audit's roots."""
-    kept = selection.protect.roots(inventory)
-    if Id.MANIFEST_UNTAGGED not in ids:
-        kept = kept.plus(revision_roots(inventory))
+PROTECTED = "protected"
+YOUNG = "younger than --min-age"
+
+
+def _young_roots(audit: Audit, too_recent: frozenset[str]) -> Roots:
+    """Untagged manifests younger than --min-age: kept, with what they use."""
     young: dict[str, set[Digest]] = {}
     for finding in audit.findings:
         if finding.id is Id.MANIFEST_UNTAGGED and finding.path in too_recent:
             young.setdefault(finding.repository, set()).add(finding.digest)
-    return kept.plus(Roots(young)) if young else kept
+    return Roots(young)
 
 
 def _still_kept(finding: Finding, after: Reach) -> bool:
@@ -277,6 +297,9 @@ def build_plan(
     acted |= {  # an empty directory a written link goes into is empty no more
         f.path for f in audit.findings if f.id is Id.DIR_EMPTY and any(w.startswith(f.path + "/") for w in written)
     }
+    acted |= {a.path for a in actions}
+    # One verdict per item: a finding another action settles (a rewritten link, a restored tag) is not skipped.
+    skipped = [s for s in skipped if s.finding.path not in acted]
     covered = tuple(a.path + "/" for a in actions if a.kind is Kind.MOVE)
     leftover = tuple(
         f for f in audit.findings
@@ -289,17 +312,17 @@ def _reason_to_skip(finding: Finding, audit: Audit, selection: Selection, too_re
     if selection.from_report is not None and (finding.id, finding.path) not in selection.from_report:
         return "not in the report"
     if selection.protect.covers(finding):
-        return "protected"
+        return PROTECTED
     if finding.path in too_recent:
-        return "younger than --min-age"
-    if selection.force:
-        return None
-    if not audit.complete and not BY_ID[finding.id].safe_when_incomplete:
-        return "the audit could not read everything: what refers to it is unknown (use --force)"
-    if audit.uncertain and finding.id in GARBAGE_BLOB_IDS:
-        return "some manifests could not be parsed: what they reference is unknown (use --force)"
+        return YOUNG
     if finding.id is Id.MANIFEST_INVALID and finding.digest in audit.used_as_content:
         return "other manifests use this blob as content: the link naming it as a manifest is wrong, not the blob"
+    if not audit.complete and not BY_ID[finding.id].safe_when_incomplete:
+        # Never overridden: what the unseen part refers to is unknown, so removing this could break a pull.
+        return "part of the tree could not be read or followed (see dir-unreadable and unexpected): what refers to it is unknown"
+    if audit.uncertain and finding.id in GARBAGE_BLOB_IDS and not selection.force:
+        return ("some manifests could not be parsed: what they reference is unknown "
+                "(--force removes it anyway, trusting the other manifests)")
     return None
 
 
@@ -310,6 +333,8 @@ def _actions_for(finding: Finding, inventory: Inventory) -> list[Action]:
         return [mend] if mend is not None else []
     if finding.id is Id.REPO_EMPTY and finding.repository is not None:
         return _remove_repository(finding.repository, inventory)
+    if isinstance(finding.location, layout.Blob):  # a damage finding counts no bytes; the move frees them
+        return [Action(Kind.MOVE, finding.location, bytes=inventory.blobs.get(finding.location.digest, 0), **common)]
     return [Action(Kind.MOVE, finding.location, bytes=finding.bytes, **common)]
 
 
@@ -412,4 +437,16 @@ def _drop_covered(actions: list[Action]) -> list[Action]:
         if not covering or not path.startswith(covering[-1] + "/"):
             covering.append(path)
     prefixes = tuple(p + "/" for p in covering)
-    return [a for a in actions if not a.path.startswith(prefixes)]
+    # What a covered action would have freed, its covering move frees: the plan's bytes stay true.
+    inside: dict[str, int] = {}
+    holders = set(covering)
+    for action in actions:
+        if action.path.startswith(prefixes):
+            holder = action.path
+            while holder not in holders or holder == action.path:
+                holder = holder.rpartition("/")[0]
+            inside[holder] = inside.get(holder, 0) + action.bytes
+    return [
+        replace(a, bytes=a.bytes + inside.pop(a.path)) if a.kind is Kind.MOVE and a.path in inside else a
+        for a in actions if not a.path.startswith(prefixes)
+    ]

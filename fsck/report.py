@@ -300,7 +300,7 @@ def plan_document(plan: Plan, context: Context, quarantine: str | None, outcome:
             "bytes": plan.bytes,
             "by_finding": _counts(a.finding for a in plan.actions),
             "skipped": len(plan.skipped),
-            "left": _counts(f.id for f in plan.leftover),
+            "left": _counts(f.id for f in _left(plan)),
         },
         "actions": [action_record(a) for a in plan.actions],
         "skipped": [dict(finding_record(s.finding), reason=s.reason) for s in plan.skipped],
@@ -340,7 +340,7 @@ def plan_to_text(plan: Plan, context: Context, limit: int, quarantine: str | Non
         lines.append(f"skipped ({len(plan.skipped)}):")
         for reason, count in Counter(s.reason for s in plan.skipped).items():
             lines.append(f"  {count:>7}  {reason}")
-    left = _counts(f.id for f in plan.leftover)
+    left = _counts(f.id for f in _left(plan))
     if left:
         lines.append("")
         lines.append("left as they are: " + ", ".join(f"{k} {v}" for k, v in left.items()))
@@ -350,6 +350,12 @@ def plan_to_text(plan: Plan, context: Context, limit: int, quarantine: str | Non
         lines.append("")
         lines.append("re-push these tags, whose content is quarantined as corrupt: " + ", ".join(plan.needs_repush))
     return "\n".join(lines) + "\n"
+
+
+def _left(plan: Plan) -> list[Finding]:
+    """What the plan leaves and has not listed as skipped (one verdict per item)."""
+    skipped = {(s.finding.id, s.finding.path) for s in plan.skipped}
+    return [f for f in plan.leftover if (f.id, f.path) not in skipped]
 
 
 def _action_line(action: Action) -> str:

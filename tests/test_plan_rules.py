@@ -15,8 +15,13 @@ from fsck.plan import Selection
 from fsck.scan import LinkKind
 from tests.harness.inventories import NOW, Build, digest, text, upload_id
 
-INCOMPLETE = "the audit could not read everything: what refers to it is unknown (use --force)"
-UNPARSED = "some manifests could not be parsed: what they reference is unknown (use --force)"
+INCOMPLETE = (
+    "part of the tree could not be read or followed (see dir-unreadable and unexpected): what refers to it is unknown"
+)
+UNPARSED = (
+    "some manifests could not be parsed: what they reference is unknown (--force removes it anyway, trusting the "
+    "other manifests)"
+)
 YOUNG = "younger than --min-age"
 GUARDED = "a _layers link that stays still names it"
 
@@ -189,10 +194,8 @@ def test_fix_damage_rewrites_an_invalid_current_link_and_that_settles_its_tag():
     assert b.actions(the_plan) == ["link-invalid write-link app:latest/current/link"]
     assert the_plan.actions[0].content == v1
     assert the_plan.leftover == ()
-    # NOTE: the tag-broken this rewrite settles is also listed as skipped, "nothing this tool can do for
-    # it" (`_mend` declines it because the link-invalid rewrite restores it), while the plan's leftover
-    # rightly leaves it out. Written to the current behaviour.
-    assert b.skipped(the_plan) == {("tag-broken app:latest", "nothing this tool can do for it")}
+    # One verdict per item: the tag-broken this rewrite settles is not also skipped.
+    assert b.skipped(the_plan) == set()
 
 
 def test_untagged_with_fix_damage_removes_the_revision_a_rewritten_current_link_names():
@@ -202,15 +205,11 @@ def test_untagged_with_fix_damage_removes_the_revision_a_rewritten_current_link_
 
     the_plan = b.plan(Selection(untagged=True, fix_damage=True))
 
-    # NOTE: the same plan rewrites app:latest's current link to `meant` and removes meant's revision
-    # link (judged manifest-untagged, see test_reach), so after the run the tag names a manifest its
-    # repository no longer holds; without --fix-damage, --untagged removes what the rewrite would need.
-    # The blobs stay (they are protected). Written to the current behaviour.
-    assert b.actions(the_plan) == [
-        "link-invalid write-link app:latest/current/link", "manifest-untagged remove app@meant",
-    ]
+    # The rewrite's target is what the damaged link names: never judged untagged, so never removed while
+    # the link is rewritten to it; without --fix-damage it stays for a later mend.
+    assert b.actions(the_plan) == ["link-invalid write-link app:latest/current/link"]
     assert the_plan.actions[0].content == meant
-    assert b.actions(b.plan(Selection(untagged=True))) == ["manifest-untagged remove app@meant"]
+    assert b.actions(b.plan(Selection(untagged=True))) == []
 
 
 def test_fix_damage_quarantines_a_corrupt_blob_and_lists_the_tags_that_need_a_repush():
@@ -243,11 +242,8 @@ def test_a_manifest_invalid_blob_other_manifests_use_as_content_is_not_quarantin
         "manifest-invalid junk",
         "other manifests use this blob as content: the link naming it as a manifest is wrong, not the blob",
     )}
-    # NOTE: --force bypasses this guard (`_reason_to_skip` returns before it): the layer app:latest pulls
-    # is quarantined as a corrupt manifest. --force is documented for a live registry and partial views,
-    # not for this; written to the current behaviour.
-    assert b.actions(forced) == ["manifest-invalid remove junk"]
-    assert forced.needs_repush == ("app:latest",)
+    # --force overrides the live-registry guards and the uncertain freeze only: never this.
+    assert b.actions(forced) == [] and b.skipped(forced) == b.skipped(the_plan)
 
 
 # --only, --skip
@@ -289,17 +285,13 @@ def test_min_age_skips_young_findings_and_a_young_manifest_keeps_what_it_referen
         "blob-unreachable remove old", "blob-unreachable remove old.config", "blob-unreachable remove old.layer",
         "blob-orphan remove stray",
     }
-    # NOTE: the young manifest itself is not listed as skipped "younger than --min-age" (the young blob is):
-    # it becomes a root of what the repair keeps, so it keeps itself and drops out of the findings judged
-    # before any reason is given; it only shows as left over. Written to the current behaviour.
-    assert b.skipped(the_plan) == {("blob-orphan new-stray", YOUNG)}
-    # fresh, its blobs and links are left: the young manifest keeps them.
-    assert b.leftover_findings(the_plan) == {
-        "blob-orphan new-stray",
-        "manifest-untagged app@fresh",
+    # Everything kept because of --min-age says so: the young manifest, and what it keeps.
+    assert b.skipped(the_plan) == {(f, YOUNG) for f in (
+        "blob-orphan new-stray", "manifest-untagged app@fresh",
         "blob-unreachable fresh", "blob-unreachable fresh.config", "blob-unreachable fresh.layer",
         "layer-link-unused app/_layers/fresh.config", "layer-link-unused app/_layers/fresh.layer",
-    }
+    )}
+    assert b.leftover_findings(the_plan) == {finding for finding, _ in b.skipped(the_plan)}
 
 
 def test_min_age_asks_only_about_findings_the_selection_acts_on():
@@ -370,7 +362,12 @@ def test_protect_a_tag_keeps_its_whole_index_and_skips_its_findings_as_protected
 
     the_plan = b.plan(Selection(untagged=True, protect=plan.parse_protection(["app:latest"])))
 
-    assert b.skipped(the_plan) == {("tag-index-stale app:latest/index/old", "protected")}
+    # Everything kept because of --protect says so: the index entry, the manifest it names, what that keeps.
+    assert b.skipped(the_plan) == {(f, "protected") for f in (
+        "tag-index-stale app:latest/index/old", "manifest-untagged app@old", "blob-unreachable old",
+        "blob-unreachable old.config", "blob-unreachable old.app",
+        "layer-link-unused app/_layers/old.config", "layer-link-unused app/_layers/old.app",
+    )}
     assert not any("old" in a for a in b.actions(the_plan))
 
 
@@ -415,7 +412,7 @@ def test_the_blob_guard_ignores_links_of_a_repository_the_plan_removes():
 # Partial views
 
 
-def test_on_a_partial_view_only_safe_ids_act_unless_forced():
+def test_on_a_partial_view_only_safe_ids_act_even_when_forced():
     b = garbage()
     b.unknown("repositories/other", "symbolic link (never followed)")
 
@@ -437,7 +434,8 @@ def test_on_a_partial_view_only_safe_ids_act_unless_forced():
         "blob-unreachable old", "blob-unreachable old.config", "blob-unreachable old.app",
         "blob-orphan unused", "blob-orphan stray",
     )}
-    assert len(forced.actions) == len(the_plan.actions) + 11 and forced.skipped == ()
+    # --force overrides the live-registry guards and the uncertain freeze only.
+    assert forced == the_plan
 
 
 def test_nothing_at_or_under_a_place_not_followed_is_replaced_even_when_forced():

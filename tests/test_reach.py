@@ -530,7 +530,7 @@ def test_aliases_and_damaged_links_protect_what_they_may_name():
     assert names(b, audit.protected.live["app"]) == {"meant"}
 
 
-def test_a_manifest_only_a_damaged_current_link_names_is_judged_untagged():
+def test_a_manifest_only_a_damaged_current_link_names_is_not_judged_untagged():
     b = Build()
     meant = b.image("meant")
     # The current link holds meant with a trailing newline; the tag's index lost its entry.
@@ -538,13 +538,9 @@ def test_a_manifest_only_a_damaged_current_link_names_is_judged_untagged():
 
     audit = b.audit()
 
-    # NOTE: the checks' docstring says what damaged links may name is never judged garbage, and its blobs
-    # are indeed spared (audit.protected); but the manifest revision a repair of the link would bring
-    # back is reported manifest-untagged (the untagged verdict reads `kept` only, not `protected`).
-    # Written to the current behaviour.
-    assert b.findings(audit) == {
-        "link-invalid app:latest/current/link", "tag-broken app:latest", "manifest-untagged app@meant",
-    }
+    # What a damaged link may name is never judged garbage: the revision the link's repair brings back
+    # is kept, as its blobs are.
+    assert b.findings(audit) == {"link-invalid app:latest/current/link", "tag-broken app:latest"}
     assert audit.protected.keeps_manifest("app", meant)
 
 
