@@ -176,8 +176,6 @@ class _Tree:
         of `views` (prefixes: the process's root, ours) where it names that very file."""
         if opened == self.root:
             return True
-        if not path.startswith("/"):
-            return False  # a socket, a pipe, an anonymous inode
         for view in views:
             try:
                 if _identity(view + path) != opened:
@@ -231,7 +229,7 @@ def liveness(
             use = _inspect(argv, process_dir, tree, served_root, ours)
         except (FileNotFoundError, ProcessLookupError):
             continue  # it ended meanwhile
-        except PermissionError:
+        except OSError:  # permission denied, mostly
             uninspected += 1
             continue
         process = Process(int(name), " ".join(argv))
@@ -264,13 +262,23 @@ def _inspect(argv: list[str], process_dir: str, tree: _Tree, served_root: Served
     for fd in fds:
         try:
             path = os.readlink(f"{fd_dir}/{fd}")
+            if not path.startswith("/"):
+                continue  # a socket, a pipe, an anonymous inode
             opened = _identity(f"{fd_dir}/{fd}")
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # closed meanwhile
+        except PermissionError:
+            raise
+        except OSError:
+            continue  # closed meanwhile, or a file that cannot be looked at (a stale NFS handle)
         if tree.holds(views, path, opened):
             return _Use(unknown=unknown, opened=path)
-    cwd = os.readlink(f"{process_dir}/cwd")
-    return _Use(unknown=unknown, cwd=cwd if tree.holds(views, cwd, _identity(f"{process_dir}/cwd")) else None)
+    try:
+        cwd = os.readlink(f"{process_dir}/cwd")
+        working = _identity(f"{process_dir}/cwd")
+    except PermissionError:
+        raise
+    except OSError:
+        return _Use(unknown=unknown)
+    return _Use(unknown=unknown, cwd=cwd if tree.holds(views, cwd, working) else None)
 
 
 def _registry_serves(argv: list[str], process_dir: str, tree: _Tree, served_root: ServedRoot) -> bool | str:
