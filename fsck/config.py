@@ -18,6 +18,10 @@ class ConfigError(Exception):
     """The config cannot be used; the message is one line for the user."""
 
 
+class UnsupportedDriver(ConfigError):
+    """The config names a storage driver other than filesystem: there is no tree to check."""
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryConfig:
     rootdirectory: str
@@ -41,7 +45,7 @@ def load_config(path: str, environ: Mapping[str, str] = os.environ) -> RegistryC
         raise ConfigError(f"{path}: storage is not a mapping")
     drivers = [key for key in storage if key not in ("cache", "delete", "maintenance", "redirect", "tag")]
     if drivers and drivers != ["filesystem"]:
-        raise ConfigError(
+        raise UnsupportedDriver(
             f"{path}: storage driver {', '.join(drivers)} is not supported: only the filesystem driver keeps a tree to check"
         )
     filesystem = storage.get("filesystem") or {}

@@ -5,7 +5,7 @@ outcome. The commands, the benchmarks and the tests all call these; none wires i
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,7 +15,7 @@ from typing import Protocol
 from . import apply, checks, guards, layout, manifests, plan, scan, verify
 from . import quarantine as quarantines
 from .catalogue import Id, Severity
-from .config import ConfigError, load_config
+from .config import ConfigError, UnsupportedDriver, load_config
 from .scan import Oddity
 from .store import LocalStore, Store
 
@@ -145,11 +145,71 @@ def plan_repair(loaded: Loaded, policy: checks.Policy, selection: plan.Selection
     return Repair(audit_now, plan.prepare(audit_now, loaded.inventory, selection, modified, policy.now), loaded)
 
 
-def registry_answering(target: Target) -> str | None:
-    """With --config: why the registry is serving (its http.addr answers), or None."""
-    if target.http_addr and guards.registry_answers(target.http_addr):
-        return f"the registry answers at {guards.describe_address(target.http_addr)}: stop it first (or --force)"
-    return None
+@dataclass(frozen=True, slots=True)
+class InUse:
+    """Who is using the tree, as the commands that change it say it."""
+
+    refusal: str | None  # why not now (stop it first, or --force); None: go ahead
+    warnings: tuple[str, ...]
+
+
+def _served_root(config: str, environ: Mapping[str, str]) -> str | None:
+    try:
+        return load_config(config, environ).rootdirectory
+    except UnsupportedDriver:
+        return None  # it keeps no tree on the filesystem
+    except ConfigError as error:
+        raise guards.UnknownRoot(str(error)) from None
+
+
+def _who(process: guards.Process) -> str:
+    command = process.command if len(process.command) <= 200 else process.command[:197] + "..."
+    return f"pid {process.pid} ({command})"
+
+
+def in_use(target: Target) -> InUse:
+    """A registry serving the tree (found in /proc, or with --config answering at its `http.addr`), or a
+    process holding a file open under it, refuses; a working directory inside it, what could not be
+    inspected, only warn."""
+    try:
+        seen = guards.liveness(target.root, _served_root)
+    except OSError as error:
+        seen = None
+        warnings = [f"could not look for a live registry in /proc: {error.strerror or error}"]
+    else:
+        warnings = [f"{_who(h.process)} works in {h.path}, inside the tree: make sure it writes nothing there"
+                    for h in seen.cwd_under]
+        warnings += [f"registry {_who(u.process)}: what it serves is unknown ({u.reason})" for u in seen.unknown]
+        if seen.uninspected:
+            warnings.append(
+                f"{seen.uninspected} {'process' if seen.uninspected == 1 else 'processes'} could not be inspected "
+                "(permission denied): a registry or a file held open under the tree among them would go unseen"
+            )
+    reasons, stoppable = [], 0
+    if seen and seen.serving:
+        registries = ", ".join(f"registry {_who(p)}" for p in seen.serving)
+        reasons.append(f"{registries} {'is' if len(seen.serving) == 1 else 'are'} serving {target.root}")
+        stoppable += len(seen.serving)
+    elif target.http_addr and guards.registry_answers(target.http_addr):
+        reasons.append(f"the registry answers at {guards.describe_address(target.http_addr)}")
+        stoppable += 1
+    if seen and seen.open_files:
+        shown = seen.open_files[:3]
+        reasons += [f"{_who(h.process)} has {h.path} open" for h in shown]
+        if len(seen.open_files) > len(shown):
+            reasons.append(f"{len(seen.open_files) - len(shown)} more processes have files open under it")
+        stoppable += len(seen.open_files)
+    refusal = f"{'; '.join(reasons)}: stop {'it' if stoppable == 1 else 'them'} first (or --force)" if reasons else None
+    return InUse(refusal, tuple(warnings))
+
+
+def refuse_if_in_use(target: Target, warn: Callable[[str], None]) -> None:
+    """For the commands that change the tree: warn, then raise OperationalError if it is in use."""
+    found = in_use(target)
+    for warning in found.warnings:
+        warn(warning)
+    if found.refusal is not None:
+        raise OperationalError(found.refusal)
 
 
 def quarantine_of(target: Target, option: str | None) -> str:
@@ -229,7 +289,7 @@ def exit_code(outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome) -
             code |= ExitCode.PROBLEMS_LEFT
         return code
     if outcome.refused:
-        code |= ExitCode.OPERATIONAL
+        return code | ExitCode.OPERATIONAL  # a refusal is 8, whatever the plan holds
     applied = outcome.applied
     if applied is None:
         if outcome.plan.leftover or outcome.plan.actions:

@@ -6,9 +6,9 @@ repositories removed with their parent, aliases and damaged links removed with t
 links owned by root, journals that cannot hold a non-UTF-8 root, plans that list what they fix as
 left, and an undo that overwrites what the registry wrote since the run.
 
-Where a test needs the registry, it starts it once: repairs then run beside it, without --config
-(the guard would refuse) and with no stale upload; this registry has no cache, so it serves what
-the tree holds after the repair.
+Where a test needs the registry, it starts it once and stops it for each repair (the guard would
+refuse under it), then starts it again on the same root; with no stale upload and no cache, it
+serves what the tree holds after the repair.
 """
 
 import hashlib
@@ -259,7 +259,9 @@ def test_tag_whose_manifest_has_a_malformed_subject_still_pulls_after_repair(qui
         assert pulled or isinstance(subject, str)
         records = audit_records(root)
         assert not [r for r in records if r["repository"] == "subject/app" and r["severity"] != "notice"]
+        registry.stop()
         _, plan = repair(root, "--yes", "--untagged", "--fix-damage")
+        registry.start()
         assert plan["outcome"]["done"] > 0
         blobs = (image.config.digest, *(layer.digest for layer in image.layers))
         for blob in (digest, *blobs):
@@ -281,7 +283,9 @@ def test_emptied_parent_repository_is_removed_without_its_nested_repository(quie
         registry.delete_manifest("a/b", scenario.tags["a/b"]["1.0"])
         records = audit_records(root)
         assert "repositories/a/b" in {r["path"] for r in records if r["id"] == "repo-empty"}
+        registry.stop()
         _, plan = repair(root, "--yes")
+        registry.start()
         emptied = {a["path"] for a in plan["actions"] if a["finding"] == "repo-empty" and a["repository"] == "a/b"}
         assert emptied and all(path.startswith("repositories/a/b/_") for path in emptied)
         assert "repo-empty" not in plan["summary"]["left"]

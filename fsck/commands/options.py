@@ -12,7 +12,7 @@ from typing import NoReturn, Optional
 import typer
 from tqdm import tqdm
 
-from .. import service
+from .. import report, service
 from ..catalogue import Id, UnknownId, parse_ids
 from ..service import OperationalError, Target
 
@@ -90,6 +90,11 @@ def _write_output(output: Path, data: bytes, where: Target) -> None:
 
 def quarantine(option: Optional[Path], where: Target) -> str:
     return service.quarantine_of(where, str(option) if option is not None else None)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    typer.echo(f"registry-fsck: warning: {report.display(message)}", err=True)
 
 
 PathArgument = typer.Argument(

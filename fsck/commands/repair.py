@@ -14,7 +14,7 @@ import typer
 
 from .. import checks, plan, report, service
 from ..catalogue import BY_ID, Id, Repair
-from ..service import OperationalError, RepairOutcome, Target
+from ..service import RepairOutcome, Target
 from .options import (
     Bars,
     ConfigOption,
@@ -31,6 +31,7 @@ from .options import (
     parse_duration,
     quarantine,
     target,
+    warn,
 )
 
 
@@ -121,9 +122,8 @@ def repair(
     where = target(path, config)
     selection = replace(selection, from_report=_from_report(from_report, where))
     kept_in = quarantine(quarantine_dir, where)
-    answering = None if force or dry_run else service.registry_answering(where)
-    if answering:
-        raise OperationalError(answering)
+    if not force and not dry_run:
+        service.refuse_if_in_use(where, warn)
     bars = Bars(quiet)
     planned = service.plan_repair(service.load(where, verify_blobs=verify_blobs, progress=bars), policy, selection)
     the_audit, the_plan = planned.audit, planned.plan

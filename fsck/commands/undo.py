@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .. import report, service
-from .options import ConfigOption, PathArgument, QuarantineOption, quarantine, target
+from .options import ConfigOption, PathArgument, QuarantineOption, quarantine, target, warn
 
 
 def undo(
@@ -16,11 +16,14 @@ def undo(
     run: Optional[str] = typer.Argument(None, help="The run to undo (default: the last one not purged)."),
     config: Optional[Path] = ConfigOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
+    force: bool = typer.Option(False, "--force", help="Undo even if the registry looks live."),
 ) -> None:
     """Put a repair run's changes back, byte-identical."""
     if config is not None and path is not None and run is None:
         path, run = None, str(path)  # `undo --config c.yml RUN`: the one positional is the run
     where = target(path, config)
+    if not force:
+        service.refuse_if_in_use(where, warn)
     outcome = service.undo(where, quarantine(quarantine_dir, where), run)
     typer.echo(f"run {outcome.run}: {outcome.restored} changes undone")
     for relative, why in outcome.skipped:
