@@ -203,12 +203,15 @@ def in_use(target: Target) -> InUse:
     return InUse(refusal, tuple(warnings))
 
 
-def refuse_if_in_use(target: Target, warn: Callable[[str], None]) -> None:
-    """For the commands that change the tree: warn, then raise OperationalError if it is in use."""
+def refuse_if_in_use(target: Target, warn: Callable[[str], None], *, force: bool = False) -> None:
+    """For the commands that change the tree: warn, then raise OperationalError if it is in use
+    (with `force`, say what is overridden and go on)."""
     found = in_use(target)
     for warning in found.warnings:
         warn(warning)
-    if found.refusal is not None:
+    if found.refusal is not None and force:
+        warn(f"{found.refusal.removesuffix(' (or --force)')}; going ahead (--force)")
+    elif found.refusal is not None:
         raise OperationalError(found.refusal)
 
 

@@ -136,3 +136,16 @@ def test_the_report_ends_with_the_commands_that_act_on_it(demo):
 
     unreachable = by_id(records, "blob-unreachable")
     assert unreachable and all("(in " in r["message"] for r in unreachable)
+
+
+def test_a_recent_upload_refuses_naming_it_and_stays_visible_under_force(demo):
+    fresh = [u for u in upload_dirs(demo.root)
+             if (datetime.now(timezone.utc) - datetime.fromisoformat((u / "startedat").read_text())).days < 1]
+    assert fresh
+    named = str(fresh[0].relative_to(tree.v2(demo.root)))
+    refused = run_cli("repair", str(demo.root), "--yes")
+    assert refused.returncode == 8
+    assert "looks live" in refused.stderr and named in refused.stderr and "quiet period ends" in refused.stderr
+    forced = run_cli("repair", str(demo.root), "--yes", "--force")
+    assert forced.returncode & 1, forced.stderr
+    assert "going ahead (--force)" in forced.stderr and named in forced.stderr

@@ -122,8 +122,8 @@ def repair(
     where = target(path, config)
     selection = replace(selection, from_report=_from_report(from_report, where))
     kept_in = quarantine(quarantine_dir, where)
-    if not force and not dry_run:
-        service.refuse_if_in_use(where, warn)
+    if not dry_run:
+        service.refuse_if_in_use(where, warn, force=force)
     bars = Bars(quiet)
     planned = service.plan_repair(service.load(where, verify_blobs=verify_blobs, progress=bars), policy, selection)
     the_audit, the_plan = planned.audit, planned.plan
@@ -140,12 +140,19 @@ def repair(
 
     not_applied = RepairOutcome(the_audit, the_plan)
     plan_text = report.plan_to_text(the_plan, context, limit, kept_in, delete)
-    if the_audit.recent_uploads and not force and not dry_run:
-        typer.echo(
-            f"registry-fsck: error: {the_audit.recent_uploads} upload(s) started in the last minutes: "
-            "the registry looks live. Stop it first (or --force)", err=True,
-        )
-        finish(replace(not_applied, refused=True), plan_text)
+    if the_audit.recent_uploads:
+        looks_live = f"{the_audit.recent_uploads} upload(s) started in the last minutes: the registry looks live"
+        if force or dry_run:
+            warn(looks_live + ("; going ahead (--force)" if force and not dry_run else ""))
+        else:
+            typer.echo(
+                f"registry-fsck: error: {looks_live}. Stop it first, or wait for the quiet period "
+                "(or --force: act although it looks live)", err=True,
+            )
+        for line in report.recent_upload_lines(the_audit, policy.now):
+            typer.echo(f"  {report.display(line)}", err=True)
+        if not (force or dry_run):
+            finish(replace(not_applied, refused=True), plan_text)
     if dry_run or not the_plan.actions:
         finish(not_applied, plan_text)
     if not yes:
