@@ -24,7 +24,7 @@ from .catalogue import BY_ID, Finding, Id, Repair, Severity, Step, ids_repaired
 from .checks import Audit
 from .layout import Digest, Location
 from .reach import Reach, Roots, reach, revision_roots, tags_using
-from .scan import Inventory, LinkKind
+from .scan import FollowedLink, Inventory, LinkKind
 
 DEFAULT_IDS = ids_repaired(Repair.DEFAULT)
 UNTAGGED_IDS = ids_repaired(Repair.UNTAGGED)
@@ -77,6 +77,8 @@ class Plan:
     skipped: tuple[Skipped, ...]
     leftover: tuple[Finding, ...]  # garbage and damage the plan leaves as it is
     needs_repush: tuple[str, ...] = ()  # repo:tag whose content is quarantined as corrupt
+    # The directory links the audit followed: actions below one go through it, and only through these.
+    followed: tuple[FollowedLink, ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -203,7 +205,7 @@ def prepare(
         else:
             kept_by_option.append(Skipped(finding, YOUNG))
     the_plan = build_plan(audit, tuple(judged), inventory, selection, too_recent)
-    the_plan = replace(the_plan, skipped=(*kept_by_option, *the_plan.skipped))
+    the_plan = replace(the_plan, skipped=(*kept_by_option, *the_plan.skipped), followed=tuple(inventory.followed))
     corrupt = {a.digest for a in the_plan.actions if a.finding in CORRUPT_BLOB_IDS}
     if corrupt:
         the_plan = replace(the_plan, needs_repush=tuple(tags_using(audit.graph, inventory, corrupt)))

@@ -127,6 +127,9 @@ class Store(Protocol):
     def real_path(self, path: str) -> str:
         """Where `path` really is: its address with every symbolic link on the way resolved."""
 
+    def volume(self, path: str) -> int | None:
+        """The file system `path` (followed) is on; a move is a rename only within one. None if it is gone."""
+
     def shares_volume(self, other: Store) -> bool:
         """Whether a move from this store into `other` is a rename."""
 
@@ -285,6 +288,12 @@ class LocalStore:
 
     def real_path(self, path: str) -> str:
         return os.path.realpath(self._path(path))
+
+    def volume(self, path: str) -> int | None:
+        try:
+            return os.stat(self._path(path)).st_dev
+        except OSError:
+            return None
 
     def shares_volume(self, other: Store) -> bool:
         existing = os.path.realpath(self._same_kind(other).root)
@@ -615,6 +624,9 @@ class MemoryStore:
 
     def real_path(self, path: str) -> str:
         return f"{self.root}/{path}" if path else self.root  # its links are never followed
+
+    def volume(self, path: str) -> int | None:
+        return 0 if self._find(path) is not None else None
 
     def shares_volume(self, other: Store) -> bool:
         return isinstance(other, MemoryStore)
