@@ -13,7 +13,7 @@ from .options import ConfigOption, PathArgument, QuarantineOption, quarantine, t
 
 def undo(
     path: Optional[Path] = PathArgument,
-    run: Optional[str] = typer.Argument(None, help="The run to undo (default: the last one not purged)."),
+    run: Optional[str] = typer.Argument(None, help="The run to undo (default: the newest with changes left to put back)."),
     config: Optional[Path] = ConfigOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
 ) -> None:
@@ -25,4 +25,9 @@ def undo(
     typer.echo(f"run {outcome.run}: {outcome.restored} changes undone")
     for relative, why in outcome.skipped:
         typer.echo(f"not restored: {report.display(relative)}: {why}")
+    if outcome.skipped:
+        typer.echo(
+            f"run {outcome.run} is partly undone: {len(outcome.skipped)} left in the quarantine; "
+            "`registry-fsck undo` again tries them (the newest run with changes left is the default)"
+        )
     raise typer.Exit(int(service.exit_code(outcome)))
