@@ -209,7 +209,7 @@ def test_purge_frees_what_a_run_quarantined(quiet_demo):
     runs = orjson.loads(run_cli("runs", str(quiet_demo.root), "--json").stdout)
     assert runs[0]["bytes"] > 0 and not runs[0]["purged"]
     assert run_cli("purge", str(quiet_demo.root)).returncode == 16  # which runs?
-    result = run_cli("purge", str(quiet_demo.root), "--all")
+    result = run_cli("purge", str(quiet_demo.root), "--all", "--yes")
     assert result.returncode == 0 and "purged 1 run" in result.stdout
     assert not (quiet_demo.root / "registry-fsck-quarantine" / runs[0]["run"] / "files").exists()
 
@@ -300,4 +300,4 @@ def test_only_and_skip_select_finding_ids(quiet_demo):
 def test_purge_older_than_keeps_recent_runs(quiet_demo):
     assert run_cli("repair", str(quiet_demo.root), "--yes").returncode & 1
     assert "purged 0 run" in run_cli("purge", str(quiet_demo.root), "--older-than", "1h").stdout
-    assert "purged 1 run" in run_cli("purge", str(quiet_demo.root), "--older-than", "0s").stdout
+    assert "purged 1 run" in run_cli("purge", str(quiet_demo.root), "--older-than", "0s", "--yes").stdout
