@@ -230,6 +230,8 @@ def crash_and_check(base, k, tmp_path, scenario, deep=False):
                              capture_output=True, text=True, timeout=120, cwd=REPO)
     assert crashed.returncode == 137, crashed.stdout + crashed.stderr
     assert serve(root, tmp_path, scenario, deep=deep, name=f"k{k}-crashed") == [], f"after {k} changes"
+    [crashed_run] = orjson.loads(invoke("runs", str(root), "--json")[1])
+    assert (crashed_run["state"], crashed_run["changes"]) == ("interrupted", k), "runs says what was carried out"
     code, _ = invoke("repair", str(root), "--yes", "--untagged", "--quiet")
     assert code in (0, 1), f"finishing after a crash at {k}"
     assert invoke("audit", str(root), "--quiet")[0] == 0, f"garbage left after finishing, k={k}"

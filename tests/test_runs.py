@@ -6,9 +6,12 @@ the sizes of the files left there; after every undo, every tag still pulls from 
 
 import hashlib
 import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
+import time
 
 import orjson
 import pytest
@@ -243,3 +246,45 @@ def test_a_line_torn_by_a_crash_is_passed_over_and_undo_settles_what_happened(qu
     [after] = runs_of(root)  # read off the journal now: the tree no longer shows what the run did
     assert (after["state"], after["changes"], after["journaled"]) == ("undone", 5, run["journaled"])
     assert os.path.getsize(path) > 0 and path.read_bytes().endswith(b"\n")
+
+
+def answer_purge_prompt(root, keys):
+    """`purge --all` with its terminal on a pty: wait for the question, type `keys`; return (exit code, screen)."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "fsck", "purge", str(root), "--all"],
+                               stdin=follower, stdout=follower, stderr=follower, cwd=REPO, start_new_session=True)
+    os.close(follower)
+    screen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"for good?" not in screen and time.monotonic() < deadline:
+            if select.select([leader], [], [], 1)[0]:
+                screen += os.read(leader, 65536)
+        assert b"for good?" in screen, screen.decode(errors="replace")
+        os.write(leader, keys)
+        code = process.wait(timeout=60)
+        try:
+            while select.select([leader], [], [], 0.2)[0]:
+                screen += os.read(leader, 65536)
+        except OSError:
+            pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)
+    return code, screen.decode(errors="replace")
+
+
+def test_purge_asks_on_a_terminal_and_a_no_keeps_everything(quiet_demo):
+    root = quiet_demo.root
+    assert run_cli("repair", str(root), "--yes").returncode & 1
+    [run] = runs_of(root)
+    held = files_bytes(root, run["run"])
+    kept = snapshot(root / QUARANTINE)
+    code, screen = answer_purge_prompt(root, b"n\r")
+    assert code == 0 and "declined: nothing purged" in screen, screen
+    assert report.size(held) in screen.split("for good?")[0]
+    assert snapshot(root / QUARANTINE) == kept
+    code, screen = answer_purge_prompt(root, b"y\r")
+    assert code == 0 and f"purged 1 run(s), freed {report.size(held)}" in screen, screen
+    assert [r["state"] for r in runs_of(root)] == ["purged"]
