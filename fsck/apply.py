@@ -3,13 +3,16 @@
 Every removal is a move into the run's quarantine directory on the same file system:
 instant, atomic, and reversible. The journal entry describing a change is made durable
 before the change is made, so after a crash `undo` knows everything that may have
-happened: an entry whose change did not happen is simply skipped.
+happened: an entry whose change did not happen is simply skipped. What was carried out is
+said after it, by one "done" record per batch (written with the next batch's entries, so
+no extra fsync): `runs` counts from those, and checks the trees only for a batch a crash
+left without one.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -20,6 +23,7 @@ from .quarantine import (
     JOURNAL_FORMAT,
     TEMPORARY,
     ApplyError,
+    done_record,
     journal_lines,
     journal_of,
     mark_purged,
@@ -58,10 +62,12 @@ def apply(
     *,
     now: datetime,
     delete: bool = False,
+    options: Mapping[str, object] | None = None,
     progress: Callable[[int], None] | None = None,
     after_action: Callable[[int], None] | None = None,
 ) -> Outcome:
-    """Carry out `plan`. The caller holds the lock. `after_action(n)` runs after the n-th change (tests)."""
+    """Carry out `plan`. The caller holds the lock. `options`: the repair's, kept in the journal's header
+    for `runs`. `after_action(n)` runs after the n-th change (tests)."""
     advance = progress or (lambda _n: None)
     run = new_run_id(now)
     quarantine.make_dir(f"{run}/{FILES}", 0o700, parents=True)
@@ -70,19 +76,25 @@ def apply(
     journal = quarantine.open_journal(journal_of(run), new=True)
     outcome = Outcome(run, deleted=delete)
     count = 0
+    closing: list[dict] = []  # the "done" record of the changes before, made durable with the next append
     try:
         journal.append(journal_lines([put_path({
             "format": JOURNAL_FORMAT, "run": run, "started": now.isoformat(timespec="seconds"), "delete": delete,
+            "options": dict(options) if options is not None else None,
         }, "v2", store.root)]))
         quarantine.sync_dir(run)
         actions = list(plan.actions)
         for start in range(0, len(actions), BATCH):
             batch = actions[start:start + BATCH]
-            journal.append(journal_lines([_entry(action, store) for action in batch]))
+            journal.append(journal_lines([*closing, *(_entry(action, store) for action in batch)]))
             in_registry: set[str] = set()
             in_quarantine: set[str] = set()
-            for action in batch:
+            not_done: list[int] = []
+            for offset, action in enumerate(batch):
+                carried = len(outcome.done)
                 registry_dirs, quarantine_dirs = _carry_out(action, store, quarantine, run, outcome)
+                if len(outcome.done) == carried:
+                    not_done.append(offset)
                 in_registry |= registry_dirs
                 in_quarantine |= quarantine_dirs
                 count += 1
@@ -93,9 +105,12 @@ def apply(
                 store.sync_dir(directory)
             for directory in in_quarantine:
                 quarantine.sync_dir(directory)
-        outcome.directories_removed = _remove_emptied_dirs(outcome, store, journal, after_action, count)
+            closing = [done_record(not_done)]
+        outcome.directories_removed, closing = _remove_emptied_dirs(
+            outcome, store, journal, after_action, count, closing
+        )
         journal.append(journal_lines([
-            {"op": "commit", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            *closing, {"op": "commit", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         ]))
     finally:
         journal.close()
@@ -174,11 +189,13 @@ def _link_models(relative: str) -> tuple[list[str], list[str]]:
 
 
 def _remove_emptied_dirs(
-    outcome: Outcome, store: Store, journal: Journal, after_action: Callable[[int], None] | None, count: int
-) -> int:
-    """Remove the directories this run left empty, deepest first, up to the layout's fixed directories."""
+    outcome: Outcome, store: Store, journal: Journal, after_action: Callable[[int], None] | None, count: int,
+    closing: list[dict],
+) -> tuple[int, list[dict]]:
+    """Remove the directories this run left empty, deepest first, up to the layout's fixed directories.
+    Each removal's "done" record goes with the next append; returns the last one, still to write."""
     if not store.capabilities.has_directories:
-        return 0
+        return 0, closing
     candidates = set()
     for action in outcome.done:
         if action.kind is Kind.MOVE:
@@ -196,15 +213,17 @@ def _remove_emptied_dirs(
                 continue
         except OSError:
             continue
-        journal.append(journal_lines([put_path({
+        journal.append(journal_lines([*closing, put_path({
             "op": "rmdir", "mode": info.mode, "uid": info.uid, "gid": info.gid,
         }, "path", relative)]))
         try:
             store.remove_dir(relative)
         except OSError:
+            closing = [done_record([0])]
             continue
+        closing = [done_record([])]
         removed += 1
         count += 1
         if after_action:
             after_action(count)
-    return removed
+    return removed, closing

@@ -5,21 +5,27 @@ out here as the registry's tree is in `layout`:
 
     <quarantine>/
       lock                        held while a run, undo or purge works
-      <run>/journal.jsonl         header, then one entry per change, then "commit"
+      <run>/journal.jsonl         header (with the repair's options), then one entry per change,
+                                  a "done" record after each batch, "commit"; then what undo and
+                                  purge did ("undo"/"undone", "purge"/"purged")
       <run>/files/<path>          what the run removed, at its path relative to v2
       <run>/tmp/                  links are written here, then renamed into place
 
 The journal entry describing a change is durable before the change is made (see `apply`),
 so `undo` knows everything that may have happened: an entry whose change did not happen is
-simply skipped.
+simply skipped. A "done" record says which entries before it were carried out. Entries a
+crash left without one (at most the last batch) are checked against the trees: by `runs`
+each time, and once for good by `undo` and `purge` before they change what the trees show.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
 
 import orjson
 
@@ -34,6 +40,7 @@ TEMPORARY = "tmp"
 LOCK = "lock"
 QUARANTINE_NAME = "registry-fsck-quarantine"
 _CHANGES = (Kind.MOVE.value, Kind.WRITE_LINK.value, "rmdir")
+DONE = "done"
 
 
 class ApplyError(Exception):
@@ -69,12 +76,27 @@ def journal_lines(entries: list[dict]) -> bytes:
     return b"".join(orjson.dumps(entry) + b"\n" for entry in entries)
 
 
-def mark_purged(quarantine: Store, run: str) -> None:
+def done_record(not_done: list[int]) -> dict:
+    """Closes the change entries journaled since the last "done" record: all were carried out but
+    those at `not_done` (their offsets among them: failed, or already gone)."""
+    return {"op": DONE, "not_done": not_done}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _append(quarantine: Store, run: str, records: list[dict], ends_whole: bool = True) -> None:
+    """Durable when it returns. After a line a crash tore (`ends_whole` False), a newline first."""
     journal = quarantine.open_journal(journal_of(run), new=False)
     try:
-        journal.append(journal_lines([{"op": "purged"}]))
+        journal.append((b"" if ends_whole else b"\n") + journal_lines(records))
     finally:
         journal.close()
+
+
+def mark_purged(quarantine: Store, run: str) -> None:
+    _append(quarantine, run, [{"op": "purged"}])
 
 
 def safe_path(store: Store, relative: str) -> str:
@@ -121,52 +143,202 @@ def locked(quarantine: Store) -> Iterator[None]:
         yield
 
 
+class State(str, Enum):
+    """What became of a run."""
+
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"  # stopped before its commit; what it carried out stands
+    UNDO_INTERRUPTED = "undo interrupted"
+    PARTLY_UNDONE = "partly undone"  # some changes could not be put back; they stay in the quarantine
+    UNDONE = "undone"
+    PURGE_INTERRUPTED = "purge interrupted"
+    PURGED = "purged"
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     run: str
     started: str
+    state: State
     committed: bool
-    purged: bool
-    changes: int
-    bytes: int  # what its removals hold in the quarantine (0 once purged)
+    journaled: int  # change entries in its journal: what may have happened
+    changes: int  # of those, the ones carried out
+    left: int | None  # changes not undone (None after an undo stopped part-way: not known)
+    bytes: int  # what its removals hold in the quarantine now
+    options: dict | None  # the repair's options; None in a journal from before they were kept
+
+    @property
+    def purged(self) -> bool:
+        return self.state in (State.PURGED, State.PURGE_INTERRUPTED)
+
+    @property
+    def restorable(self) -> bool:
+        """Has changes an undo can still put back."""
+        return not self.purged and self.left != 0
+
+    @property
+    def holding(self) -> bool:
+        """Its files/ may hold something for a purge to free."""
+        return self.state not in (State.PURGED, State.UNDONE)
 
 
-def _read_journal(quarantine: Store, run: str) -> list[dict]:
-    entries = []
+class _Reading:
+    """A run's journal, record by record. A line that does not parse was torn by a crash as it was
+    written: it was not durable yet, so its change never happened, and it is passed over."""
+
+    def __init__(self, quarantine: Store, run: str) -> None:
+        self.where = os.path.join(quarantine.root, run)
+        self._lines = quarantine.lines(journal_of(run))
+        self.ends_whole = True  # whether the last line has its newline
+
+    def __iter__(self) -> Iterator[dict]:
+        try:
+            for line in self._lines:
+                self.ends_whole = line.endswith(b"\n")
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+        except OSError as error:
+            raise ApplyError(f"{self.where}: cannot read its journal: {error.strerror}") from None
+
+
+@dataclass(slots=True)
+class _Journal:
+    """What a run's journal says, read once."""
+
+    header: dict
+    journaled: int = 0
+    changes: int = 0
+    moved: int = 0  # the bytes of the moves carried out
+    open: list[dict] = field(default_factory=list)  # change entries no "done" record closes yet
+    committed: bool = False
+    undo: dict | None = None  # the last undo's record: "undo" as it started, "undone" once finished
+    purge: dict | None = None  # likewise "purge", "purged"
+    ends_whole: bool = True
+
+    def close(self, not_done: Iterable[int]) -> None:
+        """The open entries were carried out, but those at the offsets `not_done`."""
+        skipped = set(not_done)
+        for offset, entry in enumerate(self.open):
+            if offset not in skipped:
+                self.changes += 1
+                if entry.get("op") == Kind.MOVE.value:
+                    self.moved += entry.get("bytes", 0)
+        self.open = []
+
+
+def _read(quarantine: Store, run: str, changes: list[dict] | None = None) -> _Journal:
+    """Read a run's journal; its change entries are also appended to `changes`, if given (for undo)."""
+    reading = _Reading(quarantine, run)
+    records = iter(reading)
+    header = next(records, None)
+    if header is None or header.get("format") != JOURNAL_FORMAT:
+        raise ApplyError(f"{reading.where}: not a registry-fsck run")
+    journal = _Journal(header)
+    for record in records:
+        op = record.get("op")
+        if op in _CHANGES:
+            journal.journaled += 1
+            journal.open.append(record)
+            if changes is not None:
+                changes.append(record)
+        elif op == DONE:
+            journal.close(record.get("not_done", ()))
+        elif op == "commit":
+            journal.committed = True
+        elif op in ("undo", "undone"):
+            journal.undo = record
+        elif op in ("purge", "purged"):
+            journal.purge = record
+    journal.ends_whole = reading.ends_whole
+    return journal
+
+
+def _registry_of(registry: Store | None, header: dict) -> Store | None:
+    """`registry`, if the run was a run on it."""
     try:
-        for line in quarantine.lines(journal_of(run)):
-            try:
-                entries.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                break  # a torn last line after a crash: nothing after it happened
-    except OSError as error:
-        raise ApplyError(f"{os.path.join(quarantine.root, run)}: cannot read its journal: {error.strerror}") from None
-    if not entries or entries[0].get("format") != JOURNAL_FORMAT:
-        raise ApplyError(f"{os.path.join(quarantine.root, run)}: not a registry-fsck run")
-    return entries
+        same = registry is not None and registry.resolve(get_path(header, "v2")) == registry.resolve(registry.root)
+    except (KeyError, ValueError):
+        return None
+    return registry if same else None
 
 
-def list_runs(quarantine: Store) -> list[Run]:
-    runs = []
+def _not_carried_out(entries: list[dict], run: str, quarantine: Store, registry: Store | None) -> list[int]:
+    """The offsets of the `entries` (changes a crash left without their "done" record) that did not happen,
+    as the trees show now: a move happened iff what it moved is in the run's files/; a link written or a
+    directory removed is looked for in `registry` (None: not known, so counted as done, as it may have been)."""
+    missing = []
+    for offset, entry in enumerate(entries):
+        try:
+            relative, op = get_path(entry, "path"), entry.get("op")
+            if op == Kind.MOVE.value:
+                happened = quarantine.stat(safe_path(quarantine, removed_path(run, relative))) is not None
+            elif registry is None:
+                happened = True
+            elif op == "rmdir":
+                happened = registry.stat(safe_path(registry, relative)) is None
+            else:
+                happened = _holds(registry, safe_path(registry, relative), entry.get("content", ""))
+        except (ApplyError, KeyError, ValueError):
+            happened = False  # a path apply refused too
+        if not happened:
+            missing.append(offset)
+    return missing
+
+
+def _settle(quarantine: Store, registry: Store | None, run: str, journal: _Journal, record: dict) -> None:
+    """Append `record`, after a "done" record for the entries a crash left open, as the trees show them
+    now: before an undo or a purge changes what they show."""
+    closing = []
+    if journal.open and journal.purge is None:
+        registry = _registry_of(registry, journal.header)
+        closing = [done_record(_not_carried_out(journal.open, run, quarantine, registry))]
+    _append(quarantine, run, [*closing, record], journal.ends_whole)
+
+
+def _run_names(quarantine: Store) -> list[str]:
     try:
         names = sorted(entry.name for entry in quarantine.list(""))
     except FileNotFoundError:
         return []
-    for name in names:
-        if name == LOCK or not is_dir(quarantine, name):
-            continue
+    return [name for name in names if name != LOCK and is_dir(quarantine, name)]
+
+
+def list_runs(quarantine: Store, registry: Store | None = None) -> list[Run]:
+    """The runs in the quarantine, oldest first. `registry` is where links a run wrote and directories
+    it removed are looked for, when a crash left them without their "done" record."""
+    runs = []
+    for name in _run_names(quarantine):
         try:
-            entries = _read_journal(quarantine, name)
+            journal = _read(quarantine, name)
         except ApplyError:
             continue
-        ops = [e.get("op") for e in entries[1:]]
-        purged = "purged" in ops
-        changes = [e for e in entries[1:] if e.get("op") in _CHANGES]
-        runs.append(Run(
-            name, entries[0].get("started", ""), "commit" in ops, purged, len(changes),
-            0 if purged else sum(e.get("bytes", 0) for e in changes if e.get("op") == Kind.MOVE.value),
-        ))
+        runs.append(_run_of(name, journal, quarantine, registry))
     return runs
+
+
+def _run_of(name: str, journal: _Journal, quarantine: Store, registry: Store | None) -> Run:
+    if journal.open:
+        # A purged run from before "done" records: its files are gone, what it journaled counts.
+        open_ones = [] if journal.purge else journal.open
+        journal.close(_not_carried_out(open_ones, name, quarantine, _registry_of(registry, journal.header)))
+    undo, purge = journal.undo, journal.purge
+    left = journal.changes if undo is None else (undo.get("left", 0) if undo["op"] == "undone" else None)
+    if purge is not None:
+        state = State.PURGED if purge["op"] == "purged" else State.PURGE_INTERRUPTED
+        held = 0 if state is State.PURGED else held_bytes(quarantine, name)
+    elif undo is None:
+        state, held = (State.COMPLETE if journal.committed else State.INTERRUPTED), journal.moved
+    elif undo["op"] == "undone":
+        state, held = (State.UNDONE if left == 0 else State.PARTLY_UNDONE), undo.get("bytes", 0)
+    else:
+        state, held = State.UNDO_INTERRUPTED, held_bytes(quarantine, name)
+    header = journal.header
+    return Run(
+        name, header.get("started", ""), state, journal.committed, journal.journaled, journal.changes, left, held,
+        header.get("options"),
+    )
 
 
 @dataclass(slots=True)
@@ -177,32 +349,45 @@ class UndoOutcome:
 
 
 def undo(quarantine: Store, registry: Store, run: str | None = None) -> UndoOutcome:
-    """Put a run's changes back, newest first. The caller holds the lock."""
-    known = list_runs(quarantine)
-    runs = [r for r in known if not r.purged]
+    """Put a run's changes back, newest first. The caller holds the lock. Without `run`, the newest run
+    with changes still to put back: one undone or purged is passed over."""
+    known = {r.run: r for r in list_runs(quarantine, registry)}
     if run is None:
-        if not runs:
-            raise ApplyError(f"{quarantine.root}: no run to undo")
-        run = runs[-1].run
-    elif run not in {r.run for r in known}:
+        restorable = [r.run for r in known.values() if r.restorable]
+        if not restorable:
+            raise ApplyError(f"{quarantine.root}: nothing to undo: no run has changes left to put back")
+        run = restorable[-1]
+    elif run not in known:
         raise ApplyError(f"{run}: no such run in {quarantine.root}")
-    elif run not in {r.run for r in runs}:
+    elif known[run].purged:
         raise ApplyError(f"{run}: its quarantine was purged; nothing to restore")
-    entries = _read_journal(quarantine, run)
+    elif known[run].state is State.UNDONE:
+        raise ApplyError(f"{run}: already undone; nothing to restore")
+    changes: list[dict] = []
+    journal = _read(quarantine, run, changes)
     outcome = UndoOutcome(run)
-    journaled_v2 = get_path(entries[0], "v2")
+    journaled_v2 = get_path(journal.header, "v2")
     if registry.resolve(journaled_v2) != registry.resolve(registry.root):
         raise ApplyError(f"{run}: a run on {journaled_v2}, not on {registry.root}")
-    for entry in reversed(entries[1:]):
-        if entry.get("op") not in _CHANGES:
-            continue
+    _settle(quarantine, registry, run, journal, {"op": "undo", "started": _now()})
+    held = 0  # the bytes of the moves left in the quarantine
+    for entry in reversed(changes):
         relative = get_path(entry, "path")
+        skipped = len(outcome.skipped)
         try:
             _undo_entry(entry, relative, registry, quarantine, run, outcome)
         except OSError as error:  # the others are still put back; the run stays to try again
             outcome.skipped.append((relative, f"could not restore: {error.strerror or error}"))
-    if not outcome.skipped:
-        quarantine.remove_tree(run)
+        if len(outcome.skipped) > skipped and entry["op"] == Kind.MOVE.value:
+            held += entry.get("bytes", 0)
+    _append(quarantine, run, [{
+        "op": "undone", "restored": outcome.restored, "left": len(outcome.skipped), "bytes": held,
+        "finished": _now(),
+    }])
+    if not outcome.skipped:  # the journal stays, so `runs` shows the run as undone
+        for emptied in (FILES, TEMPORARY):
+            if is_dir(quarantine, f"{run}/{emptied}"):
+                quarantine.remove_tree(f"{run}/{emptied}")
     return outcome
 
 
@@ -284,16 +469,48 @@ def _is_empty_dir(store: Store, relative: str) -> bool:
         return False
 
 
-def purge(quarantine: Store, runs: list[str]) -> int:
-    """Free the space runs hold: delete their quarantined files, keep their journals. Returns bytes freed."""
-    freed = 0
-    known = {r.run: r for r in list_runs(quarantine)}
+def held_bytes(quarantine: Store, run: str) -> int:
+    """The bytes of the files in a run's files/ now: what a purge frees."""
+    total = 0
+    pending = [f"{run}/{FILES}"]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = quarantine.list(directory)
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(f"{directory}/{entry.name}")
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise ApplyError(f"{os.path.join(quarantine.root, directory)}: cannot read: {error.strerror}") from None
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    run: str
+    bytes: int | None  # freed; None: nothing was left to free (purged or undone before)
+
+
+def purge(quarantine: Store, registry: Store | None, runs: list[str]) -> list[Purged]:
+    """Free the space runs hold: delete their quarantined files, keep their journals. The caller holds the lock."""
+    known = {r.run: r for r in list_runs(quarantine, registry)}
+    unknown = [run for run in runs if run not in known]
+    if unknown:
+        raise ApplyError(f"{unknown[0]}: no such run in {quarantine.root}")
+    purged = []
     for run in runs:
-        if run not in known:
-            raise ApplyError(f"{run}: no such run in {quarantine.root}")
+        if not known[run].holding:
+            purged.append(Purged(run, None))
+            continue
+        freed = held_bytes(quarantine, run)
+        _settle(quarantine, registry, run, _read(quarantine, run), {"op": "purge", "started": _now()})
         files = f"{run}/{FILES}"
         if is_dir(quarantine, files):
-            freed += known[run].bytes
             quarantine.remove_tree(files)
-            mark_purged(quarantine, run)
-    return freed
+        _append(quarantine, run, [{"op": "purged", "bytes": freed, "finished": _now()}])
+        purged.append(Purged(run, freed))
+    return purged

@@ -231,8 +231,10 @@ def locked_quarantine(where: str) -> Iterator[Store]:
 
 def carry_out(
     target: Target, the_plan: plan.Plan, where: str, *, now: datetime, delete: bool = False,
+    options: Mapping[str, object] | None = None,
     progress: Callable[[int], None] | None = None, after_action: Callable[[int], None] | None = None,
 ) -> apply.Outcome:
+    """`options`: the repair's, as `runs` will show them."""
     registry = target.store()
     try:
         quarantines.check_quarantine(LocalStore(where), registry)
@@ -241,7 +243,8 @@ def carry_out(
     with locked_quarantine(where) as kept:
         try:
             return apply.apply(
-                the_plan, registry, kept, now=now, delete=delete, progress=progress, after_action=after_action
+                the_plan, registry, kept, now=now, delete=delete, options=options, progress=progress,
+                after_action=after_action,
             )
         except quarantines.ApplyError as error:
             raise OperationalError(str(error)) from None
@@ -256,15 +259,35 @@ def undo(target: Target, where: str, run: str | None) -> quarantines.UndoOutcome
 
 
 def runs(target: Target, where: str) -> list[quarantines.Run]:
-    return quarantines.list_runs(LocalStore(where))
+    try:
+        return quarantines.list_runs(LocalStore(where), target.store())
+    except quarantines.ApplyError as error:
+        raise OperationalError(str(error)) from None
 
 
-def purge(where: str, choose: Callable[[list[quarantines.Run]], list[str]]) -> tuple[list[str], int]:
-    """Purge the runs `choose` picks from those not yet purged; returns them and the bytes freed."""
+def purge_plan(
+    target: Target, where: str, choose: Callable[[list[quarantines.Run]], list[str]]
+) -> list[tuple[quarantines.Run, int]]:
+    """The runs `choose` picks from all of them, each with the bytes its files/ holds now. Changes nothing."""
+    kept = LocalStore(where)
+    try:
+        known = {r.run: r for r in quarantines.list_runs(kept, target.store())}
+        chosen = choose(list(known.values()))
+        unknown = [run for run in chosen if run not in known]
+        if unknown:
+            raise quarantines.ApplyError(f"{unknown[0]}: no such run in {where}")
+        return [
+            (known[run], quarantines.held_bytes(kept, run) if known[run].holding else 0) for run in chosen
+        ]
+    except quarantines.ApplyError as error:
+        raise OperationalError(str(error)) from None
+
+
+def purge(target: Target, where: str, runs: list[str]) -> list[quarantines.Purged]:
+    """Delete what these runs hold in the quarantine; each says the bytes it freed."""
     with locked_quarantine(where) as kept:
         try:
-            chosen = choose([r for r in quarantines.list_runs(kept) if not r.purged])
-            return chosen, quarantines.purge(kept, chosen)
+            return quarantines.purge(kept, target.store(), runs)
         except quarantines.ApplyError as error:
             raise OperationalError(str(error)) from None
 

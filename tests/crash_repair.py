@@ -6,8 +6,12 @@
 import os
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
-from fsck import checks, plan, service
+# This checkout's package, not whichever one is installed (run as a script, only tests/ is on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fsck import checks, plan, service  # noqa: E402
 
 
 def main() -> None:

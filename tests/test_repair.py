@@ -209,7 +209,7 @@ def test_purge_frees_what_a_run_quarantined(quiet_demo):
     runs = orjson.loads(run_cli("runs", str(quiet_demo.root), "--json").stdout)
     assert runs[0]["bytes"] > 0 and not runs[0]["purged"]
     assert run_cli("purge", str(quiet_demo.root)).returncode == 16  # which runs?
-    result = run_cli("purge", str(quiet_demo.root), "--all")
+    result = run_cli("purge", str(quiet_demo.root), "--all", "--yes")
     assert result.returncode == 0 and "purged 1 run" in result.stdout
     assert not (quiet_demo.root / "registry-fsck-quarantine" / runs[0]["run"] / "files").exists()
 
@@ -230,6 +230,8 @@ def crash_and_check(base, k, tmp_path, scenario, deep=False):
                              capture_output=True, text=True, timeout=120, cwd=REPO)
     assert crashed.returncode == 137, crashed.stdout + crashed.stderr
     assert serve(root, tmp_path, scenario, deep=deep, name=f"k{k}-crashed") == [], f"after {k} changes"
+    [crashed_run] = orjson.loads(invoke("runs", str(root), "--json")[1])
+    assert (crashed_run["state"], crashed_run["changes"]) == ("interrupted", k), "runs says what was carried out"
     code, _ = invoke("repair", str(root), "--yes", "--untagged", "--quiet")
     assert code in (0, 1), f"finishing after a crash at {k}"
     assert invoke("audit", str(root), "--quiet")[0] == 0, f"garbage left after finishing, k={k}"
@@ -301,4 +303,4 @@ def test_only_and_skip_select_finding_ids(quiet_demo):
 def test_purge_older_than_keeps_recent_runs(quiet_demo):
     assert run_cli("repair", str(quiet_demo.root), "--yes").returncode & 1
     assert "purged 0 run" in run_cli("purge", str(quiet_demo.root), "--older-than", "1h").stdout
-    assert "purged 1 run" in run_cli("purge", str(quiet_demo.root), "--older-than", "0s").stdout
+    assert "purged 1 run" in run_cli("purge", str(quiet_demo.root), "--older-than", "0s", "--yes").stdout

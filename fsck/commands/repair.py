@@ -162,7 +162,16 @@ def repair(
         if not typer.confirm(f"Carry out {len(the_plan.actions)} actions?", default=False, err=True):
             finish(not_applied, "declined: nothing changed\n")
     with bars.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
-        applied = service.carry_out(where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update)
+        applied = service.carry_out(
+            where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update, options={
+                "untagged": untagged, "fix_damage": fix_damage,
+                "only": sorted(i.value for i in selection.only) if selection.only is not None else None,
+                "skip": sorted(i.value for i in selection.skip), "min_age": min_age, "upload_age": upload_age,
+                "protect": os.path.abspath(protect) if protect is not None else None,
+                "from": os.path.abspath(from_report) if from_report is not None else None,
+                "verify": verify_blobs, "delete": delete, "force": force,
+            },
+        )
     done_text = report.outcome_to_text(applied, kept_in)
     # At the prompt the plan was shown already (on stderr): say only what was done.
     finish(replace(not_applied, applied=applied), done_text if not yes else plan_text + "\n" + done_text)

@@ -13,7 +13,7 @@ from .options import ConfigOption, PathArgument, QuarantineOption, quarantine, t
 
 def undo(
     path: Optional[Path] = PathArgument,
-    run: Optional[str] = typer.Argument(None, help="The run to undo (default: the last one not purged)."),
+    run: Optional[str] = typer.Argument(None, help="The run to undo (default: the newest with changes left to put back)."),
     config: Optional[Path] = ConfigOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
     force: bool = typer.Option(False, "--force", help="Undo even if the registry looks live."),
@@ -22,10 +22,14 @@ def undo(
     if config is not None and path is not None and run is None:
         path, run = None, str(path)  # `undo --config c.yml RUN`: the one positional is the run
     where = target(path, config)
-    if not force:
-        service.refuse_if_in_use(where, warn)
+    service.refuse_if_in_use(where, warn, force=force)
     outcome = service.undo(where, quarantine(quarantine_dir, where), run)
     typer.echo(f"run {outcome.run}: {outcome.restored} changes undone")
     for relative, why in outcome.skipped:
         typer.echo(f"not restored: {report.display(relative)}: {why}")
+    if outcome.skipped:
+        typer.echo(
+            f"run {outcome.run} is partly undone: {len(outcome.skipped)} left in the quarantine; "
+            "`registry-fsck undo` again tries them (the newest run with changes left is the default)"
+        )
     raise typer.Exit(int(service.exit_code(outcome)))
