@@ -5,6 +5,7 @@ outcome. The commands, the benchmarks and the tests all call these; none wires i
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -203,6 +204,9 @@ def in_use(target: Target) -> InUse:
     return InUse(refusal, tuple(warnings))
 
 
+_STOP_FIRST = re.compile(r": stop (it|them) first \(or --force\)$")
+
+
 def refuse_if_in_use(target: Target, warn: Callable[[str], None], *, force: bool = False) -> None:
     """For the commands that change the tree: warn, then raise OperationalError if it is in use
     (with `force`, say what is overridden and go on)."""
@@ -210,7 +214,7 @@ def refuse_if_in_use(target: Target, warn: Callable[[str], None], *, force: bool
     for warning in found.warnings:
         warn(warning)
     if found.refusal is not None and force:
-        warn(f"{found.refusal.removesuffix(' (or --force)')}; going ahead (--force)")
+        warn(_STOP_FIRST.sub("", found.refusal) + "; going ahead (--force)")
     elif found.refusal is not None:
         raise OperationalError(found.refusal)
 

@@ -194,6 +194,7 @@ def test_a_process_holding_a_blob_open_refuses_naming_it(quiet_demo):
         assert snapshot(root) == before
         undo = run_cli("undo", str(root), "--force")  # past the guard, undo finds no run to undo
         assert undo.returncode == 8 and "stop it first" not in undo.stderr
+        assert f"has {blob} open; going ahead (--force)" in undo.stderr and "nothing to undo" in undo.stderr
 
 
 def test_a_process_working_inside_the_tree_only_warns(quiet_demo):

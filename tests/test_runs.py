@@ -19,7 +19,7 @@ from clirun import REPO, run_cli, snapshot
 
 from fsck import report
 from tests.harness import tree
-from tests.harness.registry import age_uploads
+from tests.harness.registry import Registry, age_uploads
 
 pytestmark = pytest.mark.registry
 
@@ -75,8 +75,10 @@ def crash_repair(root, after):
     assert crashed.returncode == 137, crashed.stdout + crashed.stderr
 
 
-def every_tag_pulls(registry, scenario):
-    return [f"{repo}:{tag}" for repo, tag, _ in scenario.tagged() if not registry.pull_ok(repo, tag)]
+def every_tag_pulls(demo, workdir):
+    """The tags that do not pull, from a registry started on the tree now (repair and undo refuse under one)."""
+    with Registry(demo.root, schema1=demo.scenario.schema1, workdir=workdir) as registry:
+        return [f"{repo}:{tag}" for repo, tag, _ in demo.scenario.tagged() if not registry.pull_ok(repo, tag)]
 
 
 def block_one_restore(root, run):
@@ -94,7 +96,7 @@ def quiet_demo(demo):
     return demo
 
 
-def test_interrupted_run_shows_what_it_carried_out_not_what_it_journaled(quiet_demo, demo_registry):
+def test_interrupted_run_shows_what_it_carried_out_not_what_it_journaled(quiet_demo, tmp_path):
     root = quiet_demo.root
     add_orphan_blobs(root, 300)  # more than one batch of 256 journal entries
     before = registry_tree(root)
@@ -117,13 +119,13 @@ def test_interrupted_run_shows_what_it_carried_out_not_what_it_journaled(quiet_d
     assert undone.returncode == 0, undone.stdout + undone.stderr
     assert f"run {run['run']}: 280 changes undone" in undone.stdout
     assert registry_tree(root) == before
-    assert every_tag_pulls(demo_registry, quiet_demo.scenario) == []
+    assert every_tag_pulls(quiet_demo, tmp_path / "serve") == []
     [after] = runs_of(root)
     assert (after["state"], after["changes"], after["left"], after["bytes"]) == ("undone", 280, 0, 0)
     assert not (root / QUARANTINE / run["run"] / "files").exists()  # the journal alone stays
 
 
-def test_partly_undone_run_stays_and_a_second_undo_finishes_it(quiet_demo, demo_registry):
+def test_partly_undone_run_stays_and_a_second_undo_finishes_it(quiet_demo, tmp_path):
     root = quiet_demo.root
     before = registry_tree(root)
     assert run_cli("repair", str(root), "--yes", "--untagged").returncode == 1
@@ -144,11 +146,11 @@ def test_partly_undone_run_stays_and_a_second_undo_finishes_it(quiet_demo, demo_
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert f"run {run['run']}: 1 changes undone" in finished.stdout
     assert registry_tree(root) == before
-    assert every_tag_pulls(demo_registry, quiet_demo.scenario) == []
+    assert every_tag_pulls(quiet_demo, tmp_path / "serve") == []
     assert [r["state"] for r in runs_of(root)] == ["undone"]
 
 
-def test_undo_without_run_never_goes_back_to_an_undone_run(quiet_demo, demo_registry):
+def test_undo_without_run_never_goes_back_to_an_undone_run(quiet_demo, tmp_path):
     root = quiet_demo.root
     before = registry_tree(root)
     assert run_cli("repair", str(root), "--yes", "--only", "tag-index-stale").returncode & 1
@@ -160,7 +162,7 @@ def test_undo_without_run_never_goes_back_to_an_undone_run(quiet_demo, demo_regi
     undo_first = run_cli("undo", str(root))
     assert undo_first.returncode == 0 and f"run {first}:" in undo_first.stdout, undo_first.stdout
     assert registry_tree(root) == before
-    assert every_tag_pulls(demo_registry, quiet_demo.scenario) == []
+    assert every_tag_pulls(quiet_demo, tmp_path / "serve") == []
     nothing = run_cli("undo", str(root))
     assert nothing.returncode == 8 and "nothing to undo" in nothing.stderr
     again = run_cli("undo", str(root), second)
