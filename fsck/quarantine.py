@@ -21,7 +21,7 @@ each time, and once for good by `undo` and `purge` before they change what the t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -99,14 +99,20 @@ def mark_purged(quarantine: Store, run: str) -> None:
     _append(quarantine, run, [{"op": "purged"}])
 
 
-def safe_path(store: Store, relative: str) -> str:
-    """`relative`, refusing anything that is not plainly inside the store or goes through a symlink."""
+def safe_path(store: Store, relative: str, followed: Mapping[str, str] | None = None) -> str:
+    """`relative`, refusing anything that is not plainly inside the store, or goes through a symbolic
+    link other than the directory links in `followed` (link -> its real target), each still leading there."""
     parts = relative.split("/")
     if not relative or relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ApplyError(f"refusing unsafe path {relative!r}")
-    linked = store.linked_parent(relative)
-    if linked is not None:
-        raise ApplyError(f"refusing to go through the symbolic link {os.path.join(store.root, linked)}")
+    for linked in store.linked_parents(relative):
+        target = (followed or {}).get(linked)
+        if target is None:
+            raise ApplyError(f"refusing to go through the symbolic link {os.path.join(store.root, linked)}")
+        if store.real_path(linked) != target:
+            raise ApplyError(
+                f"the symbolic link {os.path.join(store.root, linked)} leads elsewhere than {target} now"
+            )
     return relative
 
 

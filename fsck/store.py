@@ -118,8 +118,11 @@ class Store(Protocol):
     def reader(self, held_open: Iterable[str]) -> AbstractContextManager[Reader]:
         """A reader of many objects; those below a `held_open` directory open from it."""
 
-    def linked_parent(self, path: str) -> str | None:
-        """The first directory on the way to `path` that is a symbolic link."""
+    def linked_parents(self, path: str) -> list[str]:
+        """The directories on the way to `path` that are symbolic links, top first."""
+
+    def sibling(self, address: str) -> Store:
+        """A store of the same kind at another address (the quarantine of another file system)."""
 
     def resolve(self, address: str) -> str:
         """The canonical form of a root address (a path with its symbolic links resolved)."""
@@ -274,14 +277,18 @@ class LocalStore:
             for fd in fds.values():
                 os.close(fd)
 
-    def linked_parent(self, path: str) -> str | None:
+    def linked_parents(self, path: str) -> list[str]:
         parts = path.split("/")
         current = self.root
+        linked = []
         for depth, part in enumerate(parts[:-1], 1):
             current = os.path.join(current, part)
             if os.path.islink(current):
-                return "/".join(parts[:depth])
-        return None
+                linked.append("/".join(parts[:depth]))
+        return linked
+
+    def sibling(self, address: str) -> LocalStore:
+        return LocalStore(address)
 
     def resolve(self, address: str) -> str:
         return os.path.realpath(address)
@@ -611,13 +618,19 @@ class MemoryStore:
     def reader(self, held_open: Iterable[str]) -> Iterator[Reader]:
         yield _MemoryReader(self)
 
-    def linked_parent(self, path: str) -> str | None:
+    def linked_parents(self, path: str) -> list[str]:
         parts = path.split("/")
+        linked = []
         for depth in range(1, len(parts)):
             node = self._find("/".join(parts[:depth]))
-            if node is not None and node.kind is EntryKind.SYMLINK:
-                return "/".join(parts[:depth])
-        return None
+            if node is None or node.kind is not EntryKind.DIR:
+                if node is not None and node.kind is EntryKind.SYMLINK:
+                    linked.append("/".join(parts[:depth]))
+                break  # a link is never followed here: nothing below it
+        return linked
+
+    def sibling(self, address: str) -> MemoryStore:
+        return MemoryStore(root=address, uid=self.uid, gid=self.gid)
 
     def resolve(self, address: str) -> str:
         return address

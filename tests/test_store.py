@@ -116,8 +116,8 @@ def test_stat(stores):
     assert registry.stat("x").kind is EntryKind.DIR
     link = registry.stat("x/link")
     assert (link.kind, link.symlink_target) == (EntryKind.SYMLINK, "file")
-    assert registry.linked_parent("x/link/below") == "x/link"
-    assert registry.linked_parent("x/file") is None
+    assert registry.linked_parents("x/link/below") == ["x/link"]
+    assert registry.linked_parents("x/file") == []
 
 
 def test_digest_through_a_reused_buffer(stores):
