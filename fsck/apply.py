@@ -4,12 +4,18 @@ Every removal is a move into the run's quarantine directory on the same file sys
 instant, atomic, and reversible. The journal entry describing a change is made durable
 before the change is made, so after a crash `undo` knows everything that may have
 happened: an entry whose change did not happen is simply skipped.
+
+Ctrl-C (SIGINT) during a run does not stop it in the middle of a change: the run stops after the
+change under way, its directories synced, and says so in `Outcome.interrupted`.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -40,6 +46,7 @@ class Outcome:
     failed: list[tuple[Action, str]] = field(default_factory=list)
     directories_removed: int = 0
     deleted: bool = False
+    interrupted: bool = False  # stopped by Ctrl-C with actions left: not committed, nothing deleted, undoable
 
     @property
     def bytes(self) -> int:
@@ -62,7 +69,14 @@ def apply(
     after_action: Callable[[int], None] | None = None,
 ) -> Outcome:
     """Carry out `plan`. The caller holds the lock. `after_action(n)` runs after the n-th change (tests)."""
-    advance = progress or (lambda _n: None)
+    with _interrupts_deferred() as interrupted:
+        return _apply(plan, store, quarantine, now, delete, progress or (lambda _n: None), after_action, interrupted)
+
+
+def _apply(
+    plan: Plan, store: Store, quarantine: Store, now: datetime, delete: bool, advance: Callable[[int], None],
+    after_action: Callable[[int], None] | None, interrupted: Callable[[], bool],
+) -> Outcome:
     run = new_run_id(now)
     quarantine.make_dir(f"{run}/{FILES}", 0o700, parents=True)
     quarantine.make_dir(f"{run}/{TEMPORARY}", 0o700)
@@ -77,6 +91,8 @@ def apply(
         quarantine.sync_dir(run)
         actions = list(plan.actions)
         for start in range(0, len(actions), BATCH):
+            if interrupted():
+                break
             batch = actions[start:start + BATCH]
             journal.append(journal_lines([_entry(action, store) for action in batch]))
             in_registry: set[str] = set()
@@ -89,10 +105,17 @@ def apply(
                 advance(1)
                 if after_action:
                     after_action(count)
+                if interrupted():
+                    break
             for directory in in_registry:
                 store.sync_dir(directory)
             for directory in in_quarantine:
                 quarantine.sync_dir(directory)
+        if count < len(actions):
+            # Stopped by Ctrl-C: what is done stays done and journaled (undo puts it back, a new repair
+            # finishes); the run is not committed, and with --delete nothing is deleted (it stays undoable).
+            outcome.interrupted, outcome.deleted = True, False
+            return outcome
         outcome.directories_removed = _remove_emptied_dirs(outcome, store, journal, after_action, count)
         journal.append(journal_lines([
             {"op": "commit", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -103,6 +126,21 @@ def apply(
         quarantine.remove_tree(f"{run}/{FILES}")
         mark_purged(quarantine, run)
     return outcome
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[Callable[[], bool]]:
+    """While a run lasts, SIGINT (however often) only asks it to stop after the change under way;
+    the handler in place before comes back after. Only the main thread receives signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def _entry(action: Action, store: Store) -> dict:

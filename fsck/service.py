@@ -217,7 +217,10 @@ class RepairOutcome:
     refused: bool = False
 
 
-def exit_code(outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome) -> ExitCode:
+def exit_code(
+    outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome, fail_on: Severity = Severity.GARBAGE
+) -> ExitCode:
+    """`fail_on`: the least severe finding an audit's exit code counts (notices never count)."""
     code = ExitCode.OK
     if isinstance(outcome, quarantines.UndoOutcome):
         return ExitCode.PROBLEMS_LEFT if outcome.skipped else code
@@ -225,7 +228,7 @@ def exit_code(outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome) -
     if not the_audit.complete:
         code |= ExitCode.OPERATIONAL  # a partial view is said, whatever else happened
     if isinstance(outcome, checks.Audit):
-        if any(f.severity is not Severity.NOTICE for f in outcome.findings):
+        if any(f.severity is not Severity.NOTICE and f.severity.rank <= fail_on.rank for f in outcome.findings):
             code |= ExitCode.PROBLEMS_LEFT
         return code
     if outcome.refused:
@@ -237,8 +240,10 @@ def exit_code(outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome) -
         return code
     if applied.done:
         code |= ExitCode.REPAIRED
-    if outcome.plan.leftover or applied.failed:
+    if outcome.plan.leftover or applied.failed or applied.interrupted:
         code |= ExitCode.PROBLEMS_LEFT
+    if applied.interrupted:
+        code |= ExitCode.INTERRUPTED
     if applied.failed:
         code |= ExitCode.OPERATIONAL
     return code

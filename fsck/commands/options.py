@@ -99,6 +99,10 @@ ConfigOption = typer.Option(
     None, "--config", help="The registry's config.yml: storage.filesystem.rootdirectory is read from it."
 )
 JsonOption = typer.Option(False, "--json", help="Print the whole report as one JSON document.")
+PlanJsonOption = typer.Option(
+    False, "--json", help="Print the plan as one JSON document; after acting, with the outcome of the run."
+)
+RunsJsonOption = typer.Option(False, "--json", help="Print the runs as one JSON document (a list of runs).")
 OutputOption = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout.")
 VerifyOption = typer.Option(False, "--verify", help="Re-hash every blob against its digest (all cores).")
 LimitOption = typer.Option(20, "--limit", min=0, help="Items listed per kind in the text report; 0 for all.")

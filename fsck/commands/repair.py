@@ -18,10 +18,10 @@ from ..service import OperationalError, RepairOutcome, Target
 from .options import (
     Bars,
     ConfigOption,
-    JsonOption,
     LimitOption,
     OutputOption,
     PathArgument,
+    PlanJsonOption,
     QuarantineOption,
     QuietOption,
     UploadAgeOption,
@@ -83,7 +83,7 @@ def repair(
     config: Optional[Path] = ConfigOption,
     yes: bool = typer.Option(False, "--yes", "-y", help="Act without asking (for scripts)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan and stop."),
-    json_output: bool = JsonOption,
+    json_output: bool = PlanJsonOption,
     output: Optional[Path] = OutputOption,
     untagged: bool = typer.Option(False, "--untagged", help="Also remove untagged manifests and the blobs they free."),
     fix_damage: bool = typer.Option(
@@ -157,5 +157,12 @@ def repair(
     with bars.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
         applied = service.carry_out(where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update)
     done_text = report.outcome_to_text(applied, kept_in)
+    if applied.interrupted:
+        left = len(the_plan.actions) - len(applied.done) - len(applied.vanished) - len(applied.failed)
+        done_text += (
+            f"interrupted: {left} of {len(the_plan.actions)} actions not carried out "
+            "(`registry-fsck repair` again finishes the job, `registry-fsck undo` puts back what was done)\n"
+        )
+        typer.echo("registry-fsck: interrupted", err=True)
     # At the prompt the plan was shown already (on stderr): say only what was done.
     finish(replace(not_applied, applied=applied), done_text if not yes else plan_text + "\n" + done_text)

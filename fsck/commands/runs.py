@@ -10,14 +10,14 @@ import orjson
 import typer
 
 from .. import report, service
-from .options import ConfigOption, JsonOption, PathArgument, QuarantineOption, quarantine, target
+from .options import ConfigOption, PathArgument, QuarantineOption, RunsJsonOption, quarantine, target
 
 
 def runs(
     path: Optional[Path] = PathArgument,
     config: Optional[Path] = ConfigOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
-    json_output: bool = JsonOption,
+    json_output: bool = RunsJsonOption,
 ) -> None:
     """List repair runs kept in the quarantine."""
     where = target(path, config)
