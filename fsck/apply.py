@@ -3,19 +3,14 @@
 Every removal is a move into the run's quarantine directory on the same file system:
 instant, atomic, and reversible. The journal entry describing a change is made durable
 before the change is made, so after a crash `undo` knows everything that may have
-happened: an entry whose change did not happen is simply skipped.
-
-Ctrl-C (SIGINT) during a run does not stop it in the middle of a change: the run stops after the
-change under way, its directories synced, and says so in `Outcome.interrupted`.
+happened: an entry whose change did not happen is simply skipped. A run asked to stop
+(Ctrl-C) stops after the change under way, its directories synced: the same, without the crash.
 """
 
 from __future__ import annotations
 
 import secrets
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -46,7 +41,7 @@ class Outcome:
     failed: list[tuple[Action, str]] = field(default_factory=list)
     directories_removed: int = 0
     deleted: bool = False
-    interrupted: bool = False  # stopped by Ctrl-C with actions left: not committed, nothing deleted, undoable
+    interrupted: bool = False  # stopped with actions left: not committed, nothing deleted, undoable
 
     @property
     def bytes(self) -> int:
@@ -67,16 +62,11 @@ def apply(
     delete: bool = False,
     progress: Callable[[int], None] | None = None,
     after_action: Callable[[int], None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> Outcome:
-    """Carry out `plan`. The caller holds the lock. `after_action(n)` runs after the n-th change (tests)."""
-    with _interrupts_deferred() as interrupted:
-        return _apply(plan, store, quarantine, now, delete, progress or (lambda _n: None), after_action, interrupted)
-
-
-def _apply(
-    plan: Plan, store: Store, quarantine: Store, now: datetime, delete: bool, advance: Callable[[int], None],
-    after_action: Callable[[int], None] | None, interrupted: Callable[[], bool],
-) -> Outcome:
+    """Carry out `plan`. The caller holds the lock. `after_action(n)` runs after the n-th change (tests);
+    `stop_requested()` is asked after every change (the command line's Ctrl-C)."""
+    advance = progress or (lambda _n: None)
     run = new_run_id(now)
     quarantine.make_dir(f"{run}/{FILES}", 0o700, parents=True)
     quarantine.make_dir(f"{run}/{TEMPORARY}", 0o700)
@@ -91,7 +81,7 @@ def _apply(
         quarantine.sync_dir(run)
         actions = list(plan.actions)
         for start in range(0, len(actions), BATCH):
-            if interrupted():
+            if stop_requested():
                 break
             batch = actions[start:start + BATCH]
             journal.append(journal_lines([_entry(action, store) for action in batch]))
@@ -105,15 +95,15 @@ def _apply(
                 advance(1)
                 if after_action:
                     after_action(count)
-                if interrupted():
+                if stop_requested():
                     break
             for directory in in_registry:
                 store.sync_dir(directory)
             for directory in in_quarantine:
                 quarantine.sync_dir(directory)
         if count < len(actions):
-            # Stopped by Ctrl-C: what is done stays done and journaled (undo puts it back, a new repair
-            # finishes); the run is not committed, and with --delete nothing is deleted (it stays undoable).
+            # What is done stays done and journaled (undo puts it back, a new repair finishes the job);
+            # the run is not committed, and with --delete nothing is deleted: it stays undoable.
             outcome.interrupted, outcome.deleted = True, False
             return outcome
         outcome.directories_removed = _remove_emptied_dirs(outcome, store, journal, after_action, count)
@@ -126,21 +116,6 @@ def _apply(
         quarantine.remove_tree(f"{run}/{FILES}")
         mark_purged(quarantine, run)
     return outcome
-
-
-@contextmanager
-def _interrupts_deferred() -> Iterator[Callable[[], bool]]:
-    """While a run lasts, SIGINT (however often) only asks it to stop after the change under way;
-    the handler in place before comes back after. Only the main thread receives signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
-    try:
-        yield lambda: bool(received)
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def _entry(action: Action, store: Store) -> dict:

@@ -25,17 +25,27 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise Interrupted
 
 
-def main() -> None:
-    signal.signal(signal.SIGINT, _interrupt)
-    try:
-        from .cli import main as run
+def _interrupted() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")  # off the line the terminal echoed ^C on (a prompt, a progress bar)
+    sys.stderr.write("registry-fsck: interrupted\n")
+    sys.exit(INTERRUPTED)
 
+
+def main() -> None:
+    # During the imports a Ctrl-C waits for them to finish (a few tenths of a second): an exception
+    # raised inside a C extension's initialisation can crash the interpreter (orjson 3.8 does).
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    from .cli import main as run
+
+    try:
+        signal.signal(signal.SIGINT, _interrupt)
+        if received:
+            raise Interrupted
         run()
     except Interrupted:
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")  # off the line the terminal echoed ^C on (a prompt, a progress bar)
-        sys.stderr.write("registry-fsck: interrupted\n")
-        sys.exit(INTERRUPTED)
+        _interrupted()
     finally:
         # The command is over, its output written: a Ctrl-C now must not turn the exit into a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

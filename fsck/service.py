@@ -169,6 +169,7 @@ def locked_quarantine(where: str) -> Iterator[Store]:
 def carry_out(
     target: Target, the_plan: plan.Plan, where: str, *, now: datetime, delete: bool = False,
     progress: Callable[[int], None] | None = None, after_action: Callable[[int], None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> apply.Outcome:
     registry = target.store()
     try:
@@ -178,7 +179,8 @@ def carry_out(
     with locked_quarantine(where) as kept:
         try:
             return apply.apply(
-                the_plan, registry, kept, now=now, delete=delete, progress=progress, after_action=after_action
+                the_plan, registry, kept, now=now, delete=delete, progress=progress, after_action=after_action,
+                stop_requested=stop_requested,
             )
         except quarantines.ApplyError as error:
             raise OperationalError(str(error)) from None

@@ -28,6 +28,7 @@ from .options import (
     VerifyOption,
     emit,
     finding_ids,
+    interrupts_deferred,
     parse_duration,
     quarantine,
     target,
@@ -154,15 +155,19 @@ def repair(
             raise typer.BadParameter("not on a terminal: give --yes to act, or --dry-run to only see the plan")
         if not typer.confirm(f"Carry out {len(the_plan.actions)} actions?", default=False, err=True):
             finish(not_applied, "declined: nothing changed\n")
-    with bars.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
-        applied = service.carry_out(where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update)
-    done_text = report.outcome_to_text(applied, kept_in)
-    if applied.interrupted:
-        left = len(the_plan.actions) - len(applied.done) - len(applied.vanished) - len(applied.failed)
-        done_text += (
-            f"interrupted: {left} of {len(the_plan.actions)} actions not carried out "
-            "(`registry-fsck repair` again finishes the job, `registry-fsck undo` puts back what was done)\n"
-        )
-        typer.echo("registry-fsck: interrupted", err=True)
-    # At the prompt the plan was shown already (on stderr): say only what was done.
-    finish(replace(not_applied, applied=applied), done_text if not yes else plan_text + "\n" + done_text)
+    with interrupts_deferred() as interrupted:
+        with bars.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
+            applied = service.carry_out(
+                where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update,
+                stop_requested=interrupted,
+            )
+        done_text = report.outcome_to_text(applied, kept_in)
+        if applied.interrupted:
+            left = len(the_plan.actions) - len(applied.done) - len(applied.vanished) - len(applied.failed)
+            done_text += (
+                f"interrupted: {left} of {len(the_plan.actions)} actions not carried out "
+                "(`registry-fsck repair` again finishes the job, `registry-fsck undo` puts back what was done)\n"
+            )
+            typer.echo("registry-fsck: interrupted", err=True)
+        # At the prompt the plan was shown already (on stderr): say only what was done.
+        finish(replace(not_applied, applied=applied), done_text if not yes else plan_text + "\n" + done_text)
