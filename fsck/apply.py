@@ -6,7 +6,8 @@ before the change is made, so after a crash `undo` knows everything that may hav
 happened: an entry whose change did not happen is simply skipped. What was carried out is
 said after it, by one "done" record per batch (written with the next batch's entries, so
 no extra fsync): `runs` counts from those, and checks the trees only for a batch a crash
-left without one.
+left without one. A run asked to stop (Ctrl-C) stops after the change under way, its
+directories synced and its last "done" record written: the same, without the crash.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Outcome:
     failed: list[tuple[Action, str]] = field(default_factory=list)
     directories_removed: int = 0
     deleted: bool = False
+    interrupted: bool = False  # stopped with actions left: not committed, nothing deleted, undoable
 
     @property
     def bytes(self) -> int:
@@ -65,9 +67,11 @@ def apply(
     options: Mapping[str, object] | None = None,
     progress: Callable[[int], None] | None = None,
     after_action: Callable[[int], None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> Outcome:
     """Carry out `plan`. The caller holds the lock. `options`: the repair's, kept in the journal's header
-    for `runs`. `after_action(n)` runs after the n-th change (tests)."""
+    for `runs`. `after_action(n)` runs after the n-th change (tests); `stop_requested()` is asked after
+    every change (the command line's Ctrl-C)."""
     advance = progress or (lambda _n: None)
     run = new_run_id(now)
     quarantine.make_dir(f"{run}/{FILES}", 0o700, parents=True)
@@ -85,12 +89,16 @@ def apply(
         quarantine.sync_dir(run)
         actions = list(plan.actions)
         for start in range(0, len(actions), BATCH):
+            if stop_requested():
+                break
             batch = actions[start:start + BATCH]
             journal.append(journal_lines([*closing, *(_entry(action, store) for action in batch)]))
             in_registry: set[str] = set()
             in_quarantine: set[str] = set()
             not_done: list[int] = []
+            processed = 0
             for offset, action in enumerate(batch):
+                processed = offset + 1
                 carried = len(outcome.done)
                 registry_dirs, quarantine_dirs = _carry_out(action, store, quarantine, run, outcome)
                 if len(outcome.done) == carried:
@@ -101,11 +109,20 @@ def apply(
                 advance(1)
                 if after_action:
                     after_action(count)
+                if stop_requested():
+                    break
             for directory in in_registry:
                 store.sync_dir(directory)
             for directory in in_quarantine:
                 quarantine.sync_dir(directory)
+            not_done.extend(range(processed, len(batch)))  # journaled, not reached: a stop came first
             closing = [done_record(not_done)]
+        if count < len(actions):
+            # What is done stays done and journaled (undo puts it back, a new repair finishes the job);
+            # the run is not committed, and with --delete nothing is deleted: it stays undoable.
+            journal.append(journal_lines(closing))
+            outcome.interrupted, outcome.deleted = True, False
+            return outcome
         outcome.directories_removed, closing = _remove_emptied_dirs(
             outcome, store, journal, after_action, count, closing
         )

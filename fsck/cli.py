@@ -1,4 +1,5 @@
-"""The entry point: the commands, and how every error ends (one line, an fsck(8) exit code)."""
+"""The commands, and how every error ends (one line, an fsck(8) exit code). Started by `entry`,
+which handles Ctrl-C from before these imports."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None, run: Callable[..., object] | None = None
     except _UsageError as error:
         error.show()
         sys.exit(ExitCode.USAGE)
-    except (typer.Abort, KeyboardInterrupt):
+    except typer.Abort:  # end of input at a prompt (Ctrl-D); Ctrl-C is `entry.Interrupted`, handled there
         typer.echo("registry-fsck: interrupted", err=True)
         sys.exit(ExitCode.INTERRUPTED)
     except OperationalError as error:

@@ -237,6 +237,7 @@ def carry_out(
     target: Target, the_plan: plan.Plan, where: str, *, now: datetime, delete: bool = False,
     options: Mapping[str, object] | None = None,
     progress: Callable[[int], None] | None = None, after_action: Callable[[int], None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> apply.Outcome:
     """`options`: the repair's, as `runs` will show them."""
     registry = target.store()
@@ -248,7 +249,7 @@ def carry_out(
         try:
             return apply.apply(
                 the_plan, registry, kept, now=now, delete=delete, options=options, progress=progress,
-                after_action=after_action,
+                after_action=after_action, stop_requested=stop_requested,
             )
         except quarantines.ApplyError as error:
             raise OperationalError(str(error)) from None
@@ -307,7 +308,10 @@ class RepairOutcome:
     refused: bool = False
 
 
-def exit_code(outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome) -> ExitCode:
+def exit_code(
+    outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome, fail_on: Severity = Severity.GARBAGE
+) -> ExitCode:
+    """`fail_on`: the least severe finding an audit's exit code counts (notices never count)."""
     code = ExitCode.OK
     if isinstance(outcome, quarantines.UndoOutcome):
         return ExitCode.PROBLEMS_LEFT if outcome.skipped else code
@@ -315,7 +319,7 @@ def exit_code(outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome) -
     if not the_audit.complete:
         code |= ExitCode.OPERATIONAL  # a partial view is said, whatever else happened
     if isinstance(outcome, checks.Audit):
-        if any(f.severity is not Severity.NOTICE for f in outcome.findings):
+        if any(f.severity is not Severity.NOTICE and f.severity.rank <= fail_on.rank for f in outcome.findings):
             code |= ExitCode.PROBLEMS_LEFT
         return code
     if outcome.refused:
@@ -327,8 +331,10 @@ def exit_code(outcome: checks.Audit | RepairOutcome | quarantines.UndoOutcome) -
         return code
     if applied.done:
         code |= ExitCode.REPAIRED
-    if outcome.plan.leftover or applied.failed:
+    if outcome.plan.leftover or applied.failed or applied.interrupted:
         code |= ExitCode.PROBLEMS_LEFT
+    if applied.interrupted:
+        code |= ExitCode.INTERRUPTED
     if applied.failed:
         code |= ExitCode.OPERATIONAL
     return code

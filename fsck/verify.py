@@ -11,6 +11,7 @@ batches, never one task per blob. Memory stays flat whatever the blob size.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,11 @@ from .store import Store
 
 CHUNK = 1 << 20
 _BATCH_BLOBS = 256
+
+
+class _Stopped(Exception):
+    """Hashing abandoned: the caller is on its way out."""
+
 
 _Outcome = bool | str  # True: matches; False: does not; str: why it could not be read
 
@@ -34,7 +40,14 @@ class Verification:
 def verify_blobs(
     store: Store, blobs: Mapping[Digest, int], progress: Callable[[int], None] | None = None, workers: int | None = None
 ) -> Verification:
-    advance = progress or (lambda _n: None)
+    report = progress or (lambda _n: None)
+    stopping = threading.Event()  # set when the caller is interrupted: the threads stop at their next chunk
+
+    def advance(n: int) -> None:
+        if stopping.is_set():
+            raise _Stopped
+        report(n)
+
     workers = workers or os.cpu_count() or 2
     algorithm_dirs = {algorithm: layout.join(layout.BLOBS, algorithm) for algorithm in layout.HEX_LENGTH}
 
@@ -57,8 +70,14 @@ def verify_blobs(
         if workers <= 1 or len(batches) <= 1:
             _collect(map(check_batch, batches), corrupt, unreadable)
         else:
-            with ThreadPoolExecutor(max_workers=min(workers, len(batches))) as pool:
+            pool = ThreadPoolExecutor(max_workers=min(workers, len(batches)))
+            try:
                 _collect(pool.map(check_batch, batches), corrupt, unreadable)
+            except BaseException:  # Ctrl-C: not after every batch is hashed, which can take hours
+                stopping.set()
+                raise
+            finally:
+                pool.shutdown(cancel_futures=True)
     return Verification(frozenset(corrupt), tuple(unreadable))
 
 

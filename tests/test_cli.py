@@ -1,8 +1,12 @@
 """The command line as an admin meets it: exit codes, one-line errors, no tracebacks, no writes."""
 
+import re
+
 import orjson
 import pytest
 from clirun import DEMO, make_non_registry, run_cli
+
+from tests.harness import tree
 
 
 def assert_one_line_error(result, code):
@@ -141,3 +145,57 @@ def test_one_notice_is_said_in_the_singular(tree_copy):
     (root / "docker" / "registry" / "v2" / "repositories" / "NOTES.txt").write_text("kept by hand\n")
     summary = [line for line in run_cli("audit", str(root)).stdout.splitlines() if " garbage, " in line]
     assert summary and summary[0].split("; ")[0].endswith(", 1 notice"), summary
+
+
+def test_fail_on_damage_ignores_garbage_in_the_exit_code_and_the_report():
+    for options, code in (([], 4), (["--fail-on", "garbage"], 4), (["--fail-on", "damage"], 0)):
+        result = run_cli("audit", str(DEMO), "--json", *options)
+        document = orjson.loads(result.stdout)
+        assert result.returncode == document["exit_code"] == code, (options, result.stderr)
+        assert document["summary"]["by_severity"]["garbage"] > 0 and document["summary"]["by_severity"]["damage"] == 0
+
+
+@pytest.mark.registry
+def test_fail_on_damage_exits_4_on_damage(demo):
+    repo, digest = "plain/app", demo.scenario.tags["plain/app"]["v1"]
+    tree.layer_link(demo.root, repo, demo.scenario.manifests[digest].config).unlink()  # pulls of v1 now fail
+    result = run_cli("audit", str(demo.root), "--json", "--fail-on", "damage")
+    document = orjson.loads(result.stdout)
+    assert result.returncode == document["exit_code"] == 4, result.stderr
+    assert {f["id"] for f in document["findings"] if f["severity"] == "damage"} == {"layer-link-missing"}
+
+
+def test_fail_on_takes_only_damage_or_garbage():
+    result = run_cli("audit", str(DEMO), "--fail-on", "notice")
+    assert result.returncode == 16 and "--fail-on" in result.stderr and "Traceback" not in result.stderr
+
+
+def _commands():
+    import fsck.cli  # noqa: F401  (registers the commands)
+    from fsck.commands.app import app
+
+    return [command.callback.__name__ for command in app.registered_commands]
+
+
+def _option_help(help_text, option):
+    """The help of one option: its line and the indented lines that continue it."""
+    lines = help_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"\s+(-\w, )?{option}\b", line))
+    rest = lines[start + 1:]
+    end = next((i for i, line in enumerate(rest) if re.match(r"\s+-", line) or not line.strip()), len(rest))
+    return " ".join(" ".join([lines[start], *rest[:end]]).split())
+
+
+@pytest.mark.parametrize("command", [[], *[[name] for name in _commands()]], ids=lambda c: c[0] if c else "top")
+def test_help_shows_no_type_on_flags(command):
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "<bool>" not in result.stdout
+    assert "--help" in result.stdout and "Show this message and exit." in result.stdout
+
+
+def test_json_help_says_what_each_command_prints():
+    assert "report" in _option_help(run_cli("audit", "--help").stdout, "--json")
+    repair = _option_help(run_cli("repair", "--help").stdout, "--json")
+    assert "plan" in repair and "outcome" in repair
+    assert "runs" in _option_help(run_cli("runs", "--help").stdout, "--json")

@@ -10,6 +10,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help, as click prints it: typer's rich panels label every flag `<bool>` (--help included).
+    rich_markup_mode=None,
     help="Audit and repair the filesystem storage of a Docker Distribution (registry:2) registry.",
 )
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from .. import checks, report, service
+from ..catalogue import Severity
 from .options import (
     Bars,
     ConfigOption,
@@ -26,6 +28,13 @@ from .options import (
 )
 
 
+class FailOn(str, Enum):
+    """The severities `--fail-on` takes: the least severe finding that makes the exit code 4."""
+
+    DAMAGE = Severity.DAMAGE.value
+    GARBAGE = Severity.GARBAGE.value
+
+
 def audit(
     path: Optional[Path] = PathArgument,
     config: Optional[Path] = ConfigOption,
@@ -37,6 +46,10 @@ def audit(
     ignore: Optional[str] = typer.Option(
         None, "--ignore", help="Leave these finding ids (comma-separated) out of the report and the exit code."
     ),
+    fail_on: FailOn = typer.Option(
+        FailOn.GARBAGE, "--fail-on",
+        help="Exit 4 on garbage or damage (garbage), or on damage alone (damage).",
+    ),
     quiet: bool = QuietOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
@@ -45,7 +58,7 @@ def audit(
     where = target(path, config)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
     result = service.audit(where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet))
-    code = int(service.exit_code(result))
+    code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
     context = report.Context(where.root, where.v2, policy.now, verify_blobs)
     data = report.to_json(result, context, code) if json_output else report.to_text(result, context, limit).encode()
     emit(data, output, where, code)

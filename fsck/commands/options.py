@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import NoReturn, Optional
@@ -66,12 +70,32 @@ class Bars:
         )
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[Callable[[], bool]]:
+    """Within, Ctrl-C (SIGINT, however often) only asks the work to stop (`requested()`): a repair
+    stops after the change under way, and says what it did. After a Ctrl-C the process is on its
+    way out: further ones are ignored, so that what it did is printed whole."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread receives signals
+        yield lambda: False
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN if received else previous or signal.SIG_DFL)
+
+
 def emit(data: bytes, output: Optional[Path], where: Target, code: int) -> NoReturn:
     """Write the report to `output` (or stdout) and exit with `code`."""
     if output is not None:
         _write_output(output, data, where)
     else:
-        sys.stdout.buffer.write(data)
+        # A signal handled during the write (a Ctrl-C after a repair stopped) makes it write only part:
+        # what it took is counted, the rest written after.
+        rest = memoryview(data)
+        while rest:
+            rest = rest[sys.stdout.buffer.write(rest):]
         sys.stdout.flush()
     raise typer.Exit(code)
 
@@ -104,6 +128,14 @@ ConfigOption = typer.Option(
     None, "--config", help="The registry's config.yml: storage.filesystem.rootdirectory is read from it."
 )
 JsonOption = typer.Option(False, "--json", help="Print the whole report as one JSON document.")
+PlanJsonOption = typer.Option(
+    False, "--json", help="Print the plan as one JSON document; after acting, with the outcome of the run."
+)
+RunsJsonOption = typer.Option(
+    False, "--json",
+    help="Print the runs as one JSON list: each run's id, start, state, changes journaled and carried out, "
+    "changes left (not undone), bytes held and repair options.",
+)
 OutputOption = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout.")
 VerifyOption = typer.Option(False, "--verify", help="Re-hash every blob against its digest (all cores).")
 LimitOption = typer.Option(20, "--limit", min=0, help="Items listed per kind in the text report; 0 for all.")

@@ -18,16 +18,17 @@ from ..service import RepairOutcome, Target
 from .options import (
     Bars,
     ConfigOption,
-    JsonOption,
     LimitOption,
     OutputOption,
     PathArgument,
+    PlanJsonOption,
     QuarantineOption,
     QuietOption,
     UploadAgeOption,
     VerifyOption,
     emit,
     finding_ids,
+    interrupts_deferred,
     parse_duration,
     quarantine,
     target,
@@ -84,7 +85,7 @@ def repair(
     config: Optional[Path] = ConfigOption,
     yes: bool = typer.Option(False, "--yes", "-y", help="Act without asking (for scripts)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Print the plan and stop."),
-    json_output: bool = JsonOption,
+    json_output: bool = PlanJsonOption,
     output: Optional[Path] = OutputOption,
     untagged: bool = typer.Option(False, "--untagged", help="Also remove untagged manifests and the blobs they free."),
     fix_damage: bool = typer.Option(
@@ -161,17 +162,26 @@ def repair(
             raise typer.BadParameter("not on a terminal: give --yes to act, or --dry-run to only see the plan")
         if not typer.confirm(f"Carry out {len(the_plan.actions)} actions?", default=False, err=True):
             finish(not_applied, "declined: nothing changed\n")
-    with bars.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
-        applied = service.carry_out(
-            where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update, options={
-                "untagged": untagged, "fix_damage": fix_damage,
-                "only": sorted(i.value for i in selection.only) if selection.only is not None else None,
-                "skip": sorted(i.value for i in selection.skip), "min_age": min_age, "upload_age": upload_age,
-                "protect": os.path.abspath(protect) if protect is not None else None,
-                "from": os.path.abspath(from_report) if from_report is not None else None,
-                "verify": verify_blobs, "delete": delete, "force": force,
-            },
-        )
-    done_text = report.outcome_to_text(applied, kept_in)
-    # At the prompt the plan was shown already (on stderr): say only what was done.
-    finish(replace(not_applied, applied=applied), done_text if not yes else plan_text + "\n" + done_text)
+    with interrupts_deferred() as interrupted:
+        with bars.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
+            applied = service.carry_out(
+                where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update,
+                stop_requested=interrupted, options={
+                    "untagged": untagged, "fix_damage": fix_damage,
+                    "only": sorted(i.value for i in selection.only) if selection.only is not None else None,
+                    "skip": sorted(i.value for i in selection.skip), "min_age": min_age, "upload_age": upload_age,
+                    "protect": os.path.abspath(protect) if protect is not None else None,
+                    "from": os.path.abspath(from_report) if from_report is not None else None,
+                    "verify": verify_blobs, "delete": delete, "force": force,
+                },
+            )
+        done_text = report.outcome_to_text(applied, kept_in)
+        if applied.interrupted:
+            left = len(the_plan.actions) - len(applied.done) - len(applied.vanished) - len(applied.failed)
+            done_text += (
+                f"interrupted: {left} of {len(the_plan.actions)} actions not carried out "
+                "(`registry-fsck repair` again finishes the job, `registry-fsck undo` puts back what was done)\n"
+            )
+            typer.echo("registry-fsck: interrupted", err=True)
+        # At the prompt the plan was shown already (on stderr): say only what was done.
+        finish(replace(not_applied, applied=applied), done_text if not yes else plan_text + "\n" + done_text)

@@ -10,7 +10,7 @@ import orjson
 import typer
 
 from .. import report, service
-from .options import ConfigOption, PathArgument, QuarantineOption, UploadAgeOption, quarantine, target
+from .options import ConfigOption, PathArgument, QuarantineOption, RunsJsonOption, quarantine, target
 
 _HEADINGS = ("RUN", "STARTED", "STATE", "CHANGES", "LEFT", "HELD", "OPTIONS")
 _NUMERIC = {"CHANGES", "LEFT", "HELD"}
@@ -20,11 +20,7 @@ def runs(
     path: Optional[Path] = PathArgument,
     config: Optional[Path] = ConfigOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
-    json_output: bool = typer.Option(
-        False, "--json",
-        help="Print the runs as one JSON list: each run's id, start, state, changes journaled and carried out, "
-        "changes left (not undone), bytes held and repair options.",
-    ),
+    json_output: bool = RunsJsonOption,
 ) -> None:
     """List repair runs kept in the quarantine: what each carried out, what became of it, its options."""
     where = target(path, config)

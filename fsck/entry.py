@@ -1,0 +1,51 @@
+"""The console script and `python -m fsck`: Ctrl-C is handled from here on, before the imports
+(typer, orjson, tqdm) that take most of the start-up time.
+
+SIGINT raises `Interrupted`, not KeyboardInterrupt: typer turns a KeyboardInterrupt into a silent
+exit 130 before any caller sees it, and click's prompts turn it into Abort. Nothing in the
+libraries catches `Interrupted`, so every command ends the same way: one line, exit 32.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+INTERRUPTED = 32  # service.ExitCode.INTERRUPTED, which cannot be imported before the handler is in place
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT). A BaseException, as KeyboardInterrupt: `except Exception` must not swallow it."""
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    # Further Ctrl-C while this one unwinds (closing files, releasing the lock, printing) are ignored:
+    # the process is on its way out, and a second exception in the middle of that would end in a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Interrupted
+
+
+def _interrupted() -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")  # off the line the terminal echoed ^C on (a prompt, a progress bar)
+    sys.stderr.write("registry-fsck: interrupted\n")
+    sys.exit(INTERRUPTED)
+
+
+def main() -> None:
+    # During the imports a Ctrl-C waits for them to finish (a few tenths of a second): an exception
+    # raised inside a C extension's initialisation can crash the interpreter (orjson 3.8 does).
+    received: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    from .cli import main as run
+
+    try:
+        signal.signal(signal.SIGINT, _interrupt)
+        if received:
+            raise Interrupted
+        run()
+    except Interrupted:
+        _interrupted()
+    finally:
+        # The command is over, its output written: a Ctrl-C now must not turn the exit into a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
