@@ -10,7 +10,7 @@ import orjson
 import typer
 
 from .. import report, service
-from .options import ConfigOption, PathArgument, QuarantineOption, RunsJsonOption, quarantine, target
+from .options import ConfigOption, PathArgument, QuarantineOption, RunsJsonOption, UploadAgeOption, quarantine, target
 
 _HEADINGS = ("RUN", "STARTED", "STATE", "CHANGES", "LEFT", "HELD", "OPTIONS")
 _NUMERIC = {"CHANGES", "LEFT", "HELD"}
