@@ -222,12 +222,13 @@ def test_ctrl_c_during_repair_delete_deletes_nothing_and_stays_undoable(many_act
 
 @pytest.mark.registry
 def test_ctrl_c_from_outside_mid_repair_of_a_served_tree(demo, demo_registry):
-    """A registry serves the tree throughout: every tag pulls after the interrupted run, and after undo."""
+    """A registry serves the tree throughout (--force past the liveness guard): every tag pulls after the
+    interrupted run, and after undo."""
     age_uploads(demo.root)
     add_orphan_blobs(demo.root, 20_000)
     before = registry_tree(demo.root)
     process = subprocess.Popen(
-        [sys.executable, "-m", "fsck", "repair", str(demo.root), "--yes", "--json", "--quiet"], cwd=REPO,
+        [sys.executable, "-m", "fsck", "repair", str(demo.root), "--yes", "--force", "--json", "--quiet"], cwd=REPO,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     quarantine = demo.root / "registry-fsck-quarantine"
@@ -238,14 +239,16 @@ def test_ctrl_c_from_outside_mid_repair_of_a_served_tree(demo, demo_registry):
 
     wait_for(first_batch_journaled, process, "journal")
     stdout, stderr = interrupt_until_it_ends(process, every=0.005)
-    assert stderr == ONE_LINE
+    overridden, said = stderr.splitlines(keepends=True)
+    assert "is serving" in overridden and overridden.endswith("going ahead (--force)\n")
+    assert said == ONE_LINE
     document = orjson.loads(stdout)
     outcome = document["outcome"]
     assert 0 < outcome["done"] + outcome["vanished"] < document["summary"]["actions"]
     assert process.returncode == document["exit_code"] == (32 | 4 | (1 if outcome["done"] else 0))
     for repo, tag, _ in demo.scenario.tagged():
         assert demo_registry.pull_ok(repo, tag), f"{repo}:{tag} after the interrupted repair"
-    assert run_cli("undo", str(demo.root)).returncode == 0
+    assert run_cli("undo", str(demo.root), "--force").returncode == 0
     assert registry_tree(demo.root) == before
     for repo, tag, _ in demo.scenario.tagged():
         assert demo_registry.pull_ok(repo, tag), f"{repo}:{tag} after undo"
@@ -274,5 +277,5 @@ def test_ctrl_c_mid_undo_exits_32_and_a_new_undo_finishes(demo, tmp_path):
     assert run_cli("repair", str(demo.root), "--yes", "--untagged").returncode == 1
     result, _ = interrupted_at("after:move:5", "undo", str(demo.root), tmp_path=tmp_path)
     assert (result.returncode, result.stderr) == (32, ONE_LINE)
-    assert run_cli("undo", str(demo.root)).returncode == 0
+    assert run_cli("undo", str(demo.root), "--force").returncode == 0
     assert registry_tree(demo.root) == before
