@@ -12,6 +12,7 @@ directories synced and its last "done" record written: the same, without the cra
 
 from __future__ import annotations
 
+import errno
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .quarantine import (
     JOURNAL_FORMAT,
     TEMPORARY,
     ApplyError,
+    Placement,
     done_record,
     journal_lines,
     journal_of,
@@ -60,7 +62,7 @@ def new_run_id(now: datetime) -> str:
 def apply(
     plan: Plan,
     store: Store,
-    quarantine: Store,
+    placement: Placement | Store,
     *,
     now: datetime,
     delete: bool = False,
@@ -73,34 +75,38 @@ def apply(
     for `runs`. `after_action(n)` runs after the n-th change (tests); `stop_requested()` is asked after
     every change (the command line's Ctrl-C)."""
     advance = progress or (lambda _n: None)
+    if not isinstance(placement, Placement):
+        placement = Placement(placement, followed={link.path: link.target for link in plan.followed})
+    quarantine = placement.main
     run = new_run_id(now)
-    quarantine.make_dir(f"{run}/{FILES}", 0o700, parents=True)
-    quarantine.make_dir(f"{run}/{TEMPORARY}", 0o700)
-    quarantine.sync_dir("")
+    for kept in placement.stores:
+        kept.make_dir(f"{run}/{FILES}", 0o700, parents=True)
+        kept.make_dir(f"{run}/{TEMPORARY}", 0o700)
+        kept.sync_dir("")
     journal = quarantine.open_journal(journal_of(run), new=True)
     outcome = Outcome(run, deleted=delete)
     count = 0
     closing: list[dict] = []  # the "done" record of the changes before, made durable with the next append
     try:
-        journal.append(journal_lines([put_path({
+        journal.append(journal_lines([put_path(put_path({
             "format": JOURNAL_FORMAT, "run": run, "started": now.isoformat(timespec="seconds"), "delete": delete,
-            "options": dict(options) if options is not None else None,
-        }, "v2", store.root)]))
+            "options": dict(options) if options is not None else None, **placement.header(),
+        }, "v2", store.root), "v2_real", store.real_path(""))]))
         quarantine.sync_dir(run)
         actions = list(plan.actions)
         for start in range(0, len(actions), BATCH):
             if stop_requested():
                 break
             batch = actions[start:start + BATCH]
-            journal.append(journal_lines([*closing, *(_entry(action, store) for action in batch)]))
+            journal.append(journal_lines([*closing, *(_entry(action, store, placement) for action in batch)]))
             in_registry: set[str] = set()
-            in_quarantine: set[str] = set()
+            in_quarantine: set[tuple[Store, str]] = set()
             not_done: list[int] = []
             processed = 0
             for offset, action in enumerate(batch):
                 processed = offset + 1
                 carried = len(outcome.done)
-                registry_dirs, quarantine_dirs = _carry_out(action, store, quarantine, run, outcome)
+                registry_dirs, quarantine_dirs = _carry_out(action, store, placement, run, outcome)
                 if len(outcome.done) == carried:
                     not_done.append(offset)
                 in_registry |= registry_dirs
@@ -113,8 +119,8 @@ def apply(
                     break
             for directory in in_registry:
                 store.sync_dir(directory)
-            for directory in in_quarantine:
-                quarantine.sync_dir(directory)
+            for kept, directory in in_quarantine:
+                kept.sync_dir(directory)
             not_done.extend(range(processed, len(batch)))  # journaled, not reached: a stop came first
             closing = [done_record(not_done)]
         if count < len(actions):
@@ -124,7 +130,7 @@ def apply(
             outcome.interrupted, outcome.deleted = True, False
             return outcome
         outcome.directories_removed, closing = _remove_emptied_dirs(
-            outcome, store, journal, after_action, count, closing
+            outcome, store, placement, journal, after_action, count, closing
         )
         journal.append(journal_lines([
             *closing, {"op": "commit", "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -132,18 +138,35 @@ def apply(
     finally:
         journal.close()
     if delete:
-        quarantine.remove_tree(f"{run}/{FILES}")
+        for kept in placement.stores:
+            kept.remove_tree(f"{run}/{FILES}")
         mark_purged(quarantine, run)
     return outcome
 
 
-def _entry(action: Action, store: Store) -> dict:
+def _entry(action: Action, store: Store, placement: Placement) -> dict:
     entry = put_path({"op": action.kind.value, "finding": action.finding.value, "bytes": action.bytes}, "path", action.path)
+    real = _real_path(action.path, placement.followed)
+    if real is not None:  # below a followed link: where it really is, and which quarantine takes it
+        put_path(entry, "real", real)
+        kept = placement.of(action.path)
+        if kept is not placement.main:
+            entry["quarantine"] = kept.root
     if action.kind is Kind.WRITE_LINK:
         entry["content"] = layout.format_digest(action.content)
-        entry["replaced"] = store.stat(safe_path(store, action.path)) is not None
+        entry["replaced"] = store.stat(safe_path(store, action.path, placement.followed)) is not None
         entry["created_dirs"] = _missing_dirs(store, action.path)
     return entry
+
+
+def _real_path(relative: str, followed: Mapping[str, str]) -> str | None:
+    """Where `relative` really is, when a followed link is on its way (the innermost one's target)."""
+    link = relative
+    while link:
+        if link in followed:
+            return followed[link] + relative[len(link):]
+        link = link.rpartition("/")[0]
+    return None
 
 
 def _missing_dirs(store: Store, relative: str) -> list[str]:
@@ -156,11 +179,12 @@ def _missing_dirs(store: Store, relative: str) -> list[str]:
 
 
 def _carry_out(
-    action: Action, store: Store, quarantine: Store, run: str, outcome: Outcome
-) -> tuple[set[str], set[str]]:
+    action: Action, store: Store, placement: Placement, run: str, outcome: Outcome
+) -> tuple[set[str], set[tuple[Store, str]]]:
     """Make one change; returns the directories whose entries it changed (to sync), in each store."""
+    quarantine = placement.of(action.path)
     try:
-        source = safe_path(store, action.path)
+        source = safe_path(store, action.path, placement.followed)
         if action.kind is Kind.MOVE:
             if store.stat(source) is None:
                 outcome.vanished.append(action)
@@ -168,11 +192,18 @@ def _carry_out(
             target = removed_path(run, source)
             quarantine.make_dir(target.rpartition("/")[0], 0o700, parents=True, exist_ok=True)
             store.move(source, quarantine, target)
-            touched = {source.rpartition("/")[0]}, {target.rpartition("/")[0]}
+            touched = {source.rpartition("/")[0]}, {(quarantine, target.rpartition("/")[0])}
         else:
             touched = _write_link(action, store, quarantine, run), set()
-    except (OSError, ApplyError) as error:
-        outcome.failed.append((action, getattr(error, "strerror", None) or str(error)))
+    except OSError as error:
+        if error.errno == errno.EXDEV:  # a mount point with no link to tell: not a rename, so not moved
+            why = f"on another file system than the quarantine {quarantine.root}: not moved"
+        else:
+            why = error.strerror or str(error)
+        outcome.failed.append((action, why))
+        return set(), set()
+    except ApplyError as error:
+        outcome.failed.append((action, str(error)))
         return set(), set()
     outcome.done.append(action)
     return touched
@@ -206,7 +237,7 @@ def _link_models(relative: str) -> tuple[list[str], list[str]]:
 
 
 def _remove_emptied_dirs(
-    outcome: Outcome, store: Store, journal: Journal, after_action: Callable[[int], None] | None, count: int,
+    outcome: Outcome, store: Store, placement: Placement, journal: Journal, after_action: Callable[[int], None] | None, count: int,
     closing: list[dict],
 ) -> tuple[int, list[dict]]:
     """Remove the directories this run left empty, deepest first, up to the layout's fixed directories.
@@ -222,7 +253,7 @@ def _remove_emptied_dirs(
                 parent = parent.rpartition("/")[0]
     removed = 0
     for relative in sorted(candidates, key=lambda p: (-p.count("/"), p)):
-        info = store.stat(safe_path(store, relative))
+        info = store.stat(safe_path(store, relative, placement.followed))
         if info is None or info.kind is not EntryKind.DIR:
             continue
         try:

@@ -116,6 +116,65 @@ def safe_path(store: Store, relative: str, followed: Mapping[str, str] | None = 
     return relative
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a run keeps what it removes: `main`, on v2's file system, holds the journal; what lies
+    below a followed directory link on another file system goes to that file system's quarantine
+    (a move is a rename only within one)."""
+
+    main: Store
+    elsewhere: tuple[tuple[str, Store], ...] = ()  # (a followed link, relative to v2; its file system's quarantine)
+    followed: Mapping[str, str] = field(default_factory=dict)  # every followed link -> its real target
+
+    def of(self, relative: str) -> Store:
+        """The quarantine of the file system `relative` is on."""
+        best: tuple[str, Store] | None = None
+        for link, store in self.elsewhere:
+            if (relative == link or relative.startswith(link + "/")) and (best is None or len(link) > len(best[0])):
+                best = (link, store)
+        return best[1] if best is not None else self.main
+
+    @property
+    def stores(self) -> tuple[Store, ...]:
+        unique = {self.main.root: self.main}
+        for _, store in self.elsewhere:
+            unique.setdefault(store.root, store)
+        return tuple(unique.values())
+
+    def header(self) -> dict:
+        """What the journal's header keeps of it, for undo, runs and purge."""
+        return {
+            "followed": dict(self.followed),
+            "elsewhere": [[link, store.root] for link, store in self.elsewhere],
+        }
+
+
+def placement_of(quarantine: Store, header: dict) -> Placement:
+    """The placement a run's journal header records (none recorded: everything in `quarantine`)."""
+    return Placement(
+        quarantine,
+        tuple((link, quarantine.sibling(root)) for link, root in header.get("elsewhere", ())),
+        dict(header.get("followed", {})),
+    )
+
+
+def entry_quarantine(placement: Placement, entry: dict) -> Store:
+    """The quarantine holding what a journal entry removed."""
+    named = entry.get("quarantine")
+    if named is None:
+        return placement.main
+    return next((store for store in placement.stores if store.root == named), placement.main.sibling(named))
+
+
+@contextmanager
+def all_locked(placement: Placement) -> Iterator[None]:
+    """Every quarantine of a run beyond the main one (whose lock the caller holds), locked."""
+    with ExitStack() as held:
+        for store in placement.stores[1:]:
+            held.enter_context(locked(store))
+        yield
+
+
 def default_quarantine(v2: str) -> str:
     """Beside the registry's `docker/` tree, in its rootdirectory: same file system, outside what it serves."""
     root = layout.rootdirectory_of(v2)
@@ -123,19 +182,30 @@ def default_quarantine(v2: str) -> str:
     return os.path.join(base, QUARANTINE_NAME)
 
 
-def check_quarantine(quarantine: Store, registry: Store) -> None:
-    """Refuse a quarantine inside the registry's tree or on another file system; creates nothing."""
+def check_quarantine(quarantine: Store, registry: Store, link: str = "") -> None:
+    """Refuse a quarantine inside the registry's tree, or on another file system than what it takes
+    (`link`: a followed directory link, for the quarantine of its file system); creates nothing."""
     real_quarantine = quarantine.resolve(quarantine.root)
     real_v2 = registry.resolve(registry.root)
     on_its_own = layout.rootdirectory_of(registry.root) == real_v2
     registry_tree = real_v2 if on_its_own else os.path.dirname(os.path.dirname(real_v2))
     if real_quarantine == registry_tree or real_quarantine.startswith(registry_tree + os.sep):
         raise ApplyError(f"{quarantine.root}: the quarantine must be outside the registry's tree {registry_tree}")
-    if not registry.shares_volume(quarantine):
+    if not link and not registry.shares_volume(quarantine):
         raise ApplyError(
             f"{quarantine.root}: on another file system than {registry.root}; moving there would copy. "
-            "Choose a --quarantine on the same file system, or --delete"
+            "Choose a --quarantine on the same file system"
         )
+    if link:
+        existing = quarantine.root
+        while quarantine.sibling(existing).volume("") is None and existing != os.path.dirname(existing):
+            existing = os.path.dirname(existing)
+        if quarantine.sibling(existing).volume("") != registry.volume(link):
+            raise ApplyError(
+                f"no place for the quarantine of {os.path.join(registry.root, link)}: beside its target, "
+                f"{quarantine.root} is on another file system (the target is the top of its own?), and "
+                "inside the tree the registry would see it. Link a directory below that file system's top instead"
+            )
 
 
 @contextmanager
@@ -270,7 +340,7 @@ def _registry_of(registry: Store | None, header: dict) -> Store | None:
     return registry if same else None
 
 
-def _not_carried_out(entries: list[dict], run: str, quarantine: Store, registry: Store | None) -> list[int]:
+def _not_carried_out(entries: list[dict], run: str, placement: Placement, registry: Store | None) -> list[int]:
     """The offsets of the `entries` (changes a crash left without their "done" record) that did not happen,
     as the trees show now: a move happened iff what it moved is in the run's files/; a link written or a
     directory removed is looked for in `registry` (None: not known, so counted as done, as it may have been)."""
@@ -279,13 +349,14 @@ def _not_carried_out(entries: list[dict], run: str, quarantine: Store, registry:
         try:
             relative, op = get_path(entry, "path"), entry.get("op")
             if op == Kind.MOVE.value:
-                happened = quarantine.stat(safe_path(quarantine, removed_path(run, relative))) is not None
+                kept = entry_quarantine(placement, entry)
+                happened = kept.stat(safe_path(kept, removed_path(run, relative))) is not None
             elif registry is None:
                 happened = True
             elif op == "rmdir":
-                happened = registry.stat(safe_path(registry, relative)) is None
+                happened = registry.stat(safe_path(registry, relative, placement.followed)) is None
             else:
-                happened = _holds(registry, safe_path(registry, relative), entry.get("content", ""))
+                happened = _holds(registry, safe_path(registry, relative, placement.followed), entry.get("content", ""))
         except (ApplyError, KeyError, ValueError):
             happened = False  # a path apply refused too
         if not happened:
@@ -299,7 +370,7 @@ def _settle(quarantine: Store, registry: Store | None, run: str, journal: _Journ
     closing = []
     if journal.open and journal.purge is None:
         registry = _registry_of(registry, journal.header)
-        closing = [done_record(_not_carried_out(journal.open, run, quarantine, registry))]
+        closing = [done_record(_not_carried_out(journal.open, run, placement_of(quarantine, journal.header), registry))]
     _append(quarantine, run, [*closing, record], journal.ends_whole)
 
 
@@ -328,7 +399,9 @@ def _run_of(name: str, journal: _Journal, quarantine: Store, registry: Store | N
     if journal.open:
         # A purged run from before "done" records: its files are gone, what it journaled counts.
         open_ones = [] if journal.purge else journal.open
-        journal.close(_not_carried_out(open_ones, name, quarantine, _registry_of(registry, journal.header)))
+        journal.close(_not_carried_out(
+            open_ones, name, placement_of(quarantine, journal.header), _registry_of(registry, journal.header)
+        ))
     undo, purge = journal.undo, journal.purge
     left = journal.changes if undo is None else (undo.get("left", 0) if undo["op"] == "undone" else None)
     if purge is not None:
@@ -375,32 +448,40 @@ def undo(quarantine: Store, registry: Store, run: str | None = None) -> UndoOutc
     journaled_v2 = get_path(journal.header, "v2")
     if registry.resolve(journaled_v2) != registry.resolve(registry.root):
         raise ApplyError(f"{run}: a run on {journaled_v2}, not on {registry.root}")
-    _settle(quarantine, registry, run, journal, {"op": "undo", "started": _now()})
-    held = 0  # the bytes of the moves left in the quarantine
-    for entry in reversed(changes):
-        relative = get_path(entry, "path")
-        skipped = len(outcome.skipped)
-        try:
-            _undo_entry(entry, relative, registry, quarantine, run, outcome)
-        except OSError as error:  # the others are still put back; the run stays to try again
-            outcome.skipped.append((relative, f"could not restore: {error.strerror or error}"))
-        if len(outcome.skipped) > skipped and entry["op"] == Kind.MOVE.value:
-            held += entry.get("bytes", 0)
-    _append(quarantine, run, [{
-        "op": "undone", "restored": outcome.restored, "left": len(outcome.skipped), "bytes": held,
-        "finished": _now(),
-    }])
-    if not outcome.skipped:  # the journal stays, so `runs` shows the run as undone
-        for emptied in (FILES, TEMPORARY):
-            if is_dir(quarantine, f"{run}/{emptied}"):
-                quarantine.remove_tree(f"{run}/{emptied}")
+    placement = placement_of(quarantine, journal.header)
+    with all_locked(placement):
+        _settle(quarantine, registry, run, journal, {"op": "undo", "started": _now()})
+        held = 0  # the bytes of the moves left in the quarantine
+        for entry in reversed(changes):
+            relative = get_path(entry, "path")
+            skipped = len(outcome.skipped)
+            try:
+                _undo_entry(entry, relative, registry, placement, run, outcome)
+            except OSError as error:  # the others are still put back; the run stays to try again
+                outcome.skipped.append((relative, f"could not restore: {error.strerror or error}"))
+            except ApplyError as error:  # a link on its way leads elsewhere now: not through it
+                outcome.skipped.append((relative, str(error)))
+            if len(outcome.skipped) > skipped and entry["op"] == Kind.MOVE.value:
+                held += entry.get("bytes", 0)
+        _append(quarantine, run, [{
+            "op": "undone", "restored": outcome.restored, "left": len(outcome.skipped), "bytes": held,
+            "finished": _now(),
+        }])
+        if not outcome.skipped:  # the journal stays, so `runs` shows the run as undone
+            for kept in placement.stores:
+                for emptied in (FILES, TEMPORARY):
+                    if is_dir(kept, f"{run}/{emptied}"):
+                        kept.remove_tree(f"{run}/{emptied}")
     return outcome
 
 
-def _undo_entry(entry: dict, relative: str, registry: Store, quarantine: Store, run: str, outcome: UndoOutcome) -> None:
+def _undo_entry(
+    entry: dict, relative: str, registry: Store, placement: Placement, run: str, outcome: UndoOutcome
+) -> None:
     """Put one journaled change back, or say in `outcome` why not."""
     op = entry["op"]
-    safe_path(registry, relative)
+    quarantine = entry_quarantine(placement, entry)
+    safe_path(registry, relative, placement.followed)
     saved = removed_path(run, relative)
     parent = relative.rpartition("/")[0]
     if op == "rmdir":
@@ -434,7 +515,7 @@ def _undo_entry(entry: dict, relative: str, registry: Store, quarantine: Store, 
         elif _holds(registry, relative, content):
             registry.remove(relative)
             for directory in reversed(entry.get("created_dirs", [])):
-                safe_path(registry, directory)
+                safe_path(registry, directory, placement.followed)
                 try:
                     registry.remove_dir(directory)
                 except OSError:
@@ -476,7 +557,15 @@ def _is_empty_dir(store: Store, relative: str) -> bool:
 
 
 def held_bytes(quarantine: Store, run: str) -> int:
-    """The bytes of the files in a run's files/ now: what a purge frees."""
+    """The bytes of the files in a run's files/ now, in each of its quarantines: what a purge frees."""
+    try:
+        placement = placement_of(quarantine, _read(quarantine, run).header)
+    except ApplyError:
+        placement = Placement(quarantine)
+    return sum(_files_bytes(kept, run) for kept in placement.stores)
+
+
+def _files_bytes(quarantine: Store, run: str) -> int:
     total = 0
     pending = [f"{run}/{FILES}"]
     while pending:
@@ -512,11 +601,15 @@ def purge(quarantine: Store, registry: Store | None, runs: list[str]) -> list[Pu
         if not known[run].holding:
             purged.append(Purged(run, None))
             continue
-        freed = held_bytes(quarantine, run)
-        _settle(quarantine, registry, run, _read(quarantine, run), {"op": "purge", "started": _now()})
-        files = f"{run}/{FILES}"
-        if is_dir(quarantine, files):
-            quarantine.remove_tree(files)
-        _append(quarantine, run, [{"op": "purged", "bytes": freed, "finished": _now()}])
+        journal = _read(quarantine, run)
+        placement = placement_of(quarantine, journal.header)
+        with all_locked(placement):
+            freed = held_bytes(quarantine, run)
+            _settle(quarantine, registry, run, journal, {"op": "purge", "started": _now()})
+            files = f"{run}/{FILES}"
+            for kept in placement.stores:
+                if is_dir(kept, files):
+                    kept.remove_tree(files)
+            _append(quarantine, run, [{"op": "purged", "bytes": freed, "finished": _now()}])
         purged.append(Purged(run, freed))
     return purged

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -287,13 +287,15 @@ def _counts(items: Iterable[Id]) -> dict[str, int]:
 
 
 def plan_document(plan: Plan, context: Context, quarantine: str | None, outcome: Outcome | None,
-                  exit_code: int) -> dict:
+                  exit_code: int, elsewhere: Sequence[tuple[str, str]] = ()) -> dict:
     document = {
         "format": PLAN_FORMAT,
         "root": display(context.root),
         "v2": display(context.v2),
         "generated_at": context.generated_at.isoformat(timespec="seconds"),
         "quarantine": display(quarantine) if quarantine else None,
+        "quarantines_elsewhere": [{"link": display(link), "quarantine": display(other)}
+                                  for link, other in elsewhere if other != quarantine],
         "exit_code": exit_code,
         "summary": {
             "actions": len(plan.actions),
@@ -320,13 +322,20 @@ def plan_document(plan: Plan, context: Context, quarantine: str | None, outcome:
     return document
 
 
-def plan_to_text(plan: Plan, context: Context, limit: int, quarantine: str | None, delete: bool) -> str:
+def plan_to_text(
+    plan: Plan, context: Context, limit: int, quarantine: str | None, delete: bool,
+    elsewhere: Sequence[tuple[str, str]] = (),
+) -> str:
+    """`elsewhere`: (followed link, quarantine) for links on other file systems than v2's."""
     lines = [f"registry-fsck repair of {display(context.v2)}"]
     if not plan.actions:
         lines.append("nothing to do")
     else:
         where = "deleted" if delete else f"moved to the quarantine {display(quarantine or '')}"
         lines.append(f"plan: {len(plan.actions)} actions, {size(plan.bytes)} {where}")
+        for link, other in elsewhere:
+            if other != quarantine:
+                lines.append(f"  what is below {display(link)}/ (another file system): {display(other)}")
         for finding_id, count in _counts(a.finding for a in plan.actions).items():
             lines.append(f"  {finding_id:<22} {count:>7}")
         shown = plan.actions[:limit] if limit > 0 else plan.actions
@@ -364,14 +373,16 @@ def _action_line(action: Action) -> str:
     return f"{action.kind.value:<10} {display(action.path)}{content}  [{action.finding.value}]{amount}"
 
 
-def outcome_to_text(outcome: Outcome, quarantine: str) -> str:
+def outcome_to_text(outcome: Outcome, quarantine: str, elsewhere: Sequence[tuple[str, str]] = ()) -> str:
     lines = [f"run {outcome.run}: {len(outcome.done)} done, {outcome.directories_removed} empty directories removed"]
     if outcome.deleted:
         lines.append(f"freed {size(outcome.bytes)}")
     else:
+        others = sorted({other for _, other in elsewhere} - {quarantine})
+        also = "".join(f" and {display(os.path.join(other, outcome.run))}" for other in others)
         lines.append(
-            f"moved {size(outcome.bytes)} to {display(os.path.join(quarantine, outcome.run))}; freed 0 bytes until "
-            f"`registry-fsck purge` (undo with `registry-fsck undo ... {outcome.run}`)"
+            f"moved {size(outcome.bytes)} to {display(os.path.join(quarantine, outcome.run))}{also}; freed 0 bytes "
+            f"until `registry-fsck purge` (undo with `registry-fsck undo ... {outcome.run}`)"
         )
     if outcome.vanished:
         lines.append(f"{len(outcome.vanished)} already gone")

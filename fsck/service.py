@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import IntFlag
@@ -17,8 +17,8 @@ from . import apply, checks, guards, layout, manifests, plan, scan, verify
 from . import quarantine as quarantines
 from .catalogue import Id, Severity
 from .config import ConfigError, UnsupportedDriver, load_config
-from .scan import Oddity
-from .store import LocalStore, Store
+from .scan import FollowedLink, Oddity
+from .store import EntryKind, LocalStore, Store
 
 
 class ExitCode(IntFlag):
@@ -220,7 +220,48 @@ def refuse_if_in_use(target: Target, warn: Callable[[str], None], *, force: bool
 
 
 def quarantine_of(target: Target, option: str | None) -> str:
-    return os.path.abspath(option) if option is not None else quarantines.default_quarantine(target.v2)
+    """The quarantine of v2's file system: --quarantine, or beside `docker/` in the rootdirectory; when
+    `docker/` (or a directory below it, on the way to v2) links to another file system, beside the
+    top-most such link's target."""
+    if option is not None:
+        return os.path.abspath(option)
+    beside_docker = quarantines.default_quarantine(target.v2)
+    root = layout.rootdirectory_of(target.v2)
+    if root == target.v2:
+        return beside_docker
+    above = LocalStore(root)
+    v2_volume = above.volume(layout.join(*layout.V2_PARTS))
+    if v2_volume is None or above.volume("") == v2_volume:
+        return beside_docker
+    for depth in range(1, len(layout.V2_PARTS) + 1):
+        step = layout.join(*layout.V2_PARTS[:depth])
+        info = above.stat(step)
+        if info is not None and info.kind is EntryKind.SYMLINK and above.volume(step) == v2_volume:
+            return os.path.join(os.path.dirname(above.real_path(step)), quarantines.QUARANTINE_NAME)
+    return beside_docker
+
+
+@dataclass(frozen=True, slots=True)
+class Elsewhere:
+    """The quarantine that takes what lies below a followed directory link (that of its file system)."""
+
+    link: str  # relative to v2
+    quarantine: str
+
+
+def quarantines_for(target: Target, main: str, followed: tuple[FollowedLink, ...]) -> tuple[Elsewhere, ...]:
+    """For each directory link the audit followed, the quarantine of its file system: `main` on v2's; on
+    another, `registry-fsck-quarantine/` beside the target of the top-most followed link on it."""
+    registry = target.store()
+    v2_volume = registry.volume("")
+    by_volume: dict[int | None, str] = {v2_volume: main}
+    placed = []
+    for link in sorted(followed, key=lambda f: (f.path.count("/"), f.path)):
+        volume = registry.volume(link.path)
+        if volume not in by_volume:
+            by_volume[volume] = os.path.join(os.path.dirname(link.target), quarantines.QUARANTINE_NAME)
+        placed.append(Elsewhere(link.path, by_volume[volume]))
+    return tuple(placed)
 
 
 @contextmanager
@@ -239,16 +280,30 @@ def carry_out(
     progress: Callable[[int], None] | None = None, after_action: Callable[[int], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> apply.Outcome:
-    """`options`: the repair's, as `runs` will show them."""
+    """`where`: the quarantine of v2's file system; what lies below a followed link on another file
+    system goes to that one's (`quarantines_for`). `options`: the repair's, as `runs` will show them."""
     registry = target.store()
+    elsewhere = quarantines_for(target, where, the_plan.followed)
     try:
         quarantines.check_quarantine(LocalStore(where), registry)
+        for placed in elsewhere:
+            if placed.quarantine != where:
+                quarantines.check_quarantine(LocalStore(placed.quarantine), registry, placed.link)
     except quarantines.ApplyError as error:
         raise OperationalError(str(error)) from None
-    with locked_quarantine(where) as kept:
+    with locked_quarantine(where) as kept, ExitStack() as held:
+        others = {where: kept}
         try:
+            for placed in elsewhere:
+                if placed.quarantine not in others:
+                    others[placed.quarantine] = LocalStore(placed.quarantine)
+                    held.enter_context(quarantines.locked(others[placed.quarantine]))
+            placement = quarantines.Placement(
+                kept, tuple((p.link, others[p.quarantine]) for p in elsewhere),
+                {link.path: link.target for link in the_plan.followed},
+            )
             return apply.apply(
-                the_plan, registry, kept, now=now, delete=delete, options=options, progress=progress,
+                the_plan, registry, placement, now=now, delete=delete, options=options, progress=progress,
                 after_action=after_action, stop_requested=stop_requested,
             )
         except quarantines.ApplyError as error:

@@ -65,6 +65,12 @@ def move_and_link(root: Path, relative: str, to: Path) -> Path:
     return target
 
 
+def tree_state(place: Path) -> dict:
+    """Every name below `place` with its metadata and content, but the quarantine (undo keeps its journal)."""
+    return {k: v for k, v in snapshot(place, directory_mtimes=False).items()
+            if not k.startswith("registry-fsck-quarantine")}
+
+
 def tags_served(root, scenario, workdir):
     with Registry(root, schema1=scenario.schema1, workdir=workdir) as registry:
         return {(repo, tag): registry.manifest_digest(repo, tag) == digest and registry.pull_ok(repo, tag, all=True)
@@ -85,7 +91,7 @@ def test_a_linked_store_audits_as_the_plain_tree_and_repairs_on_its_own_file_sys
     root = demo.root
     real = move_and_link(root, relative, elsewhere(kind))
     assert findings(root) == findings(plain)  # exit code, completeness and every finding
-    before = {"tree": snapshot(root, directory_mtimes=False), "real": snapshot(real, directory_mtimes=False)}
+    before = {"tree": tree_state(root), "real": tree_state(real)}
 
     dry = run_cli("repair", str(root), "--dry-run", "--untagged")
     assert dry.returncode == 4, dry.stderr
@@ -102,16 +108,26 @@ def test_a_linked_store_audits_as_the_plain_tree_and_repairs_on_its_own_file_sys
     assert (root / relative).is_symlink()  # the link stays, what it leads to was repaired
     assert all(tags_served(root, demo.scenario, tmp_path / "after").values())
     for quarantine in quarantines:
-        assert (quarantine / outcome["run"] / "files").is_dir(), quarantine
-        assert os.stat(quarantine).st_dev == os.stat(quarantine.parent).st_dev
+        held = [p for p in (quarantine / outcome["run"] / "files").rglob("*") if p.is_file()]
+        assert held, quarantine  # each file system's quarantine took what was on it
+        assert {os.stat(p).st_dev for p in held} == {os.stat(quarantine).st_dev}
+    journal = [orjson.loads(line) for line in
+               (root / "registry-fsck-quarantine" if relative != "docker" else real.parent / "registry-fsck-quarantine")
+               .joinpath(outcome["run"], "journal.jsonl").read_text().splitlines()]
+    # The journal names the registry's paths and the real ones.
+    assert journal[0]["v2_real"] == os.path.realpath(tree.v2(root))
+    if relative != "docker":
+        link = relative.removeprefix("docker/registry/v2/")
+        below = [e for e in journal[1:] if e.get("op") == "remove" and e["path"].startswith(link + "/")]
+        assert below and all(e["real"] == str(real) + e["path"][len(link):] for e in below)
 
     listed = orjson.loads(run_cli("runs", str(root), "--json").stdout)
     assert [r["run"] for r in listed] == [outcome["run"]]
 
     undone = run_cli("undo", str(root))
     assert undone.returncode == 0, undone.stderr
-    assert snapshot(root, directory_mtimes=False) == before["tree"]
-    assert snapshot(real, directory_mtimes=False) == before["real"]
+    assert tree_state(root) == before["tree"]
+    assert tree_state(real) == before["real"]
 
 
 def test_loops_and_aliases_are_notices_and_nothing_under_them_changes(demo, tmp_path):
@@ -137,3 +153,24 @@ def test_loops_and_aliases_are_notices_and_nothing_under_them_changes(demo, tmp_
         }
     assert loop.is_symlink() and alias.is_symlink()
     assert os.readlink(loop) == str(v2) and os.readlink(alias) == str(tree.repo_dir(demo.root, "repush/app"))
+
+
+def test_purge_frees_what_each_file_system_s_quarantine_holds(demo, elsewhere):
+    age_uploads(demo.root)
+    root = demo.root
+    real = move_and_link(root, "docker/registry/v2/blobs", elsewhere("other"))
+    done = orjson.loads(run_cli("repair", str(root), "--yes", "--untagged", "--json").stdout)["outcome"]
+    quarantines = [root / "registry-fsck-quarantine", real.parent / "registry-fsck-quarantine"]
+    held = sum(p.stat().st_size for q in quarantines for p in (q / done["run"] / "files").rglob("*") if p.is_file())
+    purged = run_cli("purge", str(root), "--all", "--yes")
+    assert purged.returncode == 0, purged.stderr
+    assert not any((q / done["run"] / "files").exists() for q in quarantines)
+    (listed,) = orjson.loads(run_cli("runs", str(root), "--json").stdout)
+    assert listed["state"] == "purged"
+    assert str(held) in purged.stdout or report_size(held) in purged.stdout
+
+
+def report_size(count):
+    from fsck import report
+
+    return report.size(count)

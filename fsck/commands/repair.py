@@ -129,18 +129,19 @@ def repair(
     planned = service.plan_repair(service.load(where, verify_blobs=verify_blobs, progress=bars), policy, selection)
     the_audit, the_plan = planned.audit, planned.plan
     context = report.Context(where.root, where.v2, policy.now, verify_blobs)
+    elsewhere = [(e.link, e.quarantine) for e in service.quarantines_for(where, kept_in, the_plan.followed)]
 
     def finish(outcome: RepairOutcome, text: str) -> None:
         code = int(service.exit_code(outcome))
         data = (
-            orjson.dumps(report.plan_document(the_plan, context, kept_in, outcome.applied, code),
+            orjson.dumps(report.plan_document(the_plan, context, kept_in, outcome.applied, code, elsewhere),
                          option=orjson.OPT_INDENT_2) + b"\n"
             if json_output else text.encode("utf-8")
         )
         emit(data, output, where, code)
 
     not_applied = RepairOutcome(the_audit, the_plan)
-    plan_text = report.plan_to_text(the_plan, context, limit, kept_in, delete)
+    plan_text = report.plan_to_text(the_plan, context, limit, kept_in, delete, elsewhere)
     if the_audit.recent_uploads:
         looks_live = f"{the_audit.recent_uploads} upload(s) started in the last minutes: the registry looks live"
         if force or dry_run:
@@ -175,7 +176,7 @@ def repair(
                     "verify": verify_blobs, "delete": delete, "force": force,
                 },
             )
-        done_text = report.outcome_to_text(applied, kept_in)
+        done_text = report.outcome_to_text(applied, kept_in, elsewhere)
         if applied.interrupted:
             left = len(the_plan.actions) - len(applied.done) - len(applied.vanished) - len(applied.failed)
             done_text += (
