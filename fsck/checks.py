@@ -82,6 +82,8 @@ class Audit:
     recent: tuple[RecentUpload, ...] = ()  # the recent uploads, newest first
     # Garbage blobs whose bytes belong to one repository: its manifests alone are or reference them.
     blob_owners: Mapping[Digest, str] = field(default_factory=dict)
+    # layer-link-unused whose blob an untagged manifest of the repository references: only --untagged frees it
+    untagged_only: frozenset[str] = frozenset()
 
     def released(self) -> Audit:
         """Without what only a plan reads (the graph holds every manifest and blob size): a command
@@ -177,6 +179,7 @@ def audit(
         graph, tuple(unread), protected, state.not_seen,
         frozenset(f.digest for f in findings if f.id is Id.MANIFEST_INVALID and f.digest in marks.referenced),
         recent=tuple(sorted(recent, key=lambda r: r.started, reverse=True)), blob_owners=owners,
+        untagged_only=frozenset(state.untagged_only),
     )
 
 
@@ -191,6 +194,7 @@ class _State:
     blob_damage: set[Digest] = field(default_factory=set)  # blobs already given a damage finding
     # Paths not read or not followed (symbolic links the registry would follow): what is there is unknown.
     not_seen: frozenset[str] = frozenset()
+    untagged_only: set[str] = field(default_factory=set)  # layer-link-unused that only --untagged frees
 
     @property
     def blobs(self) -> Mapping[Digest, int]:
@@ -288,14 +292,19 @@ def _repository(
                 "no _layers directory: registry 2.8 does not list this repository and its "
                 "garbage-collect would delete all its blobs", name,
             ))
-        for digest in repo.layer_links - kept_references - protected:
+        unused = repo.layer_links - kept_references - protected
+        # What its untagged manifests reference: the links a repair keeps unless --untagged.
+        untagged_use = state.graph.references(repo.revisions - kept) if unused else set()
+        for digest in unused:
             if not repo.fully_read or unknown_references:
                 break  # what the unread or unparsed manifests use is unknown
             if digest in blobs:
-                state.add(Finding(
-                    Id.LAYER_LINK_UNUSED, layout.LayerLink(name, digest),
-                    "no live manifest of this repository references this blob", name, digest=digest,
-                ))
+                location = layout.LayerLink(name, digest)
+                message = "no live manifest of this repository references this blob"
+                if digest in untagged_use:
+                    message += "; an untagged one does (freed with --untagged)"
+                    state.untagged_only.add(location.path)
+                state.add(Finding(Id.LAYER_LINK_UNUSED, location, message, name, digest=digest))
             else:
                 state.add(Finding(
                     Id.LAYER_LINK_DANGLING, layout.LayerLink(name, digest),

@@ -210,7 +210,8 @@ class Held:
 
 def _next_lines(audit: Audit, context: Context, held: Held | None) -> list[str]:
     """The commands that act on what was found, and what earlier repairs still hold."""
-    found = {f.id for f in audit.findings}
+    found = {f.id for f in audit.findings if f.path not in audit.untagged_only}
+    found |= {Id.MANIFEST_UNTAGGED} if audit.untagged_only else set()
     target = shlex.quote(display(context.root))
     steps = []
     if found & DEFAULT_IDS:

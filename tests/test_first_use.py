@@ -149,3 +149,28 @@ def test_a_recent_upload_refuses_naming_it_and_stays_visible_under_force(demo):
     forced = run_cli("repair", str(demo.root), "--yes", "--force")
     assert forced.returncode & 1, forced.stderr
     assert "going ahead (--force)" in forced.stderr and named in forced.stderr
+
+
+def test_after_a_repair_the_report_says_what_the_quarantine_holds_and_only_what_is_left_to_do(demo, tmp_path):
+    age_uploads(demo.root)
+    done = run_cli("repair", str(demo.root), "--yes", "--json")
+    assert done.returncode & 1, done.stderr
+    run = orjson.loads(done.stdout)["outcome"]["run"]
+    (listed,) = orjson.loads(run_cli("runs", str(demo.root), "--json").stdout)
+    text = run_cli("audit", str(demo.root)).stdout
+    held = text[text.index("the quarantine "):]
+    assert str(demo.root / "registry-fsck-quarantine") in held and "1 run" in held
+    assert listed["started"] in held and report_size(listed["bytes"]) in held and run not in held
+    steps = text[text.index("\nnext:\n"):text.index("the quarantine ")]
+    # What the default repair left is what only --untagged frees: it is the one command suggested.
+    commands = [line.split("#")[0].split() for line in steps.splitlines() if "registry-fsck" in line]
+    assert commands == [["registry-fsck", "repair", "--dry-run", "--untagged", str(demo.root)]]
+    elsewhere = tmp_path / "elsewhere-quarantine"
+    assert "the quarantine " not in run_cli("audit", str(demo.root), "--quarantine", str(elsewhere)).stdout
+    assert not elsewhere.exists()  # audit never writes, not even a quarantine
+
+
+def report_size(count):
+    from fsck import report
+
+    return report.size(count)

@@ -18,12 +18,14 @@ from .options import (
     LimitOption,
     OutputOption,
     PathArgument,
+    QuarantineOption,
     QuietOption,
     UploadAgeOption,
     VerifyOption,
     emit,
     finding_ids,
     parse_duration,
+    quarantine,
     target,
 )
 
@@ -50,6 +52,7 @@ def audit(
         FailOn.GARBAGE, "--fail-on",
         help="Exit 4 on garbage or damage (garbage), or on damage alone (damage).",
     ),
+    quarantine_dir: Optional[Path] = QuarantineOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
@@ -60,5 +63,17 @@ def audit(
     result = service.audit(where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet))
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
     context = report.Context(where.root, where.v2, policy.now, verify_blobs)
-    data = report.to_json(result, context, code) if json_output else report.to_text(result, context, limit).encode()
+    if json_output:
+        data = report.to_json(result, context, code)
+    else:
+        data = report.to_text(result, context, limit, _held(where, quarantine(quarantine_dir, where))).encode()
     emit(data, output, where, code)
+
+
+def _held(where: service.Target, kept_in: str) -> report.Held | None:
+    """What earlier repairs still hold in the quarantine (read only); None when it cannot be read."""
+    try:
+        holding = [r for r in service.runs(where, kept_in) if r.holding and r.bytes]
+    except service.OperationalError:
+        return None
+    return report.Held(kept_in, len(holding), sum(r.bytes for r in holding), min((r.started for r in holding), default=None))

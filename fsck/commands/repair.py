@@ -104,7 +104,8 @@ def repair(
     delete: bool = typer.Option(False, "--delete", help="Delete instead of moving into the quarantine (no undo)."),
     quarantine_dir: Optional[Path] = QuarantineOption,
     force: bool = typer.Option(
-        False, "--force", help="Run even if the registry looks live or the audit is incomplete."
+        False, "--force", help="Act although the registry looks live, and on blobs although some manifests could not be parsed "
+        "(never on what the audit could not read or follow)."
     ),
     verify_blobs: bool = VerifyOption,
     limit: int = LimitOption,
