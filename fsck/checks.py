@@ -69,7 +69,6 @@ class Audit:
     findings: tuple[Finding, ...]
     totals: Totals
     complete: bool  # False: part of the tree was unreadable or not followed; verdicts may be wrong
-    recent_uploads: int  # uploads started within the quiet period: the registry may be live
     # Why blob verdicts may be wrong although everything was read: manifests whose references are unknown.
     uncertain: tuple[str, ...]
     graph: Graph | None  # None once released: a plan needs it, a report does not
@@ -79,11 +78,16 @@ class Audit:
     # manifest-invalid blobs that other manifests use as content: the link naming them is wrong, not the blob
     used_as_content: frozenset[Digest] = frozenset()
     ignored: Mapping[Id, int] | None = None  # with --ignore: the findings left out, per id
-    recent: tuple[RecentUpload, ...] = ()  # the recent uploads, newest first
+    recent: tuple[RecentUpload, ...] = ()  # uploads started within the quiet period, newest first
     # Garbage blobs whose bytes belong to one repository: its manifests alone are or reference them.
     blob_owners: Mapping[Digest, str] = field(default_factory=dict)
     # layer-link-unused whose blob an untagged manifest of the repository references: only --untagged frees it
     untagged_only: frozenset[str] = frozenset()
+
+    @property
+    def recent_uploads(self) -> int:
+        """How many uploads started within the quiet period: the registry may be live."""
+        return len(self.recent)
 
     def released(self) -> Audit:
         """Without what only a plan reads (the graph holds every manifest and blob size): a command
@@ -175,7 +179,7 @@ def audit(
     unparsed = sum(isinstance(m, InvalidManifest) and not m.unreadable for m in manifests.values())
     uncertain = (f"{unparsed} manifest(s) could not be parsed: what they reference is unknown",) if unparsed else ()
     return Audit(
-        tuple(findings), totals, inventory.complete and not unverified and not unreadable, len(recent), uncertain,
+        tuple(findings), totals, inventory.complete and not unverified and not unreadable, uncertain,
         graph, tuple(unread), protected, state.not_seen,
         frozenset(f.digest for f in findings if f.id is Id.MANIFEST_INVALID and f.digest in marks.referenced),
         recent=tuple(sorted(recent, key=lambda r: r.started, reverse=True)), blob_owners=owners,

@@ -87,3 +87,42 @@ def invoke(*args: str) -> tuple[int, str]:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result.exit_code, result.stdout
+
+
+def answer_on_a_terminal(args: list[str], question: bytes, keys: bytes | None) -> tuple[int, str]:
+    """Run the command line with its terminal on a pty, wait for `question`, type `keys` (None: press
+    Ctrl-C, that is, send SIGINT as the terminal would); return (exit code, screen)."""
+    import pty
+    import select
+    import signal
+    import time
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fsck", *args],
+        stdin=follower, stdout=follower, stderr=follower, cwd=REPO, start_new_session=True,
+    )
+    os.close(follower)
+    screen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while question not in screen and time.monotonic() < deadline:
+            if select.select([leader], [], [], 1)[0]:
+                screen += os.read(leader, 65536)
+        assert question in screen, screen.decode(errors="replace")
+        if keys is None:
+            time.sleep(0.5)  # as a person would: the program is waiting for the answer by then
+            process.send_signal(signal.SIGINT)
+        else:
+            os.write(leader, keys)
+        code = process.wait(timeout=60)
+        try:
+            while select.select([leader], [], [], 0.2)[0]:
+                screen += os.read(leader, 65536)
+        except OSError:
+            pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(leader)
+    return code, screen.decode(errors="replace")

@@ -5,7 +5,6 @@ says what it did, leaves a consistent journal, and `undo` puts the tree back exa
 outside" send it from this process while the command runs, as a person at the terminal would.
 """
 
-import hashlib
 import signal
 import subprocess
 import sys
@@ -34,16 +33,6 @@ def interrupted_at(point, *args, tmp_path, entry_point=False):
         capture_output=True, text=True, timeout=300, cwd=REPO, stdin=subprocess.DEVNULL,
     )
     return result, len(mark.read_text().splitlines()) if mark.exists() else 0
-
-
-def add_orphan_blobs(root, count):
-    """`count` blobs no manifest references, stored as the registry stores blobs (data under its digest)."""
-    for n in range(count):
-        data = f"an orphan blob, number {n}\n".encode()
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        path = tree.blob_data(root, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
 
 
 def registry_tree(root):
@@ -92,7 +81,7 @@ def interrupt_until_it_ends(process, every=0.02, timeout=120):
 def big_tree(tmp_path_factory):
     """The real demo tree with 20,000 orphan blobs: an audit long enough to be interrupted in the middle."""
     root = tree.copy_tree(DEMO, tmp_path_factory.mktemp("big") / "root")
-    add_orphan_blobs(root, 20_000)
+    tree.add_orphan_blobs(root, 20_000)
     return root
 
 
@@ -138,7 +127,7 @@ def test_ctrl_c_from_outside_during_the_audit_of_a_big_tree(big_tree):
 def many_actions(demo):
     """The real demo tree, not live (uploads aged), with 600 orphan blobs: a plan over three journal batches."""
     age_uploads(demo.root)
-    add_orphan_blobs(demo.root, 600)
+    tree.add_orphan_blobs(demo.root, 600)
     return demo
 
 
@@ -225,7 +214,7 @@ def test_ctrl_c_from_outside_mid_repair_of_a_served_tree(demo, demo_registry):
     """A registry serves the tree throughout (--force past the liveness guard): every tag pulls after the
     interrupted run, and after undo."""
     age_uploads(demo.root)
-    add_orphan_blobs(demo.root, 20_000)
+    tree.add_orphan_blobs(demo.root, 20_000)
     before = registry_tree(demo.root)
     process = subprocess.Popen(
         [sys.executable, "-m", "fsck", "repair", str(demo.root), "--yes", "--force", "--json", "--quiet"], cwd=REPO,

@@ -4,18 +4,14 @@ What a run carried out is checked against what really is in its quarantine; what
 the sizes of the files left there; after every undo, every tag still pulls from a real registry.
 """
 
-import hashlib
 import os
-import pty
-import select
 import shutil
 import subprocess
 import sys
-import time
 
 import orjson
 import pytest
-from clirun import REPO, run_cli, snapshot
+from clirun import REPO, answer_on_a_terminal, run_cli, snapshot
 
 from fsck import report
 from tests.harness import tree
@@ -56,19 +52,6 @@ def in_quarantine(root, run):
             if e.get("op") == "remove" and (root / QUARANTINE / run / "files" / e["path"]).exists()]
 
 
-def add_orphan_blobs(root, count):
-    """Blobs nothing references, each whole (its digest is its content's): `blob-orphan` garbage."""
-    digests = []
-    for n in range(count):
-        data = f"orphan {n}\n".encode()
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        path = tree.blob_data(root, digest)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        digests.append(digest)
-    return digests
-
-
 def crash_repair(root, after):
     crashed = subprocess.run([sys.executable, str(REPO / "tests" / "crash_repair.py"), str(root), str(after)],
                              capture_output=True, text=True, timeout=120, cwd=REPO)
@@ -98,7 +81,7 @@ def quiet_demo(demo):
 
 def test_interrupted_run_shows_what_it_carried_out_not_what_it_journaled(quiet_demo, tmp_path):
     root = quiet_demo.root
-    add_orphan_blobs(root, 300)  # more than one batch of 256 journal entries
+    tree.add_orphan_blobs(root, 300)  # more than one batch of 256 journal entries
     before = registry_tree(root)
     planned = orjson.loads(run_cli("repair", str(root), "--dry-run", "--json").stdout)["summary"]["actions"]
     assert planned > 280
@@ -251,30 +234,8 @@ def test_a_line_torn_by_a_crash_is_passed_over_and_undo_settles_what_happened(qu
 
 
 def answer_purge_prompt(root, keys):
-    """`purge --all` with its terminal on a pty: wait for the question, type `keys`; return (exit code, screen)."""
-    leader, follower = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "fsck", "purge", str(root), "--all"],
-                               stdin=follower, stdout=follower, stderr=follower, cwd=REPO, start_new_session=True)
-    os.close(follower)
-    screen = b""
-    deadline = time.monotonic() + 60
-    try:
-        while b"for good?" not in screen and time.monotonic() < deadline:
-            if select.select([leader], [], [], 1)[0]:
-                screen += os.read(leader, 65536)
-        assert b"for good?" in screen, screen.decode(errors="replace")
-        os.write(leader, keys)
-        code = process.wait(timeout=60)
-        try:
-            while select.select([leader], [], [], 0.2)[0]:
-                screen += os.read(leader, 65536)
-        except OSError:
-            pass
-    finally:
-        if process.poll() is None:
-            process.kill()
-        os.close(leader)
-    return code, screen.decode(errors="replace")
+    """`purge --all` on a terminal: wait for the question, type `keys`; return (exit code, screen)."""
+    return answer_on_a_terminal(["purge", str(root), "--all"], b"for good?", keys)
 
 
 def test_purge_asks_on_a_terminal_and_a_no_keeps_everything(quiet_demo):

@@ -6,6 +6,7 @@ corrupt trees without trusting the code under test.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -114,3 +115,17 @@ def copy_tree(src: Path, dst: Path) -> Path:
     """A full copy of a registry root (symlinks kept as links), for corrupting."""
     shutil.copytree(src, dst, symlinks=True)
     return Path(dst)
+
+
+def add_orphan_blobs(root: Path, count: int) -> list[str]:
+    """`count` blobs nothing references, each whole (its digest is its content's), stored as the registry
+    stores blobs: `blob-orphan` garbage. Returns their digests."""
+    digests = []
+    for n in range(count):
+        data = f"orphan {n}\n".encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = blob_data(root, digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        digests.append(digest)
+    return digests
