@@ -12,13 +12,17 @@ registry's, through the links; links to files are recorded, never followed.
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import layout
 from .layout import Digest, LinkContent, LinkDefect
-from .store import Entry, EntryKind, Store
+from .store import Concurrency, Entry, EntryKind, PoolKind, Store
 
 
 class LinkKind:
@@ -137,10 +141,168 @@ class Inventory:
 Progress = Callable[[int], None]
 
 
-def scan(store: Store, progress: Progress | None = None) -> Inventory:
-    walker = _Walker(store, Inventory(store.root), progress or (lambda _n: None))
+def scan(store: Store, progress: Progress | None = None, concurrency: Concurrency | None = None) -> Inventory:
+    """The whole tree; with a concurrency of more than one job, blob fan-out directories and
+    repositories are walked as units on a pool (processes or threads, as the store suits), the
+    rest in this thread, and the parts merged in walk order: the inventory is the one a walk in
+    one thread makes. A unit that meets a symbolic link cannot tell alone whether it is a loop
+    or an alias of what another unit walks: then the whole tree is walked again in one thread."""
+    report = progress or (lambda _n: None)
+    chosen = concurrency or store.concurrency()
+    if chosen.jobs > 1 and chosen.kind is not PoolKind.SERIAL:
+        units = _Units(store, chosen)
+        try:
+            walker = _Walker(store, Inventory(store.root), report, units)
+            walker.top()
+            units.finish(walker)
+            units.close()
+            return walker.inventory
+        except _NeedsOneThread:
+            units.close()
+        except BaseException:
+            units.stop()
+            raise
+    walker = _Walker(store, Inventory(store.root), report)
     walker.top()
     return walker.inventory
+
+
+class _NeedsOneThread(Exception):
+    """A unit met a symbolic link: whether it loops or aliases is a question of the whole walk."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unit:
+    kind: str  # "blobs": blob fan-out directories; "repositories": a batch of repositories
+    items: tuple  # ("blobs") (relative, algorithm, fan_out); ("repositories") (relative, name, parts)
+
+
+@dataclass(slots=True)
+class _Part:
+    """What a unit found: its own inventory, each item's answer, and how many directories it listed."""
+
+    inventory: Inventory
+    answers: list
+    listed: int
+
+
+def _leave_ctrl_c() -> None:
+    """In a walker process: a Ctrl-C reaches the whole process group, and it is the command's to handle
+    (it stops the pool); a walker that died of it would only add a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _walk_unit(unit: _Unit, store: Store) -> _Part:
+    listed = 0
+
+    def count(n: int) -> None:
+        nonlocal listed
+        listed += n
+
+    walker = _Walker(store, Inventory(store.root), count, in_unit=True)
+    if unit.kind == "blobs":
+        answers = [walker.blob_prefix(relative, algorithm, fan_out) for relative, algorithm, fan_out in unit.items]
+    else:
+        answers = []
+        for relative, name, parts in unit.items:
+            walker.repository(relative, name, parts)
+            answers.append(None)
+    return _Part(walker.inventory, answers, listed)
+
+
+# Units are queued until there is enough work to pay for starting a pool (a small tree is walked
+# in this thread through the same units), or the walk turns out slow.
+_POOL_AFTER_UNITS = 64
+_POOL_AFTER_SECONDS = 0.2
+_REPOSITORIES_PER_PROCESS_UNIT = 16  # a hand-off between processes costs a pickle each way
+
+
+class _Units:
+    """Units handed to a pool, merged back into the walk in the order they were queued."""
+
+    def __init__(self, store: Store, concurrency: Concurrency) -> None:
+        self.store = store
+        self.concurrency = concurrency
+        self.started = time.perf_counter()
+        self.pool: Executor | None = None
+        self.queued: list[tuple[_Unit, Callable[[list], None] | None]] = []
+        self.pending: list[tuple[Future | _Unit, Callable[[list], None] | None]] = []
+        self.batch: list[tuple] = []
+
+    def _per_repository_unit(self) -> int:
+        return _REPOSITORIES_PER_PROCESS_UNIT if self.concurrency.kind is PoolKind.PROCESSES else 1
+
+    def blob_prefix(self, relative: str, algorithm: str, fan_out: str, then: Callable[[list], None]) -> None:
+        self._queue(_Unit("blobs", ((relative, algorithm, fan_out),)), then)
+
+    def repository(self, relative: str, name: str, parts: tuple) -> None:
+        self.batch.append((relative, name, parts))
+        if len(self.batch) >= self._per_repository_unit():
+            self._flush_repositories()
+
+    def _flush_repositories(self) -> None:
+        if self.batch:
+            self._queue(_Unit("repositories", tuple(self.batch)), None)
+            self.batch = []
+
+    def _queue(self, unit: _Unit, then: Callable[[list], None] | None) -> None:
+        if self.pool is None and (
+            len(self.queued) >= _POOL_AFTER_UNITS or time.perf_counter() - self.started > _POOL_AFTER_SECONDS
+        ):
+            self._start_pool()
+        if self.pool is None:
+            self.queued.append((unit, then))
+        else:
+            self.pending.append((self.pool.submit(_walk_unit, unit, self.store), then))
+
+    def _start_pool(self) -> None:
+        if self.concurrency.kind is PoolKind.THREADS:
+            self.pool = ThreadPoolExecutor(self.concurrency.jobs, thread_name_prefix="scan")
+            self._submit_queued()
+            return
+        # fork: the workers start with this process's imports, not a fresh interpreter each. The first
+        # submit forks them all; a Ctrl-C in the middle would reach a child before it ignores Ctrl-C, or
+        # leave workers that no manager thread ever stops: it waits until every worker is there.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.pool = ProcessPoolExecutor(
+                self.concurrency.jobs, mp_context=multiprocessing.get_context("fork"), initializer=_leave_ctrl_c,
+            )
+            self._submit_queued()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _submit_queued(self) -> None:
+        self.pending += [(self.pool.submit(_walk_unit, unit, self.store), then) for unit, then in self.queued]
+        self.queued = []
+
+    def finish(self, walker: _Walker) -> None:
+        """Merge every unit, in the order queued, into the walker's inventory."""
+        self._flush_repositories()
+        work = [*self.pending, *self.queued]
+        self.pending, self.queued = [], []
+        for job, then in work:
+            part = job.result() if isinstance(job, Future) else _walk_unit(job, self.store)
+            walker.merge(part)
+            if then is not None:
+                then(part.answers)
+        if walker.seen is not None:
+            walker._judge_stores(walker.seen)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def stop(self) -> None:
+        """On the way out (Ctrl-C, an error): what the workers would still find is of no use, and waiting
+        for them could outlast the user's patience; a worker process is ended at once."""
+        if self.pool is None:
+            return
+        if isinstance(self.pool, ProcessPoolExecutor):
+            for worker in list((getattr(self.pool, "_processes", None) or {}).values()):
+                worker.terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 _TMP_SUFFIX = ".tmp"
@@ -188,10 +350,16 @@ def _is_valid_utf8(name: str) -> bool:
 class _Walker:
     """Per-level walkers over the fixed layout; every method takes a path relative to v2."""
 
-    def __init__(self, store: Store, inventory: Inventory, progress: Progress) -> None:
+    def __init__(
+        self, store: Store, inventory: Inventory, progress: Progress, units: _Units | None = None,
+        in_unit: bool = False,
+    ) -> None:
         self.store = store
         self.inventory = inventory
         self.progress = progress
+        self.units = units  # where blob prefixes and repositories go, when walked on a pool
+        self.in_unit = in_unit  # a unit's walker: a symbolic link is for the whole walk to judge
+        self.seen: set[str] | None = None  # the stores v2 holds, once its listing is read
         # One bytes object per digest, however many blobs and links name it (this walk only).
         self.digests: dict[Digest, Digest] = {}
         # The real directories the walk covers: v2's, and each followed link's target.
@@ -232,6 +400,8 @@ class _Walker:
 
     def _symlink(self, relative: str) -> str | None:
         """'dir' for a directory link to follow; otherwise None after recording why it is not followed."""
+        if self.in_unit:
+            raise _NeedsOneThread(relative)
         led_to = self.store.stat(relative, follow_symlinks=True)
         if led_to is None or led_to.kind is not EntryKind.DIR:
             self._odd(relative, "symbolic link (never followed)")
@@ -295,6 +465,36 @@ class _Walker:
             size = 0
         self.inventory.leftovers.append(LeftoverFile(relative, size))
 
+    def _interned(self, digests: set[Digest]) -> set[Digest]:
+        intern = self.digests.setdefault
+        return {intern(digest, digest) for digest in digests}
+
+    def merge(self, part: _Part) -> None:
+        """A unit's inventory into this walk's, every digest one object across the whole walk."""
+        self.progress(part.listed)
+        mine, theirs = self.inventory, part.inventory
+        intern = self.digests.setdefault
+        blobs = mine.blobs
+        for digest, size in theirs.blobs.items():
+            blobs[intern(digest, digest)] = size
+        for name, repository in theirs.repositories.items():
+            repository.layer_links = self._interned(repository.layer_links)
+            repository.revisions = self._interned(repository.revisions)
+            repository.aliases = self._interned(repository.aliases)
+            repository.tags = {
+                tag_name: Tag(
+                    tag.name, None if tag.current is None else intern(tag.current, tag.current), tag.has_current_file,
+                    frozenset(self._interned(set(tag.index))),
+                )
+                for tag_name, tag in repository.tags.items()
+            }
+            mine.repositories[name] = repository  # in the place its discovery took
+        mine.oddities += theirs.oddities
+        mine.unreadable += theirs.unreadable
+        mine.unknown += theirs.unknown
+        mine.empty_dirs += theirs.empty_dirs
+        mine.leftovers += theirs.leftovers
+
     # The tree
 
     def top(self) -> None:
@@ -317,7 +517,9 @@ class _Walker:
                     self.inventory.unknown.append(Oddity(name, "not a directory"))
             elif what != "odd":
                 self._odd(name, "not part of the registry layout")
-        self._judge_stores(seen)
+        self.seen = seen
+        if self.units is None:
+            self._judge_stores(seen)
 
     def _judge_stores(self, seen: set[str]) -> None:
         """One store without the other (an unmounted volume?) would make everything in the other look garbage."""
@@ -345,7 +547,12 @@ class _Walker:
         if children is None:
             return
         for entry, fan_out_dir, what in children:
-            if what == "dir" and len(entry.name) == 2:
+            if what == "dir" and len(entry.name) == 2 and self.units is not None:
+                self.units.blob_prefix(
+                    fan_out_dir, algorithm, entry.name,
+                    lambda answers, where=fan_out_dir: None if answers[0] else self._empty(where),
+                )
+            elif what == "dir" and len(entry.name) == 2:
                 if not self.blob_prefix(fan_out_dir, algorithm, entry.name):
                     self._empty(fan_out_dir)
             elif what != "odd":
@@ -406,7 +613,13 @@ class _Walker:
         names = {entry.name for entry, _, what in children if what == "dir"}
         is_repository = not top and bool(names.intersection(layout.REPOSITORY_MARKERS))
         if is_repository:
-            self.repository(relative, name, children)
+            parts = tuple((entry.name, path, what) for entry, path, what in children if what == "dir")
+            if self.units is not None:
+                # Its place in the walk's order; the unit's walk fills it in.
+                self.inventory.repositories[name] = Repository(name)
+                self.units.repository(relative, name, parts)
+            else:
+                self.repository(relative, name, parts)
         holds = is_repository
         for entry, path, what in children:
             if what == "dir" and not entry.name.startswith("_"):
@@ -429,24 +642,25 @@ class _Walker:
                 holds = True
         return holds
 
-    def repository(self, relative: str, name: str, children) -> None:
+    def repository(self, relative: str, name: str, parts: tuple[tuple[str, str, str], ...]) -> None:
+        """`parts`: its subdirectories as (name, path, 'dir')."""
         repository = Repository(name)
         self.inventory.repositories[name] = repository
         unknown_before = len(self.inventory.unreadable) + len(self.inventory.unknown)
-        self._repository_parts(repository, children)
+        self._repository_parts(repository, parts)
         repository.fully_read = len(self.inventory.unreadable) + len(self.inventory.unknown) == unknown_before
 
-    def _repository_parts(self, repository: Repository, children) -> None:
-        for entry, path, what in children:
+    def _repository_parts(self, repository: Repository, parts: tuple[tuple[str, str, str], ...]) -> None:
+        for entry_name, path, what in parts:
             if what != "dir":
                 continue
-            if entry.name == layout.LAYERS:
+            if entry_name == layout.LAYERS:
                 repository.has_layers_dir = True
                 self.links(path, repository, LinkKind.LAYER, repository.layer_links)
-            elif entry.name == layout.MANIFESTS:
+            elif entry_name == layout.MANIFESTS:
                 repository.has_manifests_dir = True
                 self.manifests(path, repository)
-            elif entry.name == layout.UPLOADS:
+            elif entry_name == layout.UPLOADS:
                 repository.has_uploads_dir = True
                 self.uploads(path, repository)
 

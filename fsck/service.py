@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from enum import IntFlag
 from typing import Protocol
@@ -18,7 +18,7 @@ from . import quarantine as quarantines
 from .catalogue import Id, Severity
 from .config import ConfigError, UnsupportedDriver, load_config
 from .scan import FollowedLink, Oddity
-from .store import EntryKind, LocalStore, Store
+from .store import Concurrency, EntryKind, LocalStore, PoolKind, Store
 
 
 class ExitCode(IntFlag):
@@ -87,17 +87,29 @@ class Loaded:
     verification: verify.Verification | None  # with --verify
 
 
+def concurrency(store: Store, jobs: int | None) -> Concurrency:
+    """The store's own choice of pool, with `--jobs` operations in flight when given (1: one thread)."""
+    chosen = store.concurrency()
+    if jobs is None:
+        return chosen
+    if jobs == 1:
+        return Concurrency(PoolKind.SERIAL, 1, "--jobs 1")
+    return replace(chosen, jobs=jobs, reason=f"{chosen.reason}; --jobs {jobs}")
+
+
 def load(
-    target: Target, *, verify_blobs: bool = False, progress: Progress = Silent(), workers: int | None = None
+    target: Target, *, verify_blobs: bool = False, progress: Progress = Silent(), jobs: int | None = None
 ) -> Loaded:
     """Scan, read the manifests and, with --verify, re-hash the blobs: everything judging needs.
-    `workers`: threads that read manifests on slow storage (the reader's default when None)."""
+    `jobs`: storage operations in flight (the store's default when None)."""
     store = target.store()
+    pool = concurrency(store, jobs)
     with progress.counter("scanning", " dirs") as bar:
-        inventory = scan.scan(store, bar.update)
+        inventory = scan.scan(store, bar.update, pool)
     named = manifests.named_by_links(inventory)
+    readers = max(pool.jobs, 8) if pool.kind is PoolKind.THREADS else 8 if jobs is None else jobs
     with progress.counter("manifests", " manifests", total=len(named)):
-        parsed = manifests.read_manifests(store, named, inventory.blobs, **({} if workers is None else {"workers": workers}))
+        parsed = manifests.read_manifests(store, named, inventory.blobs, workers=readers)
     verification = None
     if verify_blobs:
         with progress.counter("verifying", "B", total=sum(inventory.blobs.values()), scale=True) as bar:
@@ -117,9 +129,9 @@ def judge(loaded: Loaded, policy: checks.Policy, ignore: frozenset[Id] | None = 
 
 def audit(
     target: Target, policy: checks.Policy, *, verify_blobs: bool = False, ignore: frozenset[Id] | None = None,
-    progress: Progress = Silent(),
+    progress: Progress = Silent(), jobs: int | None = None,
 ) -> checks.Audit:
-    return judge(load(target, verify_blobs=verify_blobs, progress=progress), policy, ignore).released()
+    return judge(load(target, verify_blobs=verify_blobs, progress=progress, jobs=jobs), policy, ignore).released()
 
 
 # Repair.

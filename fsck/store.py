@@ -55,6 +55,62 @@ class Stat:
     symlink_target: str | None = None  # for a symbolic link, when it can be read
 
 
+class PoolKind(str, Enum):
+    SERIAL = "serial"  # one call at a time, in this thread (a store in memory)
+    PROCESSES = "processes"  # calls are short and CPU-bound around them: the GIL would serialise threads
+    THREADS = "threads"  # each call waits on the network: many in flight, the GIL released while waiting
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    """How a store is best read in parallel, and how many operations to keep in flight."""
+
+    kind: PoolKind
+    jobs: int
+    reason: str  # what it was chosen from, for --verbose and the benchmarks
+
+
+# Where a lookup waits on a network or another process: many requests in flight pay off.
+_REMOTE_FILE_SYSTEMS = frozenset({
+    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs", "9p", "afs", "beegfs",
+    "ocfs2", "gfs2", "davfs", "sshfs", "virtiofs",
+})
+REMOTE_JOBS = 32  # each operation waits about a round trip: enough to keep a network mount busy
+MAX_JOBS = 256
+
+
+def file_system_type(path: str, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the file system `path` (resolved) is on, from the kernel's mount table; None if unknown."""
+    real = os.path.realpath(path)
+    best, kind = -1, None
+    try:
+        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as table:
+            for line in table:
+                fields = line.split()
+                if " - " not in line or len(fields) < 5:
+                    continue
+                point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if inside and len(point) > best:
+                    best, kind = len(point), line.split(" - ", 1)[1].split()[0]
+    except OSError:
+        return None
+    return kind
+
+
+def concurrency_for(fs_type: str | None, cores: int) -> Concurrency:
+    if fs_type is not None and (fs_type in _REMOTE_FILE_SYSTEMS or fs_type.startswith("fuse")):
+        return Concurrency(PoolKind.THREADS, REMOTE_JOBS, f"{fs_type}: a network or user-space file system")
+    return Concurrency(PoolKind.PROCESSES, max(1, cores), f"{fs_type or 'unknown file system'}: local, one walker per core")
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class EntryStat(Protocol):
     @property
     def st_size(self) -> int: ...
@@ -103,6 +159,9 @@ class Store(Protocol):
     capabilities: Capabilities
 
     # Reading
+
+    def concurrency(self) -> Concurrency:
+        """How to read this store in parallel by default (`--jobs` overrides the number)."""
 
     def list(self, path: str) -> list[Entry]: ...
 
@@ -218,6 +277,9 @@ class LocalStore:
         return other
 
     # Reading
+
+    def concurrency(self) -> Concurrency:
+        return concurrency_for(file_system_type(self.root), usable_cores())
 
     def list(self, path: str) -> list[os.DirEntry]:
         with os.scandir(self._prefix + path if path else self.root) as entries:
@@ -598,6 +660,9 @@ class MemoryStore:
         self._attach(path, self._new(kind, 0o777 if kind is EntryKind.SYMLINK else 0o644, target=target))
 
     # Reading
+
+    def concurrency(self) -> Concurrency:
+        return Concurrency(PoolKind.SERIAL, 1, "a store in memory")
 
     def list(self, path: str) -> list[Entry]:
         return [_MemoryEntry(name, node) for name, node in self._directory(path).children.items()]

@@ -4,8 +4,10 @@
 
 POINT is `import:MODULE` (when MODULE starts to be imported: in the middle of start-up) or
 `after:METHOD:N[:TIMES]` (TIMES SIGINTs, default 1, right after the N-th call of
-fsck.store.LocalStore.METHOD returns). Each SIGINT sent appends a line to the file MARK, so a test
-knows the point was reached. The command runs as `python -m fsck` runs it, or, with --entry-point,
+fsck.store.LocalStore.METHOD returns, in the command's process or in one of the walker processes it
+forks, which count on from the calls made before the fork; the first process to get there sends them,
+always to the command's own process, as a Ctrl-C reaches the process a shell started). Each SIGINT sent
+appends a line to the file MARK, so a test knows the point was reached. The command runs as `python -m fsck` runs it, or, with --entry-point,
 through the console script pyproject.toml declares. Nothing of the program is replaced: the store's
 method still does its work, and the signal goes through the program's own handlers.
 """
@@ -24,11 +26,17 @@ sys.path.insert(0, str(REPO))  # this checkout's fsck, as `python -m fsck` run f
 
 
 def _sender(mark: str, times: int):
+    command = os.getpid()
+
     def send() -> None:
+        try:  # one sender, whichever process gets to the point first
+            os.close(os.open(mark + ".sending", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
         for _ in range(times):
             with open(mark, "a") as handle:
                 handle.write("SIGINT\n")
-            os.kill(os.getpid(), signal.SIGINT)  # CPython runs the handler before kill() returns
+            os.kill(command, signal.SIGINT)  # in the command's process, the handler runs before kill() returns
 
     return send
 

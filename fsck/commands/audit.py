@@ -14,6 +14,7 @@ from ..catalogue import Severity
 from .options import (
     Bars,
     ConfigOption,
+    JobsOption,
     JsonOption,
     LimitOption,
     OutputOption,
@@ -54,13 +55,16 @@ def audit(
     ),
     quarantine_dir: Optional[Path] = QuarantineOption,
     quiet: bool = QuietOption,
+    jobs: Optional[int] = JobsOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
     ignored = finding_ids(ignore, "--ignore")
     where = target(path, config)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
-    result = service.audit(where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet))
+    result = service.audit(
+        where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs
+    )
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
     context = report.Context(where.root, where.v2, policy.now, verify_blobs)
     if json_output:

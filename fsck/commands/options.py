@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .. import report, service
 from ..catalogue import Id, UnknownId, parse_ids
 from ..service import OperationalError, Target
+from ..store import MAX_JOBS
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -141,6 +142,19 @@ VerifyOption = typer.Option(False, "--verify", help="Re-hash every blob against 
 LimitOption = typer.Option(20, "--limit", min=0, help="Items listed per kind in the text report; 0 for all.")
 UploadAgeOption = typer.Option("168h", "--upload-age", help="Uploads older than this are stale.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def parse_jobs(value: Optional[int]) -> Optional[int]:
+    if value is not None and not 1 <= value <= MAX_JOBS:
+        raise typer.BadParameter(f"{value} is not a number of jobs from 1 to {MAX_JOBS}")
+    return value
+
+
+JobsOption = typer.Option(
+    None, "--jobs", "-j", callback=parse_jobs, metavar="N",
+    help="Storage operations in flight while walking and reading (default: one walker process per core on a "
+    "local disk, 32 threads on a network or FUSE file system).",
+)
 QuarantineOption = typer.Option(
     None, "--quarantine", help="Where removed items are kept (default: registry-fsck-quarantine beside docker/)."
 )

@@ -18,6 +18,7 @@ from ..service import RepairOutcome, Target
 from .options import (
     Bars,
     ConfigOption,
+    JobsOption,
     LimitOption,
     OutputOption,
     PathArgument,
@@ -110,6 +111,7 @@ def repair(
     verify_blobs: bool = VerifyOption,
     limit: int = LimitOption,
     quiet: bool = QuietOption,
+    jobs: Optional[int] = JobsOption,
 ) -> None:
     """Remove garbage (and with --fix-damage mend damage): plan, confirm, act; undoable."""
     if dry_run and yes:
@@ -127,7 +129,7 @@ def repair(
     if not dry_run:
         service.refuse_if_in_use(where, warn, force=force)
     bars = Bars(quiet)
-    planned = service.plan_repair(service.load(where, verify_blobs=verify_blobs, progress=bars), policy, selection)
+    planned = service.plan_repair(service.load(where, verify_blobs=verify_blobs, progress=bars, jobs=jobs), policy, selection)
     the_audit, the_plan = planned.audit, planned.plan
     context = report.Context(where.root, where.v2, policy.now, verify_blobs)
     elsewhere = [(e.link, e.quarantine) for e in service.quarantines_for(where, kept_in, the_plan.followed)]
