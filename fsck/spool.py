@@ -21,6 +21,7 @@ import os
 import pickle
 import tempfile
 import weakref
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -29,7 +30,7 @@ from typing import IO
 from .catalogue import CATALOGUE, Finding, Id, Severity
 
 DEFAULT_MEMORY_BOUND = 8192  # findings held as objects: a few MB
-DEFAULT_BATCH = 256  # findings per pickled batch: what a read holds of each run
+DEFAULT_BATCH = 64  # findings per pickled batch: what a read holds of each run
 DEFAULT_FAN_IN = 16  # runs of one tier merged into one of the next
 
 
@@ -62,10 +63,11 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class _Run:
-    """One sorted run in a file of its own: the batches' (offset, length)."""
+    """One sorted run in a file of its own (unbuffered: each batch is one write, and open runs cost
+    no buffer each), and where each batch ends in it."""
 
     file: IO[bytes]
-    extents: tuple[tuple[int, int], ...]
+    ends: array  # of "q": a batch starts where the one before ends
     tier: int
 
 
@@ -281,36 +283,38 @@ class FindingLog:
             self._runs.append(run)
 
     def _write(self, findings: Iterator[Finding], tier: int) -> _Run:
-        file = tempfile.TemporaryFile(dir=self._directory)
+        file = tempfile.TemporaryFile(buffering=0, dir=self._directory)
         self._files.append(file)
-        extents = []
-        offset = 0
+        ends = array("q")
         encode = self._codec.encode
         batch: list[tuple] = []
         for finding in findings:
             batch.append(encode(finding))
             if len(batch) == self._batch:
-                offset = self._write_batch(file, batch, offset, extents)
+                self._write_batch(file, batch, ends)
                 batch = []
         if batch:
-            self._write_batch(file, batch, offset, extents)
-        file.flush()
-        return _Run(file, tuple(extents), tier)
+            self._write_batch(file, batch, ends)
+        return _Run(file, ends, tier)
 
     @staticmethod
-    def _write_batch(file: IO[bytes], batch: list[tuple], offset: int, extents: list[tuple[int, int]]) -> int:
+    def _write_batch(file: IO[bytes], batch: list[tuple], ends: array) -> None:
         data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
-        file.write(data)
-        extents.append((offset, len(data)))
-        return offset + len(data)
+        view = memoryview(data)
+        written = 0
+        while written < len(data):  # an unbuffered write may write less
+            written += file.write(view[written:])
+        ends.append((ends[-1] if ends else 0) + len(data))
 
     def _read(self, run: _Run) -> Iterator[Finding]:
         # pread: reads of one run side by side do not share a file position.
         descriptor = run.file.fileno()
         decode = self._codec.decode
-        for offset, length in run.extents:
-            for item in pickle.loads(os.pread(descriptor, length, offset)):
+        start = 0
+        for end in run.ends:
+            for item in pickle.loads(os.pread(descriptor, end - start, start)):
                 yield decode(item)
+            start = end
 
     # Reading.
 
