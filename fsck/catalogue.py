@@ -9,7 +9,7 @@ spelled anywhere else in the package: code names `Id` members.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
 from .layout import Digest, Location
@@ -182,6 +182,9 @@ class Finding:
     tag: str | None = None
     digest: Digest | None = None
     bytes: int = 0  # what removing it would free; counted once across findings
+    # A garbage blob's only user: the one repository whose bytes these are (the report's by-repository
+    # sums read it). Not part of the finding's record.
+    owner: str | None = field(default=None, compare=False)
 
     @property
     def path(self) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from itertools import islice
+from typing import BinaryIO
 
 import humanize
 import orjson
@@ -16,7 +19,9 @@ from . import layout
 from .apply import Outcome
 from .catalogue import BY_ID, CATALOGUE, Finding, Id, Severity
 from .checks import Audit
+from .layout import Digest
 from .plan import DAMAGE_IDS, DEFAULT_IDS, UNTAGGED_IDS, Action, Plan
+from .spool import FindingLog
 
 FORMAT = "registry-fsck/report/1"
 
@@ -40,10 +45,27 @@ class Context:
     v2: str
     generated_at: datetime
     verified: bool
+    verified_subset: str | None = None  # "N/M" with --verify-subset: the slice of the blobs re-hashed
 
 
 def reclaimable_bytes(findings: Iterable[Finding]) -> int:
     return sum(f.bytes for f in findings if f.severity is Severity.GARBAGE)
+
+
+def findings_of(audit: Audit) -> FindingLog:
+    """The audit's findings as a log, whose counters the summary reads. Findings given as a sequence
+    are put in a log (in report order), each garbage blob finding without an owner given its owner
+    from `audit.blob_owners`."""
+    if isinstance(audit.findings, FindingLog):
+        return audit.findings
+    return FindingLog.of(_with_owners(audit.findings, audit.blob_owners))
+
+
+def _with_owners(findings: Iterable[Finding], owners: Mapping[Digest, str]) -> Iterator[Finding]:
+    for finding in findings:
+        if finding.owner is None and finding.repository is None and finding.digest in owners:
+            finding = replace(finding, owner=owners[finding.digest])
+        yield finding
 
 
 def finding_record(finding: Finding) -> dict:
@@ -59,27 +81,15 @@ def finding_record(finding: Finding) -> dict:
     }
 
 
-def summary(audit: Audit) -> dict:
-    by_id: dict[str, dict] = {}
-    for finding in audit.findings:
-        entry = by_id.setdefault(finding.id, {"severity": finding.severity.value, "count": 0, "bytes": 0})
-        entry["count"] += 1
-        entry["bytes"] += finding.bytes
-    by_severity = Counter(f.severity.value for f in audit.findings)
-    by_repository: dict[str, dict] = defaultdict(lambda: {"findings": 0, "reclaimable_bytes": 0})
-    shared = 0
-    for finding in audit.findings:
-        if finding.repository is not None:
-            entry = by_repository[display(finding.repository)]
-            entry["findings"] += 1
-            if finding.severity is Severity.GARBAGE:
-                entry["reclaimable_bytes"] += finding.bytes
-        elif finding.severity is Severity.GARBAGE and finding.bytes:
-            owner = audit.blob_owners.get(finding.digest) if finding.digest is not None else None
-            if owner is None:
-                shared += finding.bytes
-            else:
-                by_repository[display(owner)]["reclaimable_bytes"] += finding.bytes
+def summary(audit: Audit, log: FindingLog | None = None) -> dict:
+    """From the log's counters: no pass over the findings. `log`: `findings_of(audit)`, when at hand."""
+    counts = (log if log is not None else findings_of(audit)).counts
+    by_repository: dict[str, dict] = {}
+    for name, tally in counts.by_repository.items():
+        # Names that are not UTF-8 may display alike: their counts add up under the one name shown.
+        entry = by_repository.setdefault(display(name), {"findings": 0, "reclaimable_bytes": 0})
+        entry["findings"] += tally.findings
+        entry["reclaimable_bytes"] += tally.reclaimable_bytes
     totals = audit.totals
     return {
         "repositories": totals.repositories,
@@ -87,29 +97,64 @@ def summary(audit: Audit) -> dict:
         "manifests": totals.manifests,
         "blobs": totals.blobs,
         "blob_bytes": totals.blob_bytes,
-        "reclaimable_bytes": reclaimable_bytes(audit.findings),
-        "by_severity": {s.value: by_severity.get(s.value, 0) for s in Severity},
-        "by_id": {check.id.value: by_id[check.id] for check in CATALOGUE if check.id in by_id},
+        "reclaimable_bytes": counts.reclaimable_bytes,
+        "by_severity": {severity.value: count for severity, count in counts.by_severity.items()},
+        "by_id": {
+            finding_id.value: {"severity": finding_id.severity.value, "count": tally.count, "bytes": tally.bytes}
+            for finding_id, tally in counts.by_id.items()
+        },
         "by_repository": dict(sorted(by_repository.items())),
-        "shared_reclaimable_bytes": shared,
-        **_ignored(audit),
+        "shared_reclaimable_bytes": counts.shared_reclaimable_bytes,
+        **_ignored(audit.ignored if audit.ignored is not None else counts.ignored),
     }
 
 
-def _ignored(audit: Audit) -> dict:
+def _ignored(ignored: Mapping[Id, int] | None) -> dict:
     """With --ignore only: how many findings of each ignored id were left out."""
-    if audit.ignored is None:
+    if ignored is None:
         return {}
-    return {"ignored": {check.id.value: audit.ignored[check.id] for check in CATALOGUE if check.id in audit.ignored}}
+    return {"ignored": {check.id.value: ignored[check.id] for check in CATALOGUE if check.id in ignored}}
+
+
+_RECORDS_PER_WRITE = 512
+_NO_FINDINGS = b"[]\n}"
+
+
+def write_json(audit: Audit, context: Context, exit_code: int, out: BinaryIO) -> None:
+    """The report as one JSON document (orjson's two-space indentation), written as it is made: the
+    findings a few hundred at a time, in report order, so the document is never held whole."""
+    log = findings_of(audit)
+    head = orjson.dumps(_document(audit, context, exit_code, log), option=orjson.OPT_INDENT_2)
+    assert head.endswith(b'"findings": ' + _NO_FINDINGS)  # the findings are the document's last key
+    if not log:
+        out.write(head + b"\n")
+        return
+    out.write(head[: -len(_NO_FINDINGS)] + b"[")
+    separator = b"\n"
+    findings = iter(log)
+    while records := [finding_record(f) for f in islice(findings, _RECORDS_PER_WRITE)]:
+        # b"[\n  {\n    ...\n  }\n]": the list's items, indented one level more, as they sit in the document.
+        items = orjson.dumps(records, option=orjson.OPT_INDENT_2)[2:-2]
+        out.write(separator + b"  " + items.replace(b"\n", b"\n  "))
+        separator = b",\n"
+    out.write(b"\n  ]\n}\n")
 
 
 def to_json(audit: Audit, context: Context, exit_code: int) -> bytes:
-    document = {
+    buffer = io.BytesIO()
+    write_json(audit, context, exit_code, buffer)
+    return buffer.getvalue()
+
+
+def _document(audit: Audit, context: Context, exit_code: int, log: FindingLog) -> dict:
+    """The document with its findings left empty: `write_json` writes them."""
+    return {
         "format": FORMAT,
         "root": display(context.root),
         "v2": display(context.v2),
         "generated_at": context.generated_at.isoformat(timespec="seconds"),
         "verified": context.verified,
+        "verified_subset": context.verified_subset,
         "complete": audit.complete,
         "uncertain": list(audit.uncertain),
         "recent_uploads": audit.recent_uploads,
@@ -119,10 +164,9 @@ def to_json(audit: Audit, context: Context, exit_code: int) -> bytes:
             for u in audit.recent
         ],
         "exit_code": exit_code,
-        "summary": summary(audit),
-        "findings": [finding_record(f) for f in audit.findings],
+        "summary": summary(audit, log),
+        "findings": [],
     }
-    return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
 
 def to_text(audit: Audit, context: Context, limit: int, held: Held | None = None) -> str:
@@ -146,11 +190,12 @@ def to_text(audit: Audit, context: Context, limit: int, held: Held | None = None
         f"{totals.blobs} blobs ({size(totals.blob_bytes)})"
         + ("; every blob re-hashed" if context.verified else "")
     )
-    counts = summary(audit)
+    log = findings_of(audit)
+    counts = summary(audit, log)
     if "ignored" in counts:
         left_out = ", ".join(f"{finding_id} {count}" for finding_id, count in counts["ignored"].items())
         lines.append(f"ignored (--ignore): {left_out}")
-    if not audit.findings:
+    if not log:
         lines.append("no problems found")
         return "\n".join(lines) + "\n"
     severities = counts["by_severity"]
@@ -163,19 +208,32 @@ def to_text(audit: Audit, context: Context, limit: int, held: Held | None = None
     for check_id, entry in counts["by_id"].items():
         amount = f"  {size(entry['bytes'])}" if entry["bytes"] else ""
         lines.append(f"  {entry['severity']:<8} {check_id:<22} {entry['count']:>7}{amount}")
-    grouped: dict[Id, list[Finding]] = defaultdict(list)
-    for finding in audit.findings:
-        grouped[finding.id].append(finding)
-    for check_id, group in grouped.items():
-        lines.append("")
-        lines.append(f"{check_id.value} ({len(group)}): {BY_ID[check_id].meaning}")
-        for finding in group[:limit] if limit > 0 else group:
+    # One pass in report order, where each id's findings follow each other; at most `limit` of each kept.
+    found = set() if audit.untagged_only else set(log.ids())
+    check_id: Id | None = None
+    for finding in log:
+        if audit.untagged_only and finding.path not in audit.untagged_only:
+            found.add(finding.id)
+        if finding.id is not check_id:
+            lines.extend(_more_line(log, check_id, limit))
+            check_id = finding.id
+            shown = 0
+            lines.append("")
+            lines.append(f"{check_id.value} ({log.count(check_id)}): {BY_ID[check_id].meaning}")
+        if limit <= 0 or shown < limit:
             lines.append("  " + _finding_line(finding))
-        if 0 < limit < len(group):
-            lines.append(f"  ... and {len(group) - limit} more (--limit 0 shows all, --json lists all)")
+            shown += 1
+    lines.extend(_more_line(log, check_id, limit))
     lines.extend(_by_repository_lines(counts, limit))
-    lines.extend(_next_lines(audit, context, held))
+    lines.extend(_next_lines(found, audit, context, held))
     return "\n".join(lines) + "\n"
+
+
+def _more_line(log: FindingLog, check_id: Id | None, limit: int) -> list[str]:
+    count = log.count(check_id) if check_id is not None else 0
+    if 0 < limit < count:
+        return [f"  ... and {count - limit} more (--limit 0 shows all, --json lists all)"]
+    return []
 
 
 def _by_repository_lines(counts: dict, limit: int) -> list[str]:
@@ -208,9 +266,9 @@ class Held:
     oldest: str | None  # when the oldest run holding anything started
 
 
-def _next_lines(audit: Audit, context: Context, held: Held | None) -> list[str]:
-    """The commands that act on what was found, and what earlier repairs still hold."""
-    found = {f.id for f in audit.findings if f.path not in audit.untagged_only}
+def _next_lines(found: set[Id], audit: Audit, context: Context, held: Held | None) -> list[str]:
+    """The commands that act on what was found (`found`: the ids but for layer-link-unused that only
+    --untagged frees), and what earlier repairs still hold."""
     found |= {Id.MANIFEST_UNTAGGED} if audit.untagged_only else set()
     target = shlex.quote(display(context.root))
     steps = []

@@ -1,0 +1,384 @@
+"""The audit's findings in bounded memory: added in any order, read back in the report's order.
+
+A store can hold millions of findings. A `FindingLog` keeps at most `memory_bound` of them as
+objects; beyond that it sorts what it holds into a run, writes the run to an anonymous temporary
+file (the system's temporary directory, never the registry's tree) in small pickled batches, and
+starts over. Reading merges the runs, holding about one batch of each (`heapq.merge`). Runs of one
+size are merged into one run of the next size once `fan_in` of them exist (an external merge sort's
+tiers), so neither the open files nor what a read holds grows with the number of findings.
+
+Everything the summary says is counted as findings are added, so no summary needs a pass over them.
+The log is filled, then read: the first read seals it (reading may happen any number of times and
+several reads may run side by side; adding after the first read is an error).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import operator
+import os
+import pickle
+import tempfile
+import weakref
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import IO
+
+from .catalogue import CATALOGUE, Finding, Id, Severity
+
+DEFAULT_MEMORY_BOUND = 8192  # findings held as objects: a few MB
+DEFAULT_BATCH = 64  # findings per pickled batch: what a read holds of each run
+DEFAULT_FAN_IN = 16  # runs of one tier merged into one of the next
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """The findings of one id."""
+
+    count: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryTally:
+    findings: int  # findings in the repository
+    reclaimable_bytes: int  # garbage in it, and garbage blobs whose only user it is
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What the summary says, counted as findings were added."""
+
+    findings: int
+    by_id: Mapping[Id, Tally]  # catalogue order; only ids with findings
+    by_severity: Mapping[Severity, int]  # every severity
+    by_repository: Mapping[str, RepositoryTally]  # by repository name as stored, sorted
+    reclaimable_bytes: int  # every garbage finding's bytes
+    shared_reclaimable_bytes: int  # garbage blobs no one repository alone uses
+    ignored: Mapping[Id, int] | None  # None: nothing ignored; else every ignored id, with how many were left out
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One sorted run in a file of its own (unbuffered: each batch is one write, and open runs cost
+    no buffer each), and where each batch ends in it."""
+
+    file: IO[bytes]
+    ends: array  # of "q": a batch starts where the one before ends
+    tier: int
+
+
+_IDS: tuple[Id, ...] = tuple(Id)
+_ID_INDEX: dict[Id, int] = {finding_id: index for index, finding_id in enumerate(_IDS)}
+_PLAIN = frozenset({str, bytes, int, bool, float, type(None)})
+
+
+def _fields_of(kind: type) -> tuple[tuple[str, ...], Callable[[object], tuple], tuple[Callable, ...]]:
+    """A dataclass's field names, a getter of their values as one tuple, and a setter of each slot
+    (they bypass a frozen dataclass's __setattr__, as its own __init__ does)."""
+    names = tuple(f.name for f in dataclasses.fields(kind))
+    getter = operator.attrgetter(*names) if len(names) > 1 else (lambda thing, name=names[0]: (getattr(thing, name),))
+    setters = tuple(
+        getattr(kind, name).__set__ if hasattr(getattr(kind, name, None), "__set__") else partial(_set, name=name)
+        for name in names
+    )
+    return names, getter, setters
+
+
+def _set(thing: object, value: object, name: str) -> None:
+    object.__setattr__(thing, name, value)
+
+
+_FINDING_NAMES, _, _FINDING_SETTERS = _fields_of(Finding)
+_FINDING_REST = tuple(name for name in _FINDING_NAMES if name not in ("id", "location"))
+_FINDING_REST_GETTER = operator.attrgetter(*_FINDING_REST)
+_FINDING_REST_SETTERS = tuple(
+    setter for name, setter in zip(_FINDING_NAMES, _FINDING_SETTERS, strict=True) if name not in ("id", "location")
+)
+_FINDING_ID_SETTER = _FINDING_SETTERS[_FINDING_NAMES.index("id")]
+_FINDING_LOCATION_SETTER = _FINDING_SETTERS[_FINDING_NAMES.index("location")]
+_NOT_A_DATACLASS = -1
+
+
+class _Codec:
+    """Findings as tuples of plain values for pickling: pickling the dataclasses themselves is several
+    times slower. A location is any dataclass; each kind gets a number the first time one is seen, and
+    a location inside one (a link file's owner) is written as a list."""
+
+    __slots__ = ("kinds", "kind_index", "getters", "setters", "nesting")
+
+    def __init__(self) -> None:
+        self.kinds: list[type] = []
+        self.kind_index: dict[type, int] = {}
+        self.getters: list[Callable[[object], tuple]] = []
+        self.setters: list[tuple[Callable, ...]] = []
+        self.nesting: list[bool] = []  # whether a location of the kind has held another
+
+    def encode(self, finding: Finding) -> tuple:
+        return (_ID_INDEX[finding.id], self._encode_location(finding.location), _FINDING_REST_GETTER(finding))
+
+    def decode(self, item: tuple) -> Finding:
+        finding = object.__new__(Finding)
+        _FINDING_ID_SETTER(finding, _IDS[item[0]])
+        _FINDING_LOCATION_SETTER(finding, self._decode_location(item[1]))
+        for setter, value in zip(_FINDING_REST_SETTERS, item[2], strict=True):
+            setter(finding, value)
+        return finding
+
+    def _encode_location(self, location: object) -> list:
+        kind = type(location)
+        index = self.kind_index.get(kind)
+        if index is None:
+            if not dataclasses.is_dataclass(location):
+                return [_NOT_A_DATACLASS, location]
+            index = self.kind_index[kind] = len(self.kinds)
+            self.kinds.append(kind)
+            _, getter, setters = _fields_of(kind)
+            self.getters.append(getter)
+            self.setters.append(setters)
+            self.nesting.append(False)
+        values = self.getters[index](location)
+        plain = _PLAIN
+        if not all(type(value) in plain for value in values):
+            self.nesting[index] = True
+            values = tuple(value if type(value) in plain else self._encode_location(value) for value in values)
+        return [index, values]
+
+    def _decode_location(self, encoded: list) -> object:
+        index, values = encoded
+        if index == _NOT_A_DATACLASS:
+            return values
+        location = object.__new__(self.kinds[index])
+        if self.nesting[index]:
+            values = [self._decode_location(value) if type(value) is list else value for value in values]
+        for setter, value in zip(self.setters[index], values, strict=True):
+            setter(location, value)
+        return location
+
+
+def _close_files(files: list[IO[bytes]]) -> None:
+    for file in files:
+        file.close()
+    files.clear()
+
+
+class FindingLog:
+    """Findings in `Finding.sort_key` order (ties in the order added, as `sorted` keeps them), at most
+    `memory_bound` of them held as objects whatever their number. Findings of an id in `ignore` are only
+    counted. Mutable while filled; sealed, and read-only, from the first read."""
+
+    __slots__ = (
+        "_ignore", "_ignored", "_memory_bound", "_batch", "_fan_in", "_directory", "_codec",
+        "_held", "_runs", "_files", "_sealed", "_closed", "_finalizer",
+        "_count", "_by_id", "_by_repository", "_reclaimable", "_shared", "__weakref__",
+    )
+
+    def __init__(
+        self, ignore: Iterable[Id] | None = None, *, memory_bound: int = DEFAULT_MEMORY_BOUND,
+        batch: int = DEFAULT_BATCH, fan_in: int = DEFAULT_FAN_IN, directory: str | None = None,
+    ) -> None:
+        """`directory`: where the temporary files go (None: the system's temporary directory)."""
+        if memory_bound < 1 or batch < 1 or fan_in < 2:
+            raise ValueError("memory_bound and batch must be at least 1, fan_in at least 2")
+        self._ignore: frozenset[Id] | None = frozenset(ignore) if ignore is not None else None
+        self._ignored: dict[Id, int] = dict.fromkeys(self._ignore or (), 0)
+        self._memory_bound = memory_bound
+        self._batch = batch
+        self._fan_in = fan_in
+        self._directory = directory
+        self._codec = _Codec()
+        self._held: list[Finding] = []  # not yet in a run; sorted once sealed
+        self._runs: list[_Run] = []  # in the order their findings were added; tiers never rise along it
+        self._files: list[IO[bytes]] = []  # every open file, for the finalizer
+        self._sealed = False
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _close_files, self._files)
+        self._count = 0
+        self._by_id: dict[Id, list[int]] = {}  # [count, bytes]
+        self._by_repository: dict[str, list[int]] = {}  # [findings, reclaimable bytes]
+        self._reclaimable = 0
+        self._shared = 0
+
+    @classmethod
+    def of(cls, findings: Iterable[Finding], ignore: Iterable[Id] | None = None, **bounds: int) -> FindingLog:
+        """A log of these findings: a log itself when there is nothing to ignore."""
+        if isinstance(findings, FindingLog) and ignore is None:
+            return findings
+        log = cls(ignore, **bounds)
+        for finding in findings:
+            log.add(finding)
+        return log
+
+    def without(self, ids: Iterable[Id]) -> FindingLog:
+        """A new log without these ids, counting what it left out (besides what this one did);
+        copied through bounded memory. This log stays as it is."""
+        ids = frozenset(ids)
+        copy = FindingLog(
+            (self._ignore or frozenset()) | ids,
+            memory_bound=self._memory_bound, batch=self._batch, fan_in=self._fan_in, directory=self._directory,
+        )
+        for finding in self:
+            copy.add(finding)
+        for finding_id, count in self._ignored.items():
+            copy._ignored[finding_id] += count
+        return copy
+
+    # Filling.
+
+    def add(self, finding: Finding) -> None:
+        if self._sealed:
+            raise RuntimeError("the findings have been read: the log takes no more")
+        finding_id = finding.id
+        if self._ignore is not None and finding_id in self._ignore:
+            self._ignored[finding_id] += 1
+            return
+        self._count += 1
+        size = finding.bytes
+        tally = self._by_id.get(finding_id)
+        if tally is None:
+            tally = self._by_id[finding_id] = [0, 0]
+        tally[0] += 1
+        tally[1] += size
+        garbage = finding_id.severity is Severity.GARBAGE
+        if garbage:
+            self._reclaimable += size
+        if finding.repository is not None:
+            entry = self._repository(finding.repository)
+            entry[0] += 1
+            if garbage:
+                entry[1] += size
+        elif garbage and size:
+            if finding.owner is None:
+                self._shared += size
+            else:
+                self._repository(finding.owner)[1] += size
+        self._held.append(finding)
+        if len(self._held) >= self._memory_bound:
+            self._spill()
+
+    def _repository(self, name: str) -> list[int]:
+        entry = self._by_repository.get(name)
+        if entry is None:
+            entry = self._by_repository[name] = [0, 0]
+        return entry
+
+    def _spill(self) -> None:
+        self._held.sort(key=Finding.sort_key)
+        self._runs.append(self._write(iter(self._held), tier=0))
+        self._held = []
+        fan_in = self._fan_in
+        # Merge the last `fan_in` runs while they are of one tier: they were added one after the
+        # other, so merging them in place keeps the order of ties.
+        while len(self._runs) >= fan_in and len({run.tier for run in self._runs[-fan_in:]}) == 1:
+            merged = self._runs[-fan_in:]
+            tier = merged[0].tier + 1
+            run = self._write(heapq.merge(*(self._read(r) for r in merged), key=Finding.sort_key), tier)
+            del self._runs[-fan_in:]
+            for old in merged:
+                self._files.remove(old.file)
+                old.file.close()
+            self._runs.append(run)
+
+    def _write(self, findings: Iterator[Finding], tier: int) -> _Run:
+        file = tempfile.TemporaryFile(buffering=0, dir=self._directory)
+        self._files.append(file)
+        ends = array("q")
+        encode = self._codec.encode
+        batch: list[tuple] = []
+        for finding in findings:
+            batch.append(encode(finding))
+            if len(batch) == self._batch:
+                self._write_batch(file, batch, ends)
+                batch = []
+        if batch:
+            self._write_batch(file, batch, ends)
+        return _Run(file, ends, tier)
+
+    @staticmethod
+    def _write_batch(file: IO[bytes], batch: list[tuple], ends: array) -> None:
+        data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(data)
+        written = 0
+        while written < len(data):  # an unbuffered write may write less
+            written += file.write(view[written:])
+        ends.append((ends[-1] if ends else 0) + len(data))
+
+    def _read(self, run: _Run) -> Iterator[Finding]:
+        # pread: reads of one run side by side do not share a file position.
+        descriptor = run.file.fileno()
+        decode = self._codec.decode
+        start = 0
+        for end in run.ends:
+            for item in pickle.loads(os.pread(descriptor, end - start, start)):
+                yield decode(item)
+            start = end
+
+    # Reading.
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Finding]:
+        if self._closed:
+            raise ValueError("the log is closed")
+        if not self._sealed:
+            self._held.sort(key=Finding.sort_key)
+            self._sealed = True
+        if not self._runs:
+            return iter(self._held)
+        return heapq.merge(*(self._read(run) for run in self._runs), self._held, key=Finding.sort_key)
+
+    @property
+    def ignored(self) -> Mapping[Id, int] | None:
+        """None when nothing was to be ignored; else every id to ignore, with how many were left out."""
+        if self._ignore is None:
+            return None
+        return {check.id: self._ignored[check.id] for check in CATALOGUE if check.id in self._ignored}
+
+    @property
+    def counts(self) -> Counts:
+        by_id = {check.id: Tally(*self._by_id[check.id]) for check in CATALOGUE if check.id in self._by_id}
+        by_severity = dict.fromkeys(Severity, 0)
+        for finding_id, tally in by_id.items():
+            by_severity[finding_id.severity] += tally.count
+        return Counts(
+            findings=self._count,
+            by_id=by_id,
+            by_severity=by_severity,
+            by_repository={name: RepositoryTally(*entry) for name, entry in sorted(self._by_repository.items())},
+            reclaimable_bytes=self._reclaimable,
+            shared_reclaimable_bytes=self._shared,
+            ignored=self.ignored,
+        )
+
+    def count(self, finding_id: Id) -> int:
+        tally = self._by_id.get(finding_id)
+        return tally[0] if tally is not None else 0
+
+    def ids(self) -> frozenset[Id]:
+        """The ids with findings."""
+        return frozenset(self._by_id)
+
+    @property
+    def spilled(self) -> bool:
+        """Whether some findings are in temporary files."""
+        return bool(self._runs)
+
+    def close(self) -> None:
+        """Drop the temporary files (also done when the log is garbage-collected); reading fails after."""
+        self._closed = True
+        self._runs = []
+        self._held = []
+        self._finalizer()
+
+    def __enter__(self) -> FindingLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"FindingLog({self._count} findings, {len(self._runs)} runs on disk, {len(self._held)} held)"
