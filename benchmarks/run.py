@@ -257,21 +257,23 @@ def gc_eligible(path: str, what: str = "blob") -> set[str]:
         return {line[len(prefix):].strip() for line in handle if line.startswith(prefix)}
 
 
-def findings_by_id(path: str, *finding_ids: str) -> dict[str, set[str]] | None:
+def findings_by_id(path: str, *finding_ids: str) -> tuple[dict[str, set[str]], int] | None:
+    """The digests of the report's findings of each id, and how many findings it holds in all."""
     try:
         document = load_json(path)
     except (OSError, ValueError):
         return None
     wanted = {finding_id: set() for finding_id in finding_ids}
-    for finding in document.get("findings", []):
+    findings = document.get("findings", [])
+    for finding in findings:
         if finding.get("id") in wanted:
             wanted[finding["id"]].add(finding.get("digest"))
-    return wanted
+    return wanted, len(findings)
 
 
 def report_findings(path: str, finding_id: str) -> set[str] | None:
     found = findings_by_id(path, finding_id)
-    return None if found is None else found[finding_id]
+    return None if found is None else found[0][finding_id]
 
 
 def _differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -401,7 +403,9 @@ def print_targets(rows: list[tuple[Target, str, float | None]]) -> None:
 
 
 def short_count(files: int) -> str:
-    return f"{files / 1e6:.2f}M files" if files >= 1e6 else f"{files / 1e3:.0f}k files" if files >= 1e3 else f"{files} files"
+    if files >= 1e6:
+        return f"{files / 1e6:.2f}M files"
+    return f"{files / 1e3:.0f}k files" if files >= 1e4 else f"{files} files"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -590,9 +594,8 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
             counted = int(handle.read().split()[0])
         checks["files"] = "MATCH" if counted == files else f"MISMATCH (find {counted}, generator {files})"
     expected = set(facts["orphans"])
-    found = (
-        findings_by_id(report_path, "blob-orphan", "blob-unreachable", "manifest-untagged") if ran("fsck") else None
-    )
+    read = findings_by_id(report_path, "blob-orphan", "blob-unreachable", "manifest-untagged") if ran("fsck") else None
+    found, findings_total = read if read is not None else (None, None)
     orphans = found["blob-orphan"] if found is not None else None
     if orphans is not None:
         checks["fsck blob-orphan = generator orphans"] = (
@@ -683,7 +686,7 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
     print(
         f"tree {root}: {files} files, {facts['dirs']} dirs, {facts['repositories']} repositories, {facts['tags']} tags, "
         f"{facts['revisions']} revisions, {facts['blobs']} blobs ({facts['blob_bytes'] / 2**20:.1f} MiB), "
-        f"{len(expected)} orphans"
+        f"{len(expected)} orphans" + (f"; fsck: {findings_total} findings" if findings_total is not None else "")
     )
     print()
     print(f"{'command':<18} {'best s':>8} {'runs s':>24} {'user s':>7} {'sys s':>7} {'peak MiB':>9}")
@@ -721,6 +724,7 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
         "root": root,
         "tree": {k: v for k, v in facts.items() if k != "orphans"},
         "orphans": len(expected),
+        "findings": findings_total,
         "manifests": manifests,
         "repeat": repeat,
         "measurements": {name: {**asdict(meas), "best": meas.best} for name, meas in m.items()},
