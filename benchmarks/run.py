@@ -4,6 +4,8 @@
     python benchmarks/run.py --smoke                  # a few hundred files, seconds: for CI
     python benchmarks/run.py --scale large --repeat 1 --dir /var/tmp/bench-large
     python benchmarks/run.py --repos 500 --tags 8 --dir /tmp/b --keep
+    python benchmarks/run.py --tree /var/tmp/bench/t300 --out /tmp/t300-out   # a tree as it is, reports elsewhere
+    python benchmarks/run.py --findings many --dir /var/tmp/bench/many --only import,fsck --no-warm-up
 
 Generates (or reuses, under --dir) a synthetic registry tree (`synth.py`), then times, with
 caches warmed equally (every command runs once untimed, then the best of --repeat rounds):
