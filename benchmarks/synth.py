@@ -87,12 +87,29 @@ class Params:
     base_layers: int = 64
     layer_min: int = 256
     layer_max: int = 4096
+    bulk_images: int = 0
+    bulk_layers: int = 100
+    bulk_tagged: bool = True
 
 
+# A pair of trees of one size, one with about a finding per file and one with almost none
+# (`--findings many|few`): the same repositories, then per repository `bulk_images` units of
+# 2 * bulk_layers + 6 files. Tagged (few), a unit is an image of bulk_layers layers: layer and
+# config blobs, their _layers links, the manifest blob, its revision link and a tag (current and
+# index). Untagged (many), the same layer and config blobs and links were uploaded but no manifest
+# was put, and 4 orphan blobs take the place of the manifest's 4 files: every file is garbage,
+# (bulk_layers + 5) blob-orphan and (bulk_layers + 1) layer-link-unused findings per unit.
+_FEW_GARBAGE = {"repush": 0.0, "untagged": 0.0, "abandoned": 0.0, "orphan_fraction": 0.0}
 PRESETS = {
     "smoke": Params(repos=6, tags=3, base_layers=8),
     "default": Params(),
     "large": Params(repos=12000, tags=5),
+    "findings-few": Params(repos=1000, bulk_images=5, bulk_tagged=True, **_FEW_GARBAGE),
+    "findings-many": Params(repos=1000, bulk_images=5, bulk_tagged=False, **_FEW_GARBAGE),
+    "findings-smoke-few": Params(repos=6, tags=3, base_layers=8, bulk_images=2, bulk_layers=10, **_FEW_GARBAGE),
+    "findings-smoke-many": Params(
+        repos=6, tags=3, base_layers=8, bulk_images=2, bulk_layers=10, bulk_tagged=False, **_FEW_GARBAGE
+    ),
 }
 
 
@@ -289,8 +306,36 @@ class RepositoryBuilder:
         # Orphans with no link at all (a crash between upload and link, or an old GC bug).
         for _ in range(self.w.counts.blobs - blobs_before):
             if rng.random() < params.orphan_fraction:
-                data = rng.randbytes(rng.randint(params.layer_min, params.layer_max))
-                self.w.counts.orphans.append(self.w.blob(data))
+                self.orphan()
+        for number in range(params.bulk_images):
+            self.bulk_image(number)
+
+    def orphan(self) -> None:
+        data = self.rng.randbytes(self.rng.randint(self.params.layer_min, self.params.layer_max))
+        self.w.counts.orphans.append(self.w.blob(data))
+
+    def bulk_image(self, number: int) -> None:
+        """One unit of the findings pair: a tagged image of bulk_layers layers, or its upload abandoned."""
+        layers = [self.layer() for _ in range(self.params.bulk_layers)]
+        config = {**PLATFORMS[0], "rootfs": {"type": "layers", "diff_ids": []}, "bulk": f"{self.name}/{number}"}
+        config_bytes = json.dumps(config).encode()
+        config_hex = self.w.blob(config_bytes)
+        self.layer_link(config_hex)
+        if not self.params.bulk_tagged:
+            self.w.counts.orphans.extend(h for h, _ in layers)
+            self.w.counts.orphans.append(config_hex)
+            for _ in range(4):  # in place of the manifest blob, its revision link and the tag's two links
+                self.orphan()
+            return
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": descriptor(DOCKER_CONFIG, config_hex, len(config_bytes)),
+            "layers": [descriptor(DOCKER_LAYER, h, s) for h, s in layers],
+        }
+        hex_digest = self.w.blob(json.dumps(manifest, indent=3).encode())
+        self.revision(hex_digest)
+        self.tag(f"bulk{number}", [hex_digest])
 
 
 def repository_names(params: Params) -> list[str]:
@@ -363,12 +408,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="the rootdirectory to create (must not exist)")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
+    parser.add_argument(
+        "--findings", choices=("few", "many"),
+        help="the findings pair at ~1M files: --preset findings-few or findings-many (~1M findings)",
+    )
     parser.add_argument("--repos", type=int)
     parser.add_argument("--tags", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--layer-max", type=int, help="largest layer in bytes (default 4096)")
     parser.add_argument("--jobs", type=int, help="worker processes (default: all cores)")
     args = parser.parse_args(argv)
+    if args.findings:
+        args.preset = f"findings-{args.findings}"
     params = params_from(args.preset, repos=args.repos, tags=args.tags, seed=args.seed, layer_max=args.layer_max)
     if os.path.exists(args.out):
         sys.exit(f"{args.out}: exists; give a new directory")
