@@ -35,6 +35,7 @@ from .reach import (
     tags_using_each,
 )
 from .scan import Inventory, Oddity, Repository
+from .spool import FindingLog
 
 DEFAULT_UPLOAD_AGE = timedelta(hours=168)  # the registry's own upload purger
 QUIET_PERIOD = timedelta(minutes=15)  # an upload younger than this suggests the registry is serving
@@ -66,7 +67,7 @@ class RecentUpload:
 
 @dataclass(frozen=True, slots=True)
 class Audit:
-    findings: tuple[Finding, ...]
+    findings: FindingLog  # in report order; or any iterable of findings a caller builds
     totals: Totals
     complete: bool  # False: part of the tree was unreadable or not followed; verdicts may be wrong
     # Why blob verdicts may be wrong although everything was read: manifests whose references are unknown.
@@ -111,14 +112,8 @@ class Audit:
 def ignore(audit: Audit, ids: frozenset[Id]) -> Audit:
     """Leave these ids out of the findings (and so the exit code), counting what was left out
     (git fsck's message configuration)."""
-    counts = {finding_id: 0 for finding_id in ids}
-    kept = []
-    for finding in audit.findings:
-        if finding.id in ids:
-            counts[finding.id] += 1
-        else:
-            kept.append(finding)
-    return replace(audit, findings=tuple(kept), ignored=counts)
+    kept = FindingLog.of(audit.findings).without(ids)
+    return replace(audit, findings=kept, ignored=kept.ignored)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +169,23 @@ def audit(
         blobs=len(inventory.blobs),
         blob_bytes=sum(inventory.blobs.values()),
     )
-    findings = sorted(state.findings, key=Finding.sort_key)
+    # Handed to a log that spills to a temporary file beyond a bound: the report reads it as a stream.
+    findings = FindingLog()
+    owned = (Id.BLOB_ORPHAN, Id.BLOB_UNREACHABLE)
+    used_as_content = set()
+    for finding in state.findings:
+        if finding.id in owned and finding.digest in owners:
+            finding = replace(finding, owner=owners[finding.digest])
+        elif finding.id is Id.MANIFEST_INVALID and finding.digest in marks.referenced:
+            used_as_content.add(finding.digest)
+        findings.add(finding)
+    state.findings = []
     unreadable = any(isinstance(m, InvalidManifest) and m.unreadable for m in manifests.values())
     unparsed = sum(isinstance(m, InvalidManifest) and not m.unreadable for m in manifests.values())
     uncertain = (f"{unparsed} manifest(s) could not be parsed: what they reference is unknown",) if unparsed else ()
     return Audit(
-        tuple(findings), totals, inventory.complete and not unverified and not unreadable, uncertain,
-        graph, tuple(unread), protected, state.not_seen,
-        frozenset(f.digest for f in findings if f.id is Id.MANIFEST_INVALID and f.digest in marks.referenced),
+        findings, totals, inventory.complete and not unverified and not unreadable, uncertain,
+        graph, tuple(unread), protected, state.not_seen, frozenset(used_as_content),
         recent=tuple(sorted(recent, key=lambda r: r.started, reverse=True)), blob_owners=owners,
         untagged_only=frozenset(state.untagged_only),
     )

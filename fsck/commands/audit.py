@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -68,7 +69,7 @@ def audit(
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
     context = report.Context(where.root, where.v2, policy.now, verify_blobs)
     if json_output:
-        data = report.to_json(result, context, code)
+        data = partial(report.write_json, result, context, code)
     else:
         data = report.to_text(result, context, limit, _held(where, quarantine(quarantine_dir, where))).encode()
     emit(data, output, where, code)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import BinaryIO, NoReturn, Optional
 
 import typer
 from tqdm import tqdm
@@ -87,10 +87,14 @@ def interrupts_deferred() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, signal.SIG_IGN if received else previous or signal.SIG_DFL)
 
 
-def emit(data: bytes, output: Optional[Path], where: Target, code: int) -> NoReturn:
-    """Write the report to `output` (or stdout) and exit with `code`."""
+def emit(data: bytes | Callable[[BinaryIO], None], output: Optional[Path], where: Target, code: int) -> NoReturn:
+    """Write the report to `output` (or stdout) and exit with `code`; `data` may be a function that
+    writes it as a stream."""
     if output is not None:
         _write_output(output, data, where)
+    elif callable(data):
+        data(sys.stdout.buffer)
+        sys.stdout.flush()
     else:
         # A signal handled during the write (a Ctrl-C after a repair stopped) makes it write only part:
         # what it took is counted, the rest written after.
@@ -101,14 +105,14 @@ def emit(data: bytes, output: Optional[Path], where: Target, code: int) -> NoRet
     raise typer.Exit(code)
 
 
-def _write_output(output: Path, data: bytes, where: Target) -> None:
+def _write_output(output: Path, data: bytes | Callable[[BinaryIO], None], where: Target) -> None:
     resolved = os.path.realpath(output)
     root = os.path.realpath(where.root)
     if resolved == root or resolved.startswith(root + os.sep):
         raise typer.BadParameter(f"{output}: refusing to write inside the registry's root {where.root}")
     try:
         with open(output, "wb") as handle:
-            handle.write(data)
+            data(handle) if callable(data) else handle.write(data)
     except OSError as error:
         raise OperationalError(f"{output}: cannot write: {error.strerror}") from None
 
