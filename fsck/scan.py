@@ -302,7 +302,9 @@ class _Units:
         if isinstance(self.pool, ProcessPoolExecutor):
             for worker in list((getattr(self.pool, "_processes", None) or {}).values()):
                 worker.terminate()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # With every worker gone, the pool's own thread sees it at once and ends: waiting for it is short,
+        # and leaves nothing for the interpreter's exit to stumble on.
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 _TMP_SUFFIX = ".tmp"
