@@ -40,6 +40,7 @@ class Context:
     v2: str
     generated_at: datetime
     verified: bool
+    verified_subset: str | None = None  # "N/M" with --verify-subset: the slice of the blobs re-hashed
 
 
 def reclaimable_bytes(findings: Iterable[Finding]) -> int:
@@ -110,6 +111,7 @@ def to_json(audit: Audit, context: Context, exit_code: int) -> bytes:
         "v2": display(context.v2),
         "generated_at": context.generated_at.isoformat(timespec="seconds"),
         "verified": context.verified,
+        "verified_subset": context.verified_subset,
         "complete": audit.complete,
         "uncertain": list(audit.uncertain),
         "recent_uploads": audit.recent_uploads,

@@ -88,7 +88,8 @@ class Loaded:
 
 
 def load(
-    target: Target, *, verify_blobs: bool = False, progress: Progress = Silent(), workers: int | None = None
+    target: Target, *, verify_blobs: bool = False, progress: Progress = Silent(), workers: int | None = None,
+    subset: verify.Subset | None = None,
 ) -> Loaded:
     """Scan, read the manifests and, with --verify, re-hash the blobs: everything judging needs.
     `workers`: threads that read manifests on slow storage (the reader's default when None)."""
@@ -99,9 +100,10 @@ def load(
     with progress.counter("manifests", " manifests", total=len(named)):
         parsed = manifests.read_manifests(store, named, inventory.blobs, **({} if workers is None else {"workers": workers}))
     verification = None
-    if verify_blobs:
-        with progress.counter("verifying", "B", total=sum(inventory.blobs.values()), scale=True) as bar:
-            verification = verify.verify_blobs(store, inventory.blobs, bar.update)
+    if verify_blobs or subset is not None:
+        chosen = verify.in_subset(inventory.blobs, subset)
+        with progress.counter("verifying", "B", total=sum(chosen.values()), scale=True) as bar:
+            verification = verify.verify_blobs(store, chosen, bar.update)
     return Loaded(store, inventory, parsed, verification)
 
 
@@ -117,9 +119,9 @@ def judge(loaded: Loaded, policy: checks.Policy, ignore: frozenset[Id] | None = 
 
 def audit(
     target: Target, policy: checks.Policy, *, verify_blobs: bool = False, ignore: frozenset[Id] | None = None,
-    progress: Progress = Silent(),
+    progress: Progress = Silent(), subset: verify.Subset | None = None,
 ) -> checks.Audit:
-    return judge(load(target, verify_blobs=verify_blobs, progress=progress), policy, ignore).released()
+    return judge(load(target, verify_blobs=verify_blobs, progress=progress, subset=subset), policy, ignore).released()
 
 
 # Repair.

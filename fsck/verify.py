@@ -62,7 +62,7 @@ class Verification:
     unreadable: tuple[tuple[str, str], ...]  # (path, reason)
 
 
-_SUBSET = re.compile(r"([0-9]+)/([0-9]+)")
+_SUBSET = re.compile(r"([0-9]{1,20})/([0-9]{1,20})")  # more digits are out of range anyway
 
 
 @dataclass(frozen=True, slots=True)

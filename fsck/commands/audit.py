@@ -22,11 +22,13 @@ from .options import (
     QuietOption,
     UploadAgeOption,
     VerifyOption,
+    VerifySubsetOption,
     emit,
     finding_ids,
     parse_duration,
     quarantine,
     target,
+    verify_subset,
 )
 
 
@@ -54,15 +56,20 @@ def audit(
     ),
     quarantine_dir: Optional[Path] = QuarantineOption,
     quiet: bool = QuietOption,
+    verify_subset_text: Optional[str] = VerifySubsetOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
     ignored = finding_ids(ignore, "--ignore")
+    subset = verify_subset(verify_subset_text)
     where = target(path, config)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
-    result = service.audit(where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet))
+    result = service.audit(where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), subset=subset)
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
-    context = report.Context(where.root, where.v2, policy.now, verify_blobs)
+    context = report.Context(
+        where.root, where.v2, policy.now, verify_blobs and subset is None,
+        verified_subset=str(subset) if subset is not None else None,
+    )
     if json_output:
         data = report.to_json(result, context, code)
     else:
