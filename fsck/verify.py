@@ -23,7 +23,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from itertools import islice
@@ -191,16 +191,18 @@ def _in_processes(
     waiting = iter(range(len(batches)))
     finished = False
     try:
-        for _ in range(min(workers, len(batches))):
-            tasks_out, tasks_in = Pipe(duplex=False)
-            results_out, results_in = Pipe(duplex=False)
-            pid = _fork(partial(_serve, reader, algorithm_dirs, batches, tasks_out, results_in))
-            tasks_out.close()
-            results_in.close()
-            child = _Child(pid, tasks_in, results_out)
-            children.append(child)
-            for index in _take(waiting, _TASKS_AHEAD):
-                child.tasks.send(index)
+        with _interrupts_held():  # a Ctrl-C now is raised once every child forked is in `children`, to be killed
+            for _ in range(min(workers, len(batches))):
+                tasks_out, tasks_in = Pipe(duplex=False)
+                results_out, results_in = Pipe(duplex=False)
+                parent_ends = [tasks_in, results_out, *(end for c in children for end in (c.tasks, c.results))]
+                serve = partial(_serve, reader, algorithm_dirs, batches, tasks_out, results_in, parent_ends)
+                pid = _fork(serve)
+                tasks_out.close()
+                results_in.close()
+                children.append(_Child(pid, tasks_in, results_out))
+                for index in _take(waiting, _TASKS_AHEAD):
+                    children[-1].tasks.send(index)
         by_results = {child.results: child for child in children}
         remaining = len(batches)
         while remaining:
@@ -241,32 +243,47 @@ def _take(indices: Iterator[int], count: int) -> list[int]:
     return list(islice(indices, count))
 
 
-def _fork(serve: Callable[[], None]) -> int:
-    """A child process that runs `serve` and exits, never returning into the caller's code. SIGINT
-    is blocked across the fork and ignored in the child: Ctrl-C at a terminal goes to the whole
-    process group, and only the parent must act on it (it kills the children)."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """A SIGINT within is raised (by the handler in place before) when the block ends. Only the main
+    thread runs signal handlers: elsewhere nothing can interrupt the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
     try:
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-                gc.disable()  # a collection would touch, and so copy, the whole inherited heap
-                serve()
-                code = 0
-            finally:
-                os._exit(code)
-        return pid
+        yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, previous)
+        if received and callable(previous):
+            previous(signal.SIGINT, None)
+
+
+def _fork(serve: Callable[[], None]) -> int:
+    """A child process that runs `serve` and exits, never returning into the caller's code. Called
+    with interrupts held; the child ignores SIGINT: Ctrl-C at a terminal goes to the whole process
+    group, and only the parent must act on it (it kills the children)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            gc.disable()  # a collection would touch, and so copy, the whole inherited heap
+            serve()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
 
 
 def _serve(
-    reader: Reader, algorithm_dirs: Mapping[str, str], batches: list[list[Digest]], tasks: Connection, results: Connection
+    reader: Reader, algorithm_dirs: Mapping[str, str], batches: list[list[Digest]], tasks: Connection,
+    results: Connection, parent_ends: list[Connection],
 ) -> None:
     """In a child: hash the batches the parent names until it says stop (None) or goes away."""
+    for end in parent_ends:  # closed here, so that when the parent goes, every child sees the end of its tasks
+        end.close()
     buffer = memoryview(bytearray(CHUNK))
     hashed = [0]
 
