@@ -123,14 +123,17 @@ def verify_blobs(
                 large = blobs  # one batch: a process would cost more than it saves
         checked.extend(_on_threads(reader, algorithm_dirs, large, workers, report))
     corrupt: set[Digest] = set()
-    unreadable: list[tuple[str, str]] = []
+    unreadable: list[tuple[Digest, str]] = []
     for batch in checked:
         for digest, outcome in batch:
             if outcome is False:
                 corrupt.add(digest)
             elif isinstance(outcome, str):
-                unreadable.append((layout.blob_data(digest), outcome))
-    return Verification(frozenset(corrupt), tuple(unreadable))
+                unreadable.append((digest, outcome))
+    if unreadable and processes:  # small and large blobs were read apart: back to the order they were given in
+        position = {digest: index for index, digest in enumerate(blobs)}
+        unreadable.sort(key=lambda item: position[item[0]])
+    return Verification(frozenset(corrupt), tuple((layout.blob_data(d), reason) for d, reason in unreadable))
 
 
 def _check(

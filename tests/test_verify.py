@@ -57,13 +57,21 @@ def test_processes_and_threads_split_small_and_large_blobs_and_agree(tmp_path):
     assert results[True] == results[False] == v.Verification(frozenset(bad), ((layout.blob_data(gone), os.strerror(2)),))
 
 
-def test_unreadable_blobs_keep_their_order_from_worker_processes(tmp_path):
+def test_unreadable_blobs_keep_their_order_from_worker_processes_and_threads(tmp_path):
     v2 = str(tmp_path)
-    good = [store(v2, f"blob {n}".encode()) for n in range(2000)]
-    missing = [hashlib.sha256(f"gone {n}".encode()).digest() for n in range(300)]
-    blobs = {d: 9 for pair in zip(good, missing + [None] * 1700, strict=True) for d in pair if d is not None}
+    blobs, unreadable = {}, []
+    for n in range(2000):
+        blobs[store(v2, f"blob {n}".encode())] = 6
+        if n % 7 == 0:  # missing: a small one, for a worker process
+            unreadable.append(hashlib.sha256(f"gone {n}".encode()).digest())
+            blobs[unreadable[-1]] = 9
+        if n % 500 == 0:  # a directory in place of the data, said to be large: for a thread
+            unreadable.append(hashlib.sha256(f"directory {n}".encode()).digest())
+            os.makedirs(os.path.join(v2, layout.blob_data(unreadable[-1])))
+            blobs[unreadable[-1]] = v.SMALL + 1
     result = v.verify_blobs(LocalStore(v2), blobs, workers=2, processes=True)
-    assert [p for p, _ in result.unreadable] == [layout.blob_data(d) for d in missing]
+    assert [p for p, _ in result.unreadable] == [layout.blob_data(d) for d in unreadable]
+    assert {reason for _, reason in result.unreadable} == {os.strerror(2), os.strerror(21)}
 
 
 def test_only_a_local_store_forks_by_default(tmp_path, monkeypatch):
