@@ -45,6 +45,7 @@ def audit(
     json_output: bool = JsonOption,
     output: Optional[Path] = OutputOption,
     verify_blobs: bool = VerifyOption,
+    verify_subset_text: Optional[str] = VerifySubsetOption,
     limit: int = LimitOption,
     upload_age: str = UploadAgeOption,
     ignore: Optional[str] = typer.Option(
@@ -56,7 +57,6 @@ def audit(
     ),
     quarantine_dir: Optional[Path] = QuarantineOption,
     quiet: bool = QuietOption,
-    verify_subset_text: Optional[str] = VerifySubsetOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
