@@ -188,7 +188,8 @@ def to_text(audit: Audit, context: Context, limit: int, held: Held | None = None
     lines.append(
         f"{totals.repositories} repositories, {totals.tags} tags, {totals.manifests} manifests, "
         f"{totals.blobs} blobs ({size(totals.blob_bytes)})"
-        + ("; every blob re-hashed" if context.verified else "")
+        + ("; every blob re-hashed" if context.verified
+           else f"; verified: subset {context.verified_subset}" if context.verified_subset else "")
     )
     log = findings_of(audit)
     counts = summary(audit, log)

@@ -98,7 +98,8 @@ def concurrency(store: Store, jobs: int | None) -> Concurrency:
 
 
 def load(
-    target: Target, *, verify_blobs: bool = False, progress: Progress = Silent(), jobs: int | None = None
+    target: Target, *, verify_blobs: bool = False, progress: Progress = Silent(), jobs: int | None = None,
+    subset: verify.Subset | None = None,
 ) -> Loaded:
     """Scan, read the manifests and, with --verify, re-hash the blobs: everything judging needs.
     `jobs`: storage operations in flight (the store's default when None)."""
@@ -111,9 +112,10 @@ def load(
     with progress.counter("manifests", " manifests", total=len(named)):
         parsed = manifests.read_manifests(store, named, inventory.blobs, workers=readers)
     verification = None
-    if verify_blobs:
-        with progress.counter("verifying", "B", total=sum(inventory.blobs.values()), scale=True) as bar:
-            verification = verify.verify_blobs(store, inventory.blobs, bar.update)
+    if verify_blobs or subset is not None:
+        chosen = verify.in_subset(inventory.blobs, subset)
+        with progress.counter("verifying", "B", total=sum(chosen.values()), scale=True) as bar:
+            verification = verify.verify_blobs(store, chosen, bar.update)
     return Loaded(store, inventory, parsed, verification)
 
 
@@ -129,9 +131,10 @@ def judge(loaded: Loaded, policy: checks.Policy, ignore: frozenset[Id] | None = 
 
 def audit(
     target: Target, policy: checks.Policy, *, verify_blobs: bool = False, ignore: frozenset[Id] | None = None,
-    progress: Progress = Silent(), jobs: int | None = None,
+    progress: Progress = Silent(), jobs: int | None = None, subset: verify.Subset | None = None,
 ) -> checks.Audit:
-    return judge(load(target, verify_blobs=verify_blobs, progress=progress, jobs=jobs), policy, ignore).released()
+    loaded = load(target, verify_blobs=verify_blobs, progress=progress, jobs=jobs, subset=subset)
+    return judge(loaded, policy, ignore).released()
 
 
 # Repair.

@@ -24,11 +24,13 @@ from .options import (
     QuietOption,
     UploadAgeOption,
     VerifyOption,
+    VerifySubsetOption,
     emit,
     finding_ids,
     parse_duration,
     quarantine,
     target,
+    verify_subset,
 )
 
 
@@ -45,6 +47,7 @@ def audit(
     json_output: bool = JsonOption,
     output: Optional[Path] = OutputOption,
     verify_blobs: bool = VerifyOption,
+    verify_subset_text: Optional[str] = VerifySubsetOption,
     limit: int = LimitOption,
     upload_age: str = UploadAgeOption,
     ignore: Optional[str] = typer.Option(
@@ -61,13 +64,17 @@ def audit(
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
     ignored = finding_ids(ignore, "--ignore")
+    subset = verify_subset(verify_subset_text)
     where = target(path, config)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
     result = service.audit(
-        where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs
+        where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
     )
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
-    context = report.Context(where.root, where.v2, policy.now, verify_blobs)
+    context = report.Context(
+        where.root, where.v2, policy.now, verify_blobs and subset is None,
+        verified_subset=str(subset) if subset is not None else None,
+    )
     if json_output:
         data = partial(report.write_json, result, context, code)
     else:

@@ -16,7 +16,7 @@ from typing import BinaryIO, NoReturn, Optional
 import typer
 from tqdm import tqdm
 
-from .. import report, service
+from .. import report, service, verify
 from ..catalogue import Id, UnknownId, parse_ids
 from ..service import OperationalError, Target
 from ..store import MAX_JOBS
@@ -143,6 +143,20 @@ RunsJsonOption = typer.Option(
 )
 OutputOption = typer.Option(None, "--output", "-o", help="Write the report to FILE instead of stdout.")
 VerifyOption = typer.Option(False, "--verify", help="Re-hash every blob against its digest (all cores).")
+VerifySubsetOption = typer.Option(
+    None, "--verify-subset", metavar="N/M",
+    help="Re-hash only slice N of M (the blobs whose digest modulo M is N-1): run 1/M to M/M on M nights "
+    "to cover the whole store. Implies --verify.",
+)
+
+
+def verify_subset(text: Optional[str]) -> Optional[verify.Subset]:
+    if text is None:
+        return None
+    try:
+        return verify.Subset.parse(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"--verify-subset {text!r}: {error}") from None
 LimitOption = typer.Option(20, "--limit", min=0, help="Items listed per kind in the text report; 0 for all.")
 UploadAgeOption = typer.Option("168h", "--upload-age", help="Uploads older than this are stale.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
