@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -159,12 +160,19 @@ def scan(store: Store, progress: Progress | None = None, concurrency: Concurrenc
             return walker.inventory
         except _NeedsOneThread:
             units.close()
+        except BrokenProcessPool:  # a worker died: killed from outside, or out of memory
+            units.stop()
+            raise WalkerLost("a walker process ended before it was done (killed?)") from None
         except BaseException:
             units.stop()
             raise
     walker = _Walker(store, Inventory(store.root), report)
     walker.top()
     return walker.inventory
+
+
+class WalkerLost(OSError):
+    """A walker process ended before its part of the tree was done (killed from outside, out of memory)."""
 
 
 class _NeedsOneThread(Exception):

@@ -176,3 +176,21 @@ def test_the_store_chooses_processes_on_a_local_disk_and_threads_on_a_network_or
         assert concurrency_for(remote, 2).kind is PoolKind.THREADS and concurrency_for(remote, 2).jobs == 32
     assert file_system_type(str(tmp_path)) is not None
     assert LocalStore(str(tmp_path)).concurrency().kind in (PoolKind.PROCESSES, PoolKind.THREADS)
+
+
+def test_a_walker_process_killed_from_outside_is_one_line_and_exit_8(wide_tree):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fsck", "audit", str(wide_tree), "--jobs", "2", "--json"], cwd=REPO,
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (walkers := children_of(process.pid)) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    if not walkers:
+        pytest.skip("the audit ended before its walker processes could be seen")
+    os.kill(walkers[0], signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=60)
+    if process.returncode == 4:
+        pytest.skip("the walker was done before it was killed")
+    assert (process.returncode, stdout) == (8, "")
+    assert "walker process" in stderr and stderr.count("\n") == 1, stderr

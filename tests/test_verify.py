@@ -171,9 +171,9 @@ def many_blobs(tmp_path_factory):
 
 def start_verifying(root):
     """`audit --verify` in a session of its own (a terminal's process group), and its hashing processes
-    once they are there."""
+    once they are there (the walk in one thread: its children are the hashing processes)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "fsck", "audit", str(root), "--json", "--verify"], cwd=REPO, start_new_session=True,
+        [sys.executable, "-m", "fsck", "audit", str(root), "--json", "--verify", "--jobs", "1"], cwd=REPO, start_new_session=True,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
