@@ -110,7 +110,8 @@ def reference_text(audit: checks.Audit, context: report.Context, limit: int, hel
     lines.append(
         f"{totals.repositories} repositories, {totals.tags} tags, {totals.manifests} manifests, "
         f"{totals.blobs} blobs ({size(totals.blob_bytes)})"
-        + ("; every blob re-hashed" if context.verified else "")
+        + ("; every blob re-hashed" if context.verified
+           else f"; verified: subset {context.verified_subset}" if context.verified_subset else "")
     )
     counts = reference_summary(audit)
     if "ignored" in counts:
