@@ -68,7 +68,12 @@ def _audit(root: str, lap, workers: int | None = None, verify_blobs: bool = Fals
         from fsck import checks, service
 
         target = service.resolve_target(root, None)
-        loaded = service.load(target, verify_blobs=verify_blobs, progress=_Stages(lap), workers=workers)
+        import inspect
+
+        # `jobs` since the walk went on a pool (earlier packages: `workers`, the manifest readers)
+        knob = "jobs" if "jobs" in inspect.signature(service.load).parameters else "workers"
+        extra = {} if workers is None else {knob: workers}
+        loaded = service.load(target, verify_blobs=verify_blobs, progress=_Stages(lap), **extra)
         policy = checks.Policy(now=datetime.now(timezone.utc))
         audit = service.judge(loaded, policy)
         v2 = target.v2
