@@ -153,15 +153,11 @@ def audit(
     empty_repositories: list[str] = []
     for repository in inventory.repositories.values():
         recent += _repository(state, repository, policy, unknown[repository.name], empty_repositories)
-    _blob_verdicts(state)
+    orphans, unreachable = _blob_verdicts(state)
     _leftovers(state, inventory, unread_paths, empty_repositories)
-    users = _users(
-        state.graph, inventory,
-        {f.digest for f in state.findings if f.id is Id.BLOB_UNREACHABLE},
-        {f.digest for f in state.findings if f.id is Id.BLOB_ORPHAN},
-    )
-    owners = {digest: next(iter(names)) for digest, names in users.items() if len(names) == 1}
-    _name_users(state, inventory, users)
+    users = _users(state.graph, inventory, set(unreachable), set(orphans))
+    _add_blob_verdicts(state, orphans, unreachable, users)
+    _name_users(state, inventory)
     totals = Totals(
         repositories=len(inventory.repositories),
         tags=sum(len(r.tags) for r in inventory.repositories.values()),
@@ -169,24 +165,17 @@ def audit(
         blobs=len(inventory.blobs),
         blob_bytes=sum(inventory.blobs.values()),
     )
-    # Handed to a log that spills to a temporary file beyond a bound: the report reads it as a stream.
-    findings = FindingLog()
-    owned = (Id.BLOB_ORPHAN, Id.BLOB_UNREACHABLE)
-    used_as_content = set()
-    for finding in state.findings:
-        if finding.id in owned and finding.digest in owners:
-            finding = replace(finding, owner=owners[finding.digest])
-        elif finding.id is Id.MANIFEST_INVALID and finding.digest in marks.referenced:
-            used_as_content.add(finding.digest)
-        findings.add(finding)
-    state.findings = []
+    used_as_content = {f.digest for f in state.damage if f.id is Id.MANIFEST_INVALID and f.digest in marks.referenced}
+    for finding in state.damage:
+        state.findings.add(finding)
+    findings, state.damage = state.findings, []
     unreadable = any(isinstance(m, InvalidManifest) and m.unreadable for m in manifests.values())
     unparsed = sum(isinstance(m, InvalidManifest) and not m.unreadable for m in manifests.values())
     uncertain = (f"{unparsed} manifest(s) could not be parsed: what they reference is unknown",) if unparsed else ()
     return Audit(
         findings, totals, inventory.complete and not unverified and not unreadable, uncertain,
         graph, tuple(unread), protected, state.not_seen, frozenset(used_as_content),
-        recent=tuple(sorted(recent, key=lambda r: r.started, reverse=True)), blob_owners=owners,
+        recent=tuple(sorted(recent, key=lambda r: r.started, reverse=True)),
         untagged_only=frozenset(state.untagged_only),
     )
 
@@ -198,7 +187,10 @@ class _State:
     live: Reach  # what damage is looked for in
     kept: Reach  # what garbage verdicts spare
     protected: Reach  # what damaged links may name
-    findings: list[Finding] = field(default_factory=list)
+    # Findings go to the log as they are made (it spills past a bound); damage to blobs waits in `damage`
+    # until the tags using each blob are known, which its message names.
+    findings: FindingLog = field(default_factory=FindingLog)
+    damage: list[Finding] = field(default_factory=list)
     blob_damage: set[Digest] = field(default_factory=set)  # blobs already given a damage finding
     # Paths not read or not followed (symbolic links the registry would follow): what is there is unknown.
     not_seen: frozenset[str] = frozenset()
@@ -212,7 +204,10 @@ class _State:
         return layout.at_or_under(path, self.not_seen)
 
     def add(self, finding: Finding) -> None:
-        self.findings.append(finding)
+        if finding.id in _BLOB_DAMAGE:
+            self.damage.append(finding)
+        else:
+            self.findings.add(finding)
 
     def damage_blob(self, finding: Finding) -> None:
         assert finding.digest is not None
@@ -446,20 +441,38 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
             ))
 
 
-def _blob_verdicts(state: _State) -> None:
+def _blob_verdicts(state: _State) -> tuple[list[Digest], list[Digest]]:
+    """The blobs nothing keeps: orphans (no stored manifest references them) and unreachable ones."""
     damaged, kept, protected, marked = state.blob_damage, state.kept.blobs, state.protected.blobs, state.marks.marked
-    for digest, size in state.blobs.items():
+    orphans, unreachable = [], []
+    for digest in state.blobs:
         if digest in damaged or digest in kept or digest in protected:
             continue
-        if digest not in marked:
-            state.add(Finding(
-                Id.BLOB_ORPHAN, layout.Blob(digest), "no manifest references this blob", digest=digest, bytes=size,
-            ))
-        else:
-            state.add(Finding(
-                Id.BLOB_UNREACHABLE, layout.Blob(digest), "referenced only by manifests that are not live",
-                digest=digest, bytes=size,
-            ))
+        (orphans if digest not in marked else unreachable).append(digest)
+    return orphans, unreachable
+
+
+def _add_blob_verdicts(
+    state: _State, orphans: list[Digest], unreachable: list[Digest], users: Mapping[Digest, set[str]]
+) -> None:
+    """Each with the repositories using it: named in an unreachable blob's message, and the owner of
+    its bytes where there is one alone."""
+    blobs = state.blobs
+    for digest in orphans:
+        names = users.get(digest, ())
+        state.add(Finding(
+            Id.BLOB_ORPHAN, layout.Blob(digest), "no manifest references this blob", digest=digest,
+            bytes=blobs[digest], owner=next(iter(names)) if len(names) == 1 else None,
+        ))
+    for digest in unreachable:
+        names = users.get(digest, ())
+        message = "referenced only by manifests that are not live"
+        if names:
+            message += f" (in {_some(sorted(names))})"
+        state.add(Finding(
+            Id.BLOB_UNREACHABLE, layout.Blob(digest), message, digest=digest, bytes=blobs[digest],
+            owner=next(iter(names)) if len(names) == 1 else None,
+        ))
 
 
 def _users(graph: Graph, inventory: Inventory, unreachable: set[Digest], orphans: set[Digest]) -> dict[Digest, set[str]]:
@@ -488,21 +501,14 @@ def _some(names: list[str], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + more
 
 
-def _name_users(state: _State, inventory: Inventory, users: Mapping[Digest, set[str]]) -> None:
-    """Say in each blob finding who uses the blob: the tags a damaged blob breaks, the repositories
-    whose untagged manifests still reference an unreachable one."""
-    damaged = {f.digest for f in state.findings if f.id in _BLOB_DAMAGE}
+def _name_users(state: _State, inventory: Inventory) -> None:
+    """Say in each finding of damage to a blob the tags it breaks."""
+    damaged = {f.digest for f in state.damage}
     tags = tags_using_each(state.graph, inventory, damaged) if damaged else {}
-    named = []
-    for finding in state.findings:
-        if finding.id in _BLOB_DAMAGE and finding.digest in tags:
-            finding = replace(finding, message=f"{finding.message}; tags using it: {_some(tags[finding.digest])}")
-        elif finding.id is Id.BLOB_UNREACHABLE and finding.digest in users:
-            finding = replace(
-                finding, message=f"{finding.message} (in {_some(sorted(users[finding.digest]))})"
-            )
-        named.append(finding)
-    state.findings = named
+    state.damage = [
+        replace(f, message=f"{f.message}; tags using it: {_some(tags[f.digest])}") if f.digest in tags else f
+        for f in state.damage
+    ]
 
 
 def _repository_holding(path: str, repositories: Mapping[str, Repository]) -> str | None:
