@@ -276,13 +276,20 @@ def mounted(
 
 
 def subtrees(root: str) -> list[str]:
-    """Disjoint directories, relative to a registry root, that together hold every file under v2."""
+    """Disjoint directories, relative to a registry root, that together hold every file under v2.
+
+    One per blob prefix (blobs/sha256/xx) and per repository's _layers, _manifests and _uploads:
+    repositories nest (in namespaces and in other repositories), so one directory above them
+    would leave one client with most of the tree.
+    """
     v2 = os.path.join("docker", "registry", "v2")
+    blobs = os.path.join(v2, "blobs", "sha256")
     found = []
-    for top in ("blobs/sha256", "repositories"):
-        relative = os.path.join(v2, top)
-        with contextlib.suppress(FileNotFoundError):
-            found += sorted(os.path.join(relative, name) for name in os.listdir(os.path.join(root, relative)))
+    with contextlib.suppress(FileNotFoundError):
+        found += sorted(os.path.join(blobs, name) for name in os.listdir(os.path.join(root, blobs)))
+    for directory, dirs, _ in os.walk(os.path.join(root, v2, "repositories")):
+        found += sorted(os.path.relpath(os.path.join(directory, name), root) for name in dirs if name.startswith("_"))
+        dirs[:] = sorted(name for name in dirs if not name.startswith("_"))
     return found
 
 
