@@ -437,6 +437,7 @@ def bench(args, tree: Tree, work: str) -> int:
             json.dump({"version": 0.1, "log": {"level": "error"}, "storage": storage}, handle)
         paths = {name: os.path.join(out, f"{name}.txt") for name in ("find", "gc", "gc-untagged")}
         report = os.path.join(out, "fsck.json")
+        base_report = os.path.join(out, "fsck-base.json")
         q = shlex.quote
         plan: list[tuple[str, list[str], str | None]] = [
             ("find", ["sh", "-c", f"find {q(mnt.path)} -type f | wc -l"], paths["find"]),
@@ -445,6 +446,9 @@ def bench(args, tree: Tree, work: str) -> int:
              paths["gc-untagged"]),
             ("fsck", [*run.fsck_command(), "audit", mnt.path, "--json", "--quiet", "-o", report, *fsck_extra], None),
         ]
+        if args.baseline:
+            base = [*package_command(args.baseline), "audit", mnt.path, "--json", "--quiet", "-o", base_report]
+            plan.append(("fsck-base", [*base, *shlex.split(args.baseline_args)], None))
         skip = {name.strip() for name in args.skip.split(",") if name.strip()}
         if not os.access(run.REGISTRY_BIN, os.X_OK):
             skip |= {"gc", "gc-untagged"}
@@ -474,13 +478,14 @@ def bench(args, tree: Tree, work: str) -> int:
                 )
         threads_alive = mnt.server_threads()
         total = time.perf_counter() - started
-    return report_bench(args, tree, out, timed, ceiling, paths, report, threads_alive, total)
+    return report_bench(args, tree, out, timed, ceiling, paths, (report, base_report), threads_alive, total)
 
 
 def report_bench(
     args, tree: Tree, out: str, timed: dict[str, Timed], ceiling: dict[str, Load], paths: dict[str, str],
-    report: str, threads_alive: int, total: float,
+    reports: tuple[str, str], threads_alive: int, total: float,
 ) -> int:
+    report, base_report = reports
     best = {name: t.measurement.best for name, t in timed.items()}
     ok = {name for name, t in timed.items() if t.measurement.exit_code in (0, 4)}
     checks: dict[str, str] = {}
@@ -504,6 +509,14 @@ def report_bench(
             "MATCH" if eligible == orphans
             else f"MISMATCH (gc only: {len(eligible - orphans)}, fsck only: {len(orphans - eligible)})"
         )
+    base_orphans = run.report_findings(base_report, "blob-orphan") if "fsck-base" in ok else None
+    if "fsck-base" in timed and base_orphans is None:
+        checks["fsck-base report"] = f"MISMATCH (no readable report; exit {timed['fsck-base'].measurement.exit_code})"
+    if eligible is not None and base_orphans is not None:
+        checks["gc eligible = fsck-base blob-orphan"] = (
+            "MATCH" if eligible == base_orphans
+            else f"MISMATCH (gc only: {len(eligible - base_orphans)}, fsck-base only: {len(base_orphans - eligible)})"
+        )
     if eligible is not None and tree.facts:
         expected = set(tree.facts["orphans"])
         checks["gc eligible = generator orphans"] = (
@@ -515,6 +528,12 @@ def report_bench(
         "fsck/find": run.ratio(best.get("fsck"), best.get("find")),
         "gc-untagged/gc": run.ratio(best.get("gc-untagged"), best.get("gc")),
     }
+    if "fsck-base" in timed:
+        ratios |= {
+            "fsck-base/gc": run.ratio(best.get("fsck-base"), best.get("gc")),
+            "fsck-base/gc-untagged": run.ratio(best.get("fsck-base"), best.get("gc-untagged")),
+            "fsck/fsck-base": run.ratio(best.get("fsck"), best.get("fsck-base")),
+        }
     zero = ceiling["delay 0"]
     delayed = ceiling[f"delay {args.delay_ms:g} ms"]
 
@@ -522,10 +541,11 @@ def report_bench(
     print()
     print(
         f"slow-storage benchmark, {when}, {platform.node() or 'host'}: {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}; registry-fsck {run.package_version()}; "
+        f"Python {platform.python_version()}; registry-fsck {package_origin(run.fsck_command())}"
+        f"{'; fsck-base ' + package_origin(package_command(args.baseline)) if args.baseline else ''}; "
         f"delay {args.delay_ms:g} ms per request; server threads {args.threads} (alive at the end: {threads_alive})"
     )
-    print(f"tree {tree.root}: {files} files; fsck args: {args.fsck_args or '(none: the default --jobs)'}")
+    print(f"tree {tree.root}: {files} files; fsck args: {args.fsck_args or '(none: the defaults)'}")
     print()
     print(f"{'command':<12} {'best s':>8} {'runs s':>18} {'requests':>9} {'req/s':>7} {'in flight':>9} {'exit':>4}")
     for name, t in timed.items():
@@ -546,7 +566,7 @@ def report_bench(
         f"{ceiling[f'delay {args.delay_ms:g} ms, 1 client'].rate:.0f})"
     )
     for name, value in ratios.items():
-        print(f"{name:<20} {run.fmt(value)}x" if value is not None else f"{name:<20} -")
+        print(f"{name:<22} {run.fmt(value)}x" if value is not None else f"{name:<22} -")
     print()
     for name, verdict in checks.items():
         print(f"{name:<36} {verdict}")
@@ -556,7 +576,8 @@ def report_bench(
         with open(args.json_path, "w") as handle:
             json.dump(
                 {
-                    "when": when, "registry_fsck": run.package_version(), "cores": os.cpu_count(),
+                    "when": when, "registry_fsck": package_origin(run.fsck_command()), "cores": os.cpu_count(),
+                    "baseline": package_origin(package_command(args.baseline)) if args.baseline else None,
                     "delay_ms": args.delay_ms, "server_threads": args.threads, "fsck_args": args.fsck_args,
                     "tree": tree.root, "files": files, "rounds": args.rounds,
                     "measurements": {
@@ -570,6 +591,34 @@ def report_bench(
                 handle, indent=1,
             )
     return 1 if any(v != "MATCH" for v in checks.values()) else 0
+
+
+def package_command(directory: str) -> list[str]:
+    """registry-fsck run from the package in DIR/fsck, ahead of any installed one (as run.py's --baseline)."""
+    directory = os.path.abspath(directory)
+    if not os.path.isfile(os.path.join(directory, "fsck", "cli.py")):
+        sys.exit(f"--baseline {directory}: no fsck/cli.py in it")
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {directory!r}); from fsck.cli import main; main()"]
+
+
+def package_origin(command: list[str]) -> str:
+    """Where the fsck package that `command` runs comes from, and its commit (+ when fsck/ has local changes)."""
+    if command[:2] == [sys.executable, "-c"]:
+        where_is = command[2].replace("from fsck.cli import main; main()", "import fsck; print(fsck.__file__)")
+        probe = [sys.executable, "-c", where_is]
+    else:
+        probe = [sys.executable, "-c", "import fsck; print(fsck.__file__)"]
+    where = subprocess.run(probe, capture_output=True, text=True, cwd="/").stdout.strip()
+    if not where:
+        return "unknown"
+    checkout = os.path.dirname(os.path.dirname(where))
+    commit = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "-C", checkout, "status", "--porcelain", "--", "fsck"], capture_output=True, text=True
+    )
+    if commit.returncode:
+        return checkout
+    return f"{checkout} {commit.stdout.strip()}{'+' if dirty.stdout.strip() else ''}"
 
 
 # ---------------------------------------------------------------------------------------------- read_manifests
@@ -598,7 +647,9 @@ def parser() -> argparse.ArgumentParser:
 
     def server_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--delay-ms", type=float, default=1.0, help="sleep per request (default 1)")
-        p.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"server threads (default {DEFAULT_THREADS})")
+        p.add_argument(
+            "--threads", type=int, default=DEFAULT_THREADS, help=f"server threads (default {DEFAULT_THREADS})"
+        )
 
     def tree_options(p: argparse.ArgumentParser) -> None:
         server_options(p)
@@ -617,8 +668,10 @@ def parser() -> argparse.ArgumentParser:
     tree_options(b)
     b.add_argument("--rounds", type=int, default=1, help="interleaved rounds, best kept (default 1)")
     b.add_argument("--fsck-args", default="", help="extra arguments for registry-fsck audit, e.g. '--jobs 16'")
+    b.add_argument("--baseline", metavar="DIR", help="also time the fsck package in DIR/fsck (row fsck-base)")
+    b.add_argument("--baseline-args", default="", help="extra arguments for the baseline's audit")
     b.add_argument("--clients", type=int, default=16, help="parallel finds measuring the ceiling (default 16)")
-    b.add_argument("--skip", default="", help="comma-separated commands not to run: find,gc,gc-untagged,fsck")
+    b.add_argument("--skip", default="", help="comma-separated commands not to run: find,gc,gc-untagged,fsck,fsck-base")
     b.add_argument("--out", help="where reports, GC output and server logs go (default: a temp dir, kept)")
     b.add_argument("--json", dest="json_path", help="write every number to this file")
 
