@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)  # the slow-storage passthrough (tests/test_slowfs.py)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${need[*]} (Debian packages)" >&2
@@ -18,5 +19,5 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 exec python3 -m pytest "$@"
