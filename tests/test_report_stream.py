@@ -44,7 +44,8 @@ def reference_summary(audit: checks.Audit) -> dict:
             if finding.severity is Severity.GARBAGE:
                 entry["reclaimable_bytes"] += finding.bytes
         elif finding.severity is Severity.GARBAGE and finding.bytes:
-            owner = audit.blob_owners.get(finding.digest) if finding.digest is not None else None
+            # The pipeline names the owner on the finding; a hand-made audit in blob_owners.
+            owner = finding.owner or (audit.blob_owners.get(finding.digest) if finding.digest is not None else None)
             if owner is None:
                 shared += finding.bytes
             else:
@@ -239,7 +240,7 @@ def as_log(audit: checks.Audit, seed: int, **bounds: int) -> tuple[checks.Audit,
     log = FindingLog(**bounds)
     for finding in findings:
         if finding.repository is None and finding.digest is not None:
-            finding = replace(finding, owner=audit.blob_owners.get(finding.digest))
+            finding = replace(finding, owner=finding.owner or audit.blob_owners.get(finding.digest))
         log.add(finding)
     return replace(audit, findings=log, blob_owners={}), replace(audit, findings=tuple(sorted(findings, key=Finding.sort_key)))
 
