@@ -623,7 +623,7 @@ class _Walker:
         names = {entry.name for entry, _, what in children if what == "dir"}
         is_repository = not top and bool(names.intersection(layout.REPOSITORY_MARKERS))
         if is_repository:
-            parts = tuple((entry.name, path, what) for entry, path, what in children if what == "dir")
+            parts = tuple((entry.name, path) for entry, path, what in children if what == "dir")
             if self.units is not None:
                 # Its place in the walk's order; the unit's walk fills it in.
                 self.inventory.repositories[name] = Repository(name)
@@ -652,18 +652,16 @@ class _Walker:
                 holds = True
         return holds
 
-    def repository(self, relative: str, name: str, parts: tuple[tuple[str, str, str], ...]) -> None:
-        """`parts`: its subdirectories as (name, path, 'dir')."""
+    def repository(self, relative: str, name: str, parts: tuple[tuple[str, str], ...]) -> None:
+        """`parts`: its subdirectories as (name, path)."""
         repository = Repository(name)
         self.inventory.repositories[name] = repository
         unknown_before = len(self.inventory.unreadable) + len(self.inventory.unknown)
         self._repository_parts(repository, parts)
         repository.fully_read = len(self.inventory.unreadable) + len(self.inventory.unknown) == unknown_before
 
-    def _repository_parts(self, repository: Repository, parts: tuple[tuple[str, str, str], ...]) -> None:
-        for entry_name, path, what in parts:
-            if what != "dir":
-                continue
+    def _repository_parts(self, repository: Repository, parts: tuple[tuple[str, str], ...]) -> None:
+        for entry_name, path in parts:
             if entry_name == layout.LAYERS:
                 repository.has_layers_dir = True
                 self.links(path, repository, LinkKind.LAYER, repository.layer_links)
