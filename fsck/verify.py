@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from . import layout
 from .layout import Digest
-from .store import LocalStore, Reader, Store
+from .store import PoolKind, Reader, Store
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -105,11 +105,12 @@ def verify_blobs(
     store: Store, blobs: Mapping[Digest, int], progress: Callable[[int], None] | None = None,
     workers: int | None = None, *, processes: bool | None = None,
 ) -> Verification:
-    """`processes`: hash the small blobs in worker processes (default: on a local store, over one core)."""
+    """`processes`: hash the small blobs in worker processes (default: where the store is best read by
+    processes, a local disk, and over one core; on network storage threads wait on it as well)."""
     report = progress or (lambda _n: None)
     workers = workers or os.cpu_count() or 2
     if processes is None:
-        processes = isinstance(store, LocalStore) and workers > 1 and hasattr(os, "fork")
+        processes = store.concurrency().kind is PoolKind.PROCESSES and workers > 1 and hasattr(os, "fork")
     small = {d: s for d, s in blobs.items() if s <= SMALL} if processes else {}
     large = {d: s for d, s in blobs.items() if s > SMALL} if processes else blobs
     algorithm_dirs = {algorithm: layout.join(layout.BLOBS, algorithm) for algorithm in layout.HEX_LENGTH}
