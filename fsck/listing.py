@@ -19,7 +19,7 @@ import orjson
 from . import layout
 from .layout import Digest
 from .manifests import DOCKER_SCHEMA1, Kind, Manifest, Reference
-from .reach import Graph
+from .reach import Graph, closure, tag_roots
 from .scan import Inventory, LinkKind, Repository
 from .store import Store
 
@@ -120,7 +120,7 @@ class TagRow:
 class RepositoryListing:
     repository: RepositoryRow
     tags: tuple[TagRow, ...]
-    untagged: int  # revisions no tag names directly (index children and referrers included)
+    untagged: int  # revisions no tag keeps (as the audit's manifest-untagged: index children and live referrers are kept)
 
 
 _COSIGN_TAG = re.compile(r"sha256-([0-9a-f]{64})\.(sig|att|sbom)")
@@ -332,15 +332,11 @@ def _referrer(store: Store, inventory: Inventory, graph: Graph, digest: Digest, 
     return Referrer(digest, kind, artifact_type, tag)
 
 
-def untagged_count(repository: Repository) -> int:
-    named = {tag.current for tag in repository.tags.values() if tag.current is not None}
-    return len(repository.revisions - named)
-
-
 def listing_of(store: Store, inventory: Inventory, graph: Graph, name: str) -> RepositoryListing:
     repository = inventory.repositories[name]
+    kept = closure(graph, name, tag_roots(inventory).manifests.get(name, ()))
     return RepositoryListing(
-        repository_row(repository), tag_rows(store, inventory, graph, repository), untagged_count(repository)
+        repository_row(repository), tag_rows(store, inventory, graph, repository), len(repository.revisions - kept)
     )
 
 

@@ -119,7 +119,7 @@ def repository_text(listed: RepositoryListing, complete: bool) -> str:
     catalog = {Catalog.LISTED: "listed by /v2/_catalog"}.get(row.catalog, f"{row.catalog.value}: {row.note}")
     head = (
         f"{display(row.name)}: {row.tags} {'tag' if row.tags == 1 else 'tags'}, {row.manifests} "
-        f"{'manifest' if row.manifests == 1 else 'manifests'} ({listed.untagged} not named by a tag), "
+        f"{'manifest' if row.manifests == 1 else 'manifests'} ({listed.untagged} untagged), "
         f"{row.uploads} {'upload' if row.uploads == 1 else 'uploads'}; {catalog}"
     )
     if not listed.tags:

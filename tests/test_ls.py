@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.clirun import REPO, run_cli, snapshot
+from tests.clirun import REPO, audit_records, run_cli, snapshot
 from tests.harness import tree
 from tests.harness.images import make_image, sha256
 from tests.harness.registry import Registry
@@ -148,7 +148,13 @@ def test_ls_repository_shows_platforms_signatures_and_referrers(served: Registry
     served_sbom = served.get_manifest("signed/app", sbom["digest"]).json()
     assert served_sbom["subject"]["digest"] == image["digest"]
     assert served_sbom["artifactType"] == sbom["artifact_type"]
-    assert signed["repository"]["untagged"] == 1  # the referrer, pushed by digest
+    # The referrer pushed by digest is no untagged manifest: its subject is tagged. As the audit counts them:
+    untagged = audit_records(served.root)
+    for repo in ("signed/app", "multi/docker", "deleted/app", "repush/app"):
+        _, listed = _ls(str(served.root), repo)
+        expected = len([r for r in untagged if r["id"] == "manifest-untagged" and r["repository"] == repo])
+        assert listed["repository"]["untagged"] == expected, repo
+    assert signed["repository"]["untagged"] == 0 and listed["repository"]["untagged"] == 1  # repush/app: latest's second push
 
 
 def test_ls_text_shows_marks_and_tags(served: Registry) -> None:
