@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import IntFlag
 from typing import Protocol
 
-from . import apply, checks, guards, layout, manifests, plan, scan, verify
+from . import apply, checks, guards, layout, listing, manifests, plan, reach, scan, verify
 from . import quarantine as quarantines
 from .catalogue import Id, Severity
 from .config import ConfigError, UnsupportedDriver, load_config
@@ -408,3 +408,29 @@ def exit_code(
     if applied.failed:
         code |= ExitCode.OPERATIONAL
     return code
+
+
+# Listing: what the tree holds (`ls`), judged by nothing.
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    complete: bool  # False: part of the tree could not be read; exit code 8
+    repositories: tuple[listing.RepositoryRow, ...]  # every repository, without a repository named
+    repository: listing.RepositoryListing | None  # the one named
+
+
+def list_contents(
+    target: Target, repository: str | None = None, *, progress: Progress = Silent(), jobs: int | None = None
+) -> Listed:
+    """Every repository with its counts; with `repository`, its tags. Only its manifests are read."""
+    store = target.store()
+    with progress.counter("scanning", " dirs") as bar:
+        inventory = scan.scan(store, bar.update, concurrency(store, jobs))
+    if repository is None:
+        return Listed(inventory.complete, listing.repositories(inventory), None)
+    if repository not in inventory.repositories:
+        raise OperationalError(f"{repository}: no such repository in {target.v2}")
+    named = listing.manifests_to_read(inventory.repositories[repository])
+    graph = reach.build_graph(inventory, manifests.read_manifests(store, named, inventory.blobs))
+    return Listed(inventory.complete, (), listing.listing_of(store, inventory, graph, repository))

@@ -12,6 +12,7 @@ import typer
 
 from .. import checks, report, service
 from ..catalogue import Severity
+from . import prometheus
 from .options import (
     Bars,
     ConfigOption,
@@ -41,6 +42,7 @@ class FailOn(str, Enum):
     GARBAGE = Severity.GARBAGE.value
 
 
+@prometheus.on_every_run
 def audit(
     path: Optional[Path] = PathArgument,
     config: Optional[Path] = ConfigOption,
@@ -60,6 +62,8 @@ def audit(
     quarantine_dir: Optional[Path] = QuarantineOption,
     quiet: bool = QuietOption,
     jobs: Optional[int] = JobsOption,
+    prometheus_file: Optional[Path] = prometheus.PrometheusOption,
+    prometheus_repositories: bool = prometheus.PrometheusRepositoriesOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
@@ -75,6 +79,7 @@ def audit(
         where.root, where.v2, policy.now, verify_blobs and subset is None,
         verified_subset=str(subset) if subset is not None else None,
     )
+    prometheus.record(prometheus_file, prometheus_repositories, result, where, policy.now, code)
     if json_output:
         data = partial(report.write_json, result, context, code)
     else:

@@ -369,6 +369,17 @@ class Registry:
         # 2.8 answers `"tags": null` for a repository whose tags were all deleted.
         return json.loads(resp.body).get("tags") or []
 
+    def tags_list(self, repo: str) -> list[str] | None:
+        """`/v2/<name>/tags/list`'s tags; None where 2.8 answers 404 NAME_UNKNOWN (a repository without
+        `_manifests/tags/`, such as one whose manifests were all pushed by digest)."""
+        resp = self._expect(self.request("GET", f"/v2/{repo}/tags/list"), 200, 404, what=f"GET tags {repo}")
+        if resp.status == 404:
+            codes = [e.get("code") for e in json.loads(resp.body).get("errors") or []]
+            if codes != ["NAME_UNKNOWN"]:
+                raise RegistryError(f"GET tags {repo}: HTTP 404: {resp.body[:500]!r}")
+            return None
+        return json.loads(resp.body).get("tags") or []
+
     # -- skopeo --------------------------------------------------------------
 
     def image_ref(self, repo: str, ref: str) -> str:
