@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from datetime import datetime, timezone
 from enum import Enum
 from functools import partial
@@ -10,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from .. import checks, report, service
+from .. import checks, html, report, service
 from ..catalogue import Severity
 from .options import (
     Bars,
@@ -60,21 +62,35 @@ def audit(
     quarantine_dir: Optional[Path] = QuarantineOption,
     quiet: bool = QuietOption,
     jobs: Optional[int] = JobsOption,
+    html_file: Optional[Path] = typer.Option(
+        None, "--html", metavar="FILE",
+        help="Also write the report as one self-contained HTML page (findings by id, a treemap of where the "
+        "space goes) to FILE, atomically.",
+    ),
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
     ignored = finding_ids(ignore, "--ignore")
     subset = verify_subset(verify_subset_text)
     where = target(path, config)
+    if html_file is not None:
+        _refuse_inside(html_file, where)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
-    result = service.audit(
-        where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
-    )
+    if html_file is None:
+        result = service.audit(
+            where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
+        )
+    else:
+        result, usage = service.audit_and_usage(
+            where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
+        )
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
     context = report.Context(
         where.root, where.v2, policy.now, verify_blobs and subset is None,
         verified_subset=str(subset) if subset is not None else None,
     )
+    if html_file is not None:
+        _write_atomically(html_file, html.to_html(result, context, usage, limit).encode())
     if json_output:
         data = partial(report.write_json, result, context, code)
     else:
@@ -89,3 +105,29 @@ def _held(where: service.Target, kept_in: str) -> report.Held | None:
     except service.OperationalError:
         return None
     return report.Held(kept_in, len(holding), sum(r.bytes for r in holding), min((r.started for r in holding), default=None))
+
+
+def _refuse_inside(path: Path, where: service.Target) -> None:
+    resolved = os.path.realpath(path)
+    root = os.path.realpath(where.root)
+    if resolved == root or resolved.startswith(root + os.sep):
+        raise typer.BadParameter(f"{path}: refusing to write inside the registry's root {where.root}")
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A temporary file beside it, then a rename: a reader sees the old file or the new one, never half."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as error:
+        raise service.OperationalError(f"{path}: cannot write: {error.strerror}") from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except OSError as error:
+        os.unlink(temporary)
+        raise service.OperationalError(f"{path}: cannot write: {error.strerror}") from None
