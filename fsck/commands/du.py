@@ -18,7 +18,7 @@ def du(
         None, help="The registry's rootdirectory, or its docker/registry/v2 directory.", show_default=False
     ),
     repositories: Optional[list[str]] = typer.Argument(
-        None, metavar="[REPO]...",
+        None, metavar="REPO",
         help="Only these repositories; a prefix ending with / (team/) adds a subtotal row for its namespace.",
         show_default=False,
     ),
@@ -49,9 +49,10 @@ def du(
     def refuse_unknown(known: list[str]) -> None:
         missing = unknown_names(known, names)
         if missing:
-            what = ", ".join(report.display(n) for n in missing)
-            raise typer.BadParameter(f"no repository {'under' if missing[0].endswith('/') else 'named'} {what} "
-                                     f"in {report.display(where.v2)}")
+            what = "; ".join(
+                f"no repository {'under' if n.endswith('/') else 'named'} {report.display(n)}" for n in missing
+            )
+            raise typer.BadParameter(f"{what} in {report.display(where.v2)}")
 
     result, usage = service.audit_and_usage(
         where, policy, namespaces=tuple(n for n in names if n.endswith("/")), progress=Bars(quiet), jobs=jobs,
