@@ -76,8 +76,9 @@ def _worst(row: Sequence[tuple[int, float]], side: float) -> float:
     return max(max(squared * a / (total * total), total * total / (squared * a)) for _, a in row)
 
 
-TREEMAP_TILES = 60  # repositories drawn; the rest share one tile
 _WIDTH, _HEIGHT = 960.0, 540.0
+_SMALLEST = 36.0  # px²: a repository drawn smaller than this joins its namespace's "more" tile
+_HEADER = 16.0  # px: a namespace's label above its repositories
 _PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#e15759", "#9c755f", "#ff9da7")
 
 
@@ -87,29 +88,64 @@ class Tile:
     value: int  # exclusive bytes (or the shared bytes, counted once)
     detail: str  # the tooltip
     colour: str
-    shared: bool = False
+    rect: Rect
+    kind: str = "repository"  # repository, more, shared, namespace (a frame around its repositories)
 
 
-def tiles(usage: Usage, limit: int = TREEMAP_TILES) -> list[Tile]:
-    """The treemap's tiles, largest first: each repository's exclusive bytes, what the repositories past
-    `limit` hold together, and one tile for the bytes several repositories share (counted once), so the
-    whole area is the live bytes."""
-    rows = [r for r in sort_rows(usage.rows) if r.exclusive_bytes > 0]
-    drawn, rest = rows[:limit], rows[limit:]
-    made = [
-        Tile(display(r.name), r.exclusive_bytes, _row_detail(r), _PALETTE[n % len(_PALETTE)])
-        for n, r in enumerate(drawn)
-    ]
+def namespace_of(name: str) -> str:
+    """The first component, as a prefix (`org/`); a name of one component is its own namespace."""
+    return name.split("/", 1)[0] + "/" if "/" in name else name
+
+
+def layout_treemap(usage: Usage, width: float = _WIDTH, height: float = _HEIGHT) -> list[Tile]:
+    """The treemap in two levels: namespaces (first name component) tiled by their exclusive bytes, with one
+    tile for the bytes several repositories share (counted once), so the whole area is the live bytes; in
+    each namespace its repositories by exclusive bytes, those too small to see merged into one tile."""
+    groups: dict[str, list[Row]] = {}
+    for row in sort_rows(usage.rows):
+        if row.exclusive_bytes > 0:
+            groups.setdefault(namespace_of(row.name), []).append(row)
+    outer = sorted(groups.items(), key=lambda item: (-sum(r.exclusive_bytes for r in item[1]), item[0]))
+    values = [sum(r.exclusive_bytes for r in rows) for _, rows in outer]
+    shared = usage.totals.shared_bytes
+    rects = squarify(sorted([*values, shared], reverse=True), 0, 0, width, height)
+    # squarify wants its values sorted: place the shared tile where its size puts it.
+    order = sorted(range(len(values) + 1), key=lambda i: -([*values, shared][i]))
+    placed = {index: rects[position] for position, index in enumerate(order)}
+    tiles: list[Tile] = []
+    if shared:
+        tiles.append(Tile("shared", shared, f"shared by several repositories (counted once): {size(shared)}",
+                          "url(#hatch)", placed[len(values)], "shared"))
+    for number, (namespace, rows) in enumerate(outer):
+        colour = _PALETTE[number % len(_PALETTE)]
+        box = placed[number]
+        if len(rows) == 1:
+            tiles.append(Tile(display(rows[0].name), rows[0].exclusive_bytes, _row_detail(rows[0]), colour, box))
+            continue
+        tiles.append(Tile(display(namespace), values[number],
+                          f"{display(namespace)}: {len(rows)} repositories, {size(values[number])} exclusive",
+                          "#ffffff", box, "namespace"))
+        header = _HEADER if box.height > 3 * _HEADER and box.width > 80 else 0.0
+        inner = Rect(box.x + 1, box.y + header + 1, max(0.0, box.width - 2), max(0.0, box.height - header - 2))
+        tiles.extend(_repositories_in(rows, inner, colour))
+    return tiles
+
+
+def _repositories_in(rows: list[Row], box: Rect, colour: str) -> list[Tile]:
+    first = squarify([r.exclusive_bytes for r in rows], box.x, box.y, box.width, box.height)
+    count = sum(1 for rect in first if rect.area >= _SMALLEST)  # the largest come first
+    if count >= len(rows) - 1:
+        count = len(rows)  # never a "1 more" tile
+    shown, rest = rows[:count], rows[count:]
+    rest_bytes = sum(r.exclusive_bytes for r in rest)
+    rects = squarify([*(r.exclusive_bytes for r in shown), *([rest_bytes] if rest else [])],
+                     box.x, box.y, box.width, box.height)
+    tiles = [Tile(display(r.name), r.exclusive_bytes, _row_detail(r), colour, rect)
+             for r, rect in zip(shown, rects, strict=False)]
     if rest:
-        value = sum(r.exclusive_bytes for r in rest)
-        made.append(Tile(f"{len(rest)} more repositories", value, f"{len(rest)} more repositories: {size(value)} exclusive",
-                         "#bab0ac"))
-    if usage.totals.shared_bytes:
-        made.append(Tile(
-            "shared", usage.totals.shared_bytes,
-            f"shared by several repositories (counted once): {size(usage.totals.shared_bytes)}", "#d4d4d4", shared=True,
-        ))
-    return sorted(made, key=lambda t: -t.value)
+        tiles.append(Tile(f"{len(rest)} more", rest_bytes,
+                          f"{len(rest)} more repositories: {size(rest_bytes)} exclusive", "#bab0ac", rects[-1], "more"))
+    return tiles
 
 
 def _row_detail(row: Row) -> str:
@@ -120,10 +156,9 @@ def _row_detail(row: Row) -> str:
 
 
 def treemap_svg(usage: Usage) -> str:
-    made = tiles(usage)
-    if not made:
+    tiles = layout_treemap(usage)
+    if not tiles:
         return '<p class="empty">No live bytes: nothing to draw.</p>'
-    rects = squarify([t.value for t in made], 0, 0, _WIDTH, _HEIGHT)
     parts = [
         f'<svg class="treemap" viewBox="0 0 {_WIDTH:.0f} {_HEIGHT:.0f}" role="img" '
         'aria-label="Exclusive bytes per repository" xmlns="http://www.w3.org/2000/svg">',
@@ -131,17 +166,22 @@ def treemap_svg(usage: Usage) -> str:
         '<rect width="8" height="8" fill="#e6e6e6"/><line x1="0" y1="0" x2="0" y2="8" stroke="#bdbdbd" '
         'stroke-width="3"/></pattern></defs>',
     ]
-    for tile, rect in zip(made, rects, strict=True):
-        fill = "url(#hatch)" if tile.shared else tile.colour
+    for tile in tiles:
+        rect = tile.rect
+        namespace = tile.kind == "namespace"
         parts.append(
-            f'<g class="tile{" shared" if tile.shared else ""}" data-repository="{escape(tile.label)}">'
+            f'<g class="tile {tile.kind}" data-{"namespace" if namespace else "repository"}="{escape(tile.label)}">'
             f"<title>{escape(tile.detail)}</title>"
             f'<rect x="{rect.x:.2f}" y="{rect.y:.2f}" width="{rect.width:.2f}" height="{rect.height:.2f}" '
-            f'fill="{fill}" stroke="#ffffff" stroke-width="2"/>'
+            f'fill="{tile.colour}" stroke="{"#888888" if namespace else "#ffffff"}" '
+            f'stroke-width="{1 if namespace else 1.5}"/>'
         )
-        if rect.width >= 60 and rect.height >= 34:
-            characters = max(4, int(rect.width / 7.5))
-            label = tile.label if len(tile.label) <= characters else tile.label[: characters - 1] + "…"
+        characters = max(4, int(rect.width / 7.5))
+        label = tile.label if len(tile.label) <= characters else tile.label[: characters - 1] + "…"
+        if namespace and rect.height > 3 * _HEADER and rect.width > 80:
+            parts.append(f'<text x="{rect.x + 4:.2f}" y="{rect.y + 12:.2f}" class="namespace">'
+                         f"{escape(label)} {escape(size(tile.value))}</text>")
+        elif not namespace and rect.width >= 60 and rect.height >= 34:
             parts.append(
                 f'<text x="{rect.x + 6:.2f}" y="{rect.y + 18:.2f}" class="label">{escape(label)}</text>'
                 f'<text x="{rect.x + 6:.2f}" y="{rect.y + 32:.2f}" class="bytes">{escape(size(tile.value))}</text>'
@@ -166,6 +206,7 @@ svg.treemap { width: 100%; height: auto; display: block; }
 svg.treemap text.label { font: bold 13px system-ui, sans-serif; fill: #fff; }
 svg.treemap text.bytes { font: 12px system-ui, sans-serif; fill: #fff; }
 svg.treemap g.shared text { fill: #333; }
+svg.treemap text.namespace { font: bold 11px system-ui, sans-serif; fill: #333; }
 .totals { font-variant-numeric: tabular-nums; }
 """
 
@@ -222,8 +263,9 @@ def _usage_section(usage: Usage, limit: int) -> list[str]:
     lines = [
         "<h2>Where the space goes</h2>",
         "<p>Each tile's area is a repository's <b>exclusive</b> bytes (what no other repository's live manifests "
-        "reach: deleting the repository makes them garbage); the hatched tile is the bytes several repositories "
-        "share, counted once. Together they are the live bytes.</p>",
+        "reach: deleting the repository makes them garbage), framed by namespace (the first part of the name); "
+        "the hatched tile is the bytes several repositories share, counted once. Together they are the live "
+        "bytes. Hover over a tile for its figures.</p>",
         treemap_svg(usage),
         f'<p class="totals">live {escape(size(t.live_bytes))} = exclusive {escape(size(t.exclusive_bytes))} + shared '
         f"{escape(size(t.shared_bytes))}; stored {escape(size(t.stored_bytes))} = live {escape(size(t.live_bytes))} + "
