@@ -7,7 +7,7 @@ user is that repository's `exclusive` bytes (deleting the repository makes them 
 several is shared. So the exclusive bytes of every repository plus the shared bytes counted once are
 the live bytes, and live + garbage blobs + blobs held by damage are the stored bytes.
 
-`frees_on_rm` is what `rm REPO` would free (`removal.freed_by_each`): the roots before also keep the
+`frees_on_rm` is what `rm REPO` would free (`freeing.freed_by_each`): the roots before also keep the
 manifests already untagged, so a blob one repository's tags use and another's untagged manifest
 references is exclusive but not freed by `rm`, and one only its own untagged manifests use is freed
 by `rm` but is garbage already, not exclusive.
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from . import removal
+from . import freeing
 from .catalogue import Id, Severity
 from .checks import Audit
 from .layout import Blob, Digest
@@ -85,12 +85,12 @@ def account(audit: Audit, inventory: Inventory, namespaces: Sequence[str] = ()) 
     if graph is None:
         raise ValueError("a released audit has no graph to account from")
     stored = graph.blobs
-    live_roots = removal.audit_roots(audit, inventory)
+    live_roots = freeing.audit_roots(audit, inventory)
     live = reach(graph, live_roots)
-    live_users = removal.users(live)
-    before = live_roots.plus(removal.untagged_roots(inventory, live))
-    before_users = removal.users(reach(graph, before))
-    frees = removal.freed_by_each(before_users, before.anywhere)
+    live_users = freeing.users(live)
+    before = live_roots.plus(freeing.untagged_roots(inventory, live))
+    before_users = freeing.users(reach(graph, before))
+    frees = freeing.freed_by_each(before_users, before.anywhere)
     findings = audit.findings if isinstance(audit.findings, FindingLog) else FindingLog.of(audit.findings)
     seen = _read_findings(findings, live.blobs, stored)
 
@@ -106,7 +106,7 @@ def account(audit: Audit, inventory: Inventory, namespaces: Sequence[str] = ()) 
     for name in sorted(inventory.repositories):
         repository = inventory.repositories[name]
         mine = used.get(name, set())
-        referenced = removal.bytes_of(graph, mine)
+        referenced = freeing.bytes_of(graph, mine)
         tally = counts.by_repository.get(name)
         rows.append(Row(
             name=name,
@@ -118,10 +118,10 @@ def account(audit: Audit, inventory: Inventory, namespaces: Sequence[str] = ()) 
             exclusive_bytes=exclusive.get(name, 0),
             shared_bytes=referenced - exclusive.get(name, 0),
             reclaimable_bytes=tally.reclaimable_bytes if tally is not None else 0,
-            frees_on_rm_bytes=removal.bytes_of(graph, frees.get(name, ())),
+            frees_on_rm_bytes=freeing.bytes_of(graph, frees.get(name, ())),
             uploads_bytes=sum(u.size for u in repository.uploads),
         ))
-    live_bytes = removal.bytes_of(graph, live_users)
+    live_bytes = freeing.bytes_of(graph, live_users)
     shared_once = sum(stored[d] for d, names in live_users.items() if len(names) > 1)
     totals = Totals(
         repositories=len(rows),
@@ -174,8 +174,8 @@ def under(prefix: str, name: str) -> bool:
 
 
 def _namespace(
-    prefix: str, rows: Mapping[str, Row], stored: Mapping[Digest, int], live_users: removal.Users,
-    before_users: removal.Users, anywhere: frozenset[Digest] | Iterable[Digest],
+    prefix: str, rows: Mapping[str, Row], stored: Mapping[Digest, int], live_users: freeing.Users,
+    before_users: freeing.Users, anywhere: frozenset[Digest] | Iterable[Digest],
 ) -> Row:
     """One row for the repositories under `prefix`: exclusive is what no repository outside reaches."""
     members = [row for name, row in rows.items() if under(prefix, name)]
@@ -187,7 +187,7 @@ def _namespace(
             referenced += stored[digest]
             if all(inside):
                 exclusive += stored[digest]
-    frees = removal.freed_by_all(before_users, lambda n: under(prefix, n), frozenset(anywhere))
+    frees = freeing.freed_by_all(before_users, lambda n: under(prefix, n), frozenset(anywhere))
     return Row(
         name=prefix,
         tags=sum(r.tags for r in members),

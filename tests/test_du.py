@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fsck import checks, removal, service, usage
+from fsck import checks, freeing, service, usage
 from fsck.catalogue import Id
 from fsck.reach import reach
 from tests.clirun import audit_records, invoke, run_cli, snapshot
@@ -138,10 +138,10 @@ def test_freed_by_each_is_what_removing_each_repositorys_roots_frees(du_tree: Pa
     """The one pass over the users of each blob agrees with the removal computed directly, per repository."""
     loaded = service.load(service.resolve_target(str(du_tree), None))
     judged = service.judge(loaded, checks.Policy(now=datetime.now(timezone.utc)))
-    before = removal.keeping_roots(judged, loaded.inventory)
-    each = removal.freed_by_each(removal.users(reach(judged.graph, before)), before.anywhere)
+    before = freeing.keeping_roots(judged, loaded.inventory)
+    each = freeing.freed_by_each(freeing.users(reach(judged.graph, before)), before.anywhere)
     for name in REPOSITORIES:
-        direct = removal.freed(judged.graph, before, removal.without(before, {name}))
+        direct = freeing.freed(judged.graph, before, freeing.without(before, {name}))
         assert direct == each.get(name, set()), name
         assert direct
 
