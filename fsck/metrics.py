@@ -9,8 +9,6 @@ count of damage would read as the current one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,48 +107,3 @@ def succeeded(
         gauges.append(Gauge("repository_reclaimable_bytes", "Reclaimable bytes each repository alone holds.",
                             tuple(({"repository": name}, e["reclaimable_bytes"]) for name, e in repositories.items())))
     return render(gauges, root)
-
-
-def _temporary(path: str) -> tuple[int, str]:
-    """A new file beside `path`, named so the textfile collector (which reads `*.prom`) passes it over."""
-    directory, name = os.path.split(os.path.abspath(path))
-    return tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-
-
-def check_writable(path: str) -> None:
-    """Raise OSError now, before a long audit, if `path` cannot be written: a probe file made and removed
-    (permission bits alone say nothing for root or on a read-only mount)."""
-    if os.path.isdir(path):
-        raise IsADirectoryError(21, "Is a directory")
-    handle, probe = _temporary(path)
-    os.close(handle)
-    os.unlink(probe)
-
-
-def write_atomically(path: str, text: str) -> None:
-    """Write, fsync, rename over `path`: a reader sees the old file or the new one whole, never part of
-    one. Raises OSError, leaving no temporary file behind."""
-    handle, temporary = _temporary(path)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(text.encode())
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from a collector running as another user
-        os.rename(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
-    try:
-        directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    except OSError:
-        pass
-    finally:
-        os.close(directory)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import IntFlag
 from typing import Protocol
 
-from . import apply, checks, guards, layout, listing, manifests, plan, reach, scan, verify
+from . import apply, checks, guards, layout, listing, manifests, plan, reach, scan, usage, verify
 from . import quarantine as quarantines
 from .catalogue import Id, Severity
 from .config import ConfigError, UnsupportedDriver, load_config
@@ -434,3 +434,23 @@ def list_contents(
     named = listing.manifests_to_read(inventory.repositories[repository])
     graph = reach.build_graph(inventory, manifests.read_manifests(store, named, inventory.blobs))
     return Listed(inventory.complete, (), listing.listing_of(store, inventory, graph, repository))
+
+
+# Usage (`du`, and the treemap of `audit --html`): from the audit's graph, before it is released.
+
+
+def audit_and_usage(
+    target: Target, policy: checks.Policy, *, namespaces: tuple[str, ...] = (), verify_blobs: bool = False,
+    ignore: frozenset[Id] | None = None, progress: Progress = Silent(), jobs: int | None = None,
+    subset: verify.Subset | None = None, names_check: Callable[[list[str]], None] | None = None,
+) -> tuple[checks.Audit, usage.Usage]:
+    """The audit (released, `ignore` applied) and the usage of every repository, with a subtotal per prefix
+    in `namespaces`; the usage reads every finding, ignored or not. `names_check` is given the repository
+    names before any accounting: it raises to refuse names that match none."""
+    loaded = load(target, verify_blobs=verify_blobs, progress=progress, jobs=jobs, subset=subset)
+    if names_check is not None:
+        names_check(sorted(loaded.inventory.repositories))
+    judged = judge(loaded, policy)
+    accounted = usage.account(judged, loaded.inventory, namespaces)
+    result = checks.ignore(judged, ignore) if ignore is not None else judged
+    return result.released(), accounted

@@ -9,6 +9,8 @@ need=()
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)  # the slow-storage passthrough (tests/test_slowfs.py)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the browser test of audit --html (tests/test_html.py)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${need[*]} (Debian packages)" >&2

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fsck import metrics
 from fsck.catalogue import CATALOGUE
+from fsck.commands.options import write_atomically
 from tests.clirun import REPO, run_cli
 from tests.harness import tree
 
@@ -176,7 +176,7 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     (place / "registry.prom").mkdir(parents=True)  # the rename onto a directory fails after the write
     (place / "registry.prom" / "x").write_text("x")
     with pytest.raises(IsADirectoryError):
-        metrics.write_atomically(str(place / "registry.prom"), "registry_fsck_last_run_success 1\n")
+        write_atomically(str(place / "registry.prom"), b"registry_fsck_last_run_success 1\n")
     assert sorted(os.listdir(place)) == ["registry.prom"]
     result = run_cli("audit", "fixtures/demo", "--prometheus", str(place / "registry.prom"))
     assert result.returncode == 8

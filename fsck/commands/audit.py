@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .. import checks, report, service
+from .. import checks, html, report, service
 from ..catalogue import Severity
 from . import prometheus
 from .options import (
@@ -30,8 +30,10 @@ from .options import (
     finding_ids,
     parse_duration,
     quarantine,
+    refuse_inside,
     target,
     verify_subset,
+    write_atomically,
 )
 
 
@@ -64,22 +66,39 @@ def audit(
     jobs: Optional[int] = JobsOption,
     prometheus_file: Optional[Path] = prometheus.PrometheusOption,
     prometheus_repositories: bool = prometheus.PrometheusRepositoriesOption,
+    html_file: Optional[Path] = typer.Option(
+        None, "--html", metavar="FILE",
+        help="Also write the report as one self-contained HTML page (findings by id, a treemap of where the "
+        "space goes) to FILE, atomically.",
+    ),
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
     ignored = finding_ids(ignore, "--ignore")
     subset = verify_subset(verify_subset_text)
     where = target(path, config)
+    if html_file is not None:
+        refuse_inside(html_file, where.root)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
-    result = service.audit(
-        where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
-    )
+    if html_file is None:
+        result = service.audit(
+            where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
+        )
+    else:
+        result, usage = service.audit_and_usage(
+            where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
+        )
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
     context = report.Context(
         where.root, where.v2, policy.now, verify_blobs and subset is None,
         verified_subset=str(subset) if subset is not None else None,
     )
     prometheus.record(prometheus_file, prometheus_repositories, result, where, policy.now, code)
+    if html_file is not None:
+        try:
+            write_atomically(str(html_file), html.to_html(result, context, usage, limit).encode())
+        except OSError as error:
+            raise service.OperationalError(f"{html_file}: cannot write: {error.strerror or error}") from None
     if json_output:
         data = partial(report.write_json, result, context, code)
     else:

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -106,15 +107,66 @@ def emit(data: bytes | Callable[[BinaryIO], None], output: Optional[Path], where
 
 
 def _write_output(output: Path, data: bytes | Callable[[BinaryIO], None], where: Target) -> None:
-    resolved = os.path.realpath(output)
-    root = os.path.realpath(where.root)
-    if resolved == root or resolved.startswith(root + os.sep):
-        raise typer.BadParameter(f"{output}: refusing to write inside the registry's root {where.root}")
+    refuse_inside(output, where.root)
     try:
         with open(output, "wb") as handle:
             data(handle) if callable(data) else handle.write(data)
     except OSError as error:
         raise OperationalError(f"{output}: cannot write: {error.strerror}") from None
+
+
+def refuse_inside(file: Path, root: str) -> None:
+    """A report, a page or a metrics file is never written into the registry's tree."""
+    if not root:
+        return
+    resolved, inside = os.path.realpath(file), os.path.realpath(root)
+    if resolved == inside or resolved.startswith(inside + os.sep):
+        raise typer.BadParameter(f"{file}: refusing to write inside the registry's root {root}")
+
+
+def _beside(path: str) -> tuple[int, str]:
+    """A new file beside `path`, hidden and `.tmp`, so a reader of `*.prom` or `*.html` passes it over."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+
+
+def check_writable(path: str) -> None:
+    """Raise OSError now, before a long audit, if `path` cannot be written: a probe file made and removed
+    (permission bits alone say nothing for root or on a read-only mount)."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(21, "Is a directory")
+    handle, probe = _beside(path)
+    os.close(handle)
+    os.unlink(probe)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write, fsync, rename over `path`: a reader sees the old file or the new one whole, never part of
+    one. Raises OSError, leaving no temporary file behind."""
+    handle, temporary = _beside(path)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide it from a collector running as another user
+        os.rename(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    try:
+        directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    except OSError:
+        pass
+    finally:
+        os.close(directory)
 
 
 def quarantine(option: Optional[Path], where: Target) -> str:

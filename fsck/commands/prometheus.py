@@ -20,7 +20,7 @@ from .. import layout, metrics
 from ..checks import Audit
 from ..config import ConfigError, load_config
 from ..service import OperationalError, Target
-from .options import warn
+from .options import check_writable, refuse_inside, warn, write_atomically
 
 PrometheusOption = typer.Option(
     None, "--prometheus", metavar="FILE",
@@ -50,17 +50,9 @@ def _root_label(path: Optional[Path], config: Optional[Path]) -> str:
     return ""
 
 
-def _refuse_inside(file: Path, root: str) -> None:
-    if not root:
-        return
-    resolved, inside = os.path.realpath(file), os.path.realpath(root)
-    if resolved == inside or resolved.startswith(inside + os.sep):
-        raise typer.BadParameter(f"{file}: refusing to write inside the registry's root {root}")
-
-
 def _write(file: Path, text: str) -> None:
     try:
-        metrics.write_atomically(str(file), text)
+        write_atomically(str(file), text.encode())
     except OSError as error:
         raise NotWritten(f"{file}: cannot write the metrics: {error.strerror or error}") from None
 
@@ -75,9 +67,9 @@ def on_every_run(command: Callable[..., None]) -> Callable[..., None]:
             return command(**options)
         started = datetime.now(timezone.utc)
         root = _root_label(options["path"], options["config"])
-        _refuse_inside(file, root)
+        refuse_inside(file, root)
         try:
-            metrics.check_writable(str(file))
+            check_writable(str(file))
         except OSError as error:
             raise NotWritten(f"{file}: cannot write the metrics: {error.strerror or error}") from None
         try:
@@ -102,7 +94,7 @@ def record(
     if file is None:
         return
     try:
-        _refuse_inside(file, where.root)
+        refuse_inside(file, where.root)
     except typer.BadParameter as refused:
         raise NotWritten(refused.message) from None
     elapsed = (datetime.now(timezone.utc) - generated_at).total_seconds()
