@@ -51,6 +51,7 @@ class Action:
     digest: Digest | None = None
     content: Digest | None = None  # what a written link will hold
     resolves: Location | None = None  # the finding this action settles, where it is elsewhere
+    reason: str | None = None  # why an item that is no finding goes: `rm`, or `retain: <clause>` (None: repair)
 
     @property
     def path(self) -> str:
@@ -277,7 +278,7 @@ def build_plan(
         actions.extend(_emptied_repositories(actions, inventory, selection))
     actions, guarded = _guard_blobs(actions, inventory)
     skipped.extend(guarded)
-    actions = _drop_covered(actions)
+    actions = drop_covered(actions)
     if selection.from_report is not None:
         holding = {(f.id, f.path) for f in judged}
         in_tree = {(f.id, f.path) for f in audit.findings}
@@ -425,7 +426,7 @@ def _guard_blobs(actions: list[Action], inventory: Inventory) -> tuple[list[Acti
     return kept, skipped
 
 
-def _drop_covered(actions: list[Action]) -> list[Action]:
+def drop_covered(actions: list[Action]) -> list[Action]:
     """An action inside a directory another action removes is done by that one; an empty directory
     about to receive a written link is not removed."""
     written = tuple(a.path for a in actions if a.kind is Kind.WRITE_LINK)
