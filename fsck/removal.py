@@ -20,10 +20,11 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from . import layout
+from . import layout, match
 from .catalogue import BY_ID, Finding, Id, Severity
 from .checks import Audit
 from .layout import Digest
+from .match import Matcher
 from .plan import Action, Kind, Plan, Protection, Skipped, drop_covered
 from .reach import Graph, Reach, Roots, closure, damaged_link_roots, reach, revision_roots
 from .scan import Inventory
@@ -440,3 +441,104 @@ def _safe(actions: Iterable[Action], audit: Audit, inventory: Inventory, removal
 def _finding(action: Action) -> Finding:
     return Finding(action.finding, action.location, action.reason or RM, repository=action.repository,
                    tag=action.tag, digest=action.digest, bytes=action.bytes)
+
+
+# What the command line names: `repo`, `repo:tag`, `repo@sha256:...`; exact names, or anchored globs.
+
+
+class RefError(ValueError):
+    """A malformed REF: one line saying what is wrong with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    text: str
+    repository: Matcher
+    tag: Matcher | None = None
+    digest: Digest | None = None
+
+
+_GLOB_COMPONENT = re.compile(r"[a-z0-9._\-*?\[\]!]+")
+_GLOB_TAG = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]{1,128}")
+
+
+def parse_ref(text: str, glob: bool = False) -> Ref:
+    name, at, digest_text = text.partition("@")
+    tag = None
+    if not at:
+        colon = name.rfind(":")
+        if colon >= 0:
+            name, tag = name[:colon], name[colon + 1:]
+    try:
+        repository = match.repository_matcher(_checked_name(text, name, glob), glob)
+        if at:
+            digest = layout.parse_digest(digest_text)
+            if digest is None:
+                raise RefError(f"{text!r}: {digest_text!r} is not a digest (sha256:<64 hex>; digests are never patterns)")
+            return Ref(text, repository, digest=digest)
+        if tag is None:
+            return Ref(text, repository)
+        return Ref(text, repository, match.tag_matcher(_checked_tag(text, tag, glob), glob))
+    except match.PatternError as error:
+        raise RefError(f"{text!r}: {error}") from None
+
+
+def _checked_name(text: str, name: str, glob: bool) -> str:
+    components = name.split("/")
+    if glob:
+        valid = all(_GLOB_COMPONENT.fullmatch(c) for c in components)
+    else:
+        valid = all(layout.valid_repository_component(c) for c in components)
+    if not valid:
+        hint = " (give --glob for patterns)" if not glob and match.is_glob(name) else ""
+        raise RefError(f"{text!r}: {name!r} is not a repository name{hint}")
+    return name
+
+
+def _checked_tag(text: str, tag: str, glob: bool) -> str:
+    if not (_GLOB_TAG.fullmatch(tag) if glob else layout.valid_tag(tag)):
+        hint = " (give --glob for patterns)" if not glob and match.is_glob(tag) else ""
+        raise RefError(f"{text!r}: {tag!r} is not a tag{hint}")
+    return tag
+
+
+def resolve(
+    refs: Iterable[Ref], inventory: Inventory, *, recursive: bool = False, untag_only: bool = False,
+    force: bool = False, reason: str = RM,
+) -> tuple[Removal, list[str]]:
+    """What the REFs name in the tree: tags, manifests, whole repositories (with `recursive`, the repositories
+    nested in them too); and for each REF that names nothing, one line saying so."""
+    repositories = inventory.repositories
+    names = sorted(repositories)
+    tags: dict[tuple[str, str], str] = {}
+    manifests: dict[tuple[str, Digest], str] = {}
+    whole: dict[str, str] = {}
+    unmatched: list[str] = []
+    for ref in refs:
+        matched = match.matching(ref.repository, names)
+        if not matched:
+            unmatched.append(f"{ref.text}: no repository {'matches' if ref.repository.glob else 'is named'} "
+                             f"{ref.repository.text!r}")
+            continue
+        if ref.tag is not None:
+            found = [(n, t) for n in matched for t in sorted(repositories[n].tags) if ref.tag.matches(t)]
+            what = f"no tag {'matches' if ref.tag.glob else 'is named'} {ref.tag.text!r} in {', '.join(matched[:3])}"
+            for key in found:
+                tags.setdefault(key, reason)
+        elif ref.digest is not None:
+            found = [(n, ref.digest) for n in matched if ref.digest in repositories[n].named_manifests()]
+            what = f"no manifest {layout.format_digest(ref.digest)} in {', '.join(matched[:3])}"
+            for key in found:
+                manifests.setdefault(key, reason)
+        else:
+            found = matched
+            what = ""
+            for name in matched:
+                whole.setdefault(name, reason)
+                if recursive:
+                    for nested in names:
+                        if nested.startswith(name + "/"):
+                            whole.setdefault(nested, reason)
+        if not found:
+            unmatched.append(f"{ref.text}: {what}{' ...' if len(matched) > 3 else ''}")
+    return Removal(tags, manifests, whole, untag_only, force), unmatched
