@@ -434,22 +434,28 @@ def drop_covered(actions: list[Action]) -> list[Action]:
         a for a in actions
         if not (a.finding is Id.DIR_EMPTY and any(w.startswith(a.path + "/") for w in written))
     ]
-    moved = sorted({a.path for a in actions if a.kind is Kind.MOVE})
-    covering: list[str] = []
-    for path in moved:
-        if not covering or not path.startswith(covering[-1] + "/"):
-            covering.append(path)
-    prefixes = tuple(p + "/" for p in covering)
+    moved = {a.path for a in actions if a.kind is Kind.MOVE}
+
+    def covering(path: str) -> str | None:
+        """The top-most directory above `path` that an action moves (one lookup per level: plans are large)."""
+        top = None
+        end = path.rfind("/")
+        while end > 0:
+            if path[:end] in moved:
+                top = path[:end]
+            end = path.rfind("/", 0, end)
+        return top
+
     # What a covered action would have freed, its covering move frees: the plan's bytes stay true.
     inside: dict[str, int] = {}
-    holders = set(covering)
+    kept = []
     for action in actions:
-        if action.path.startswith(prefixes):
-            holder = action.path
-            while holder not in holders or holder == action.path:
-                holder = holder.rpartition("/")[0]
+        holder = covering(action.path)
+        if holder is None:
+            kept.append(action)
+        else:
             inside[holder] = inside.get(holder, 0) + action.bytes
     return [
         replace(a, bytes=a.bytes + inside.pop(a.path)) if a.kind is Kind.MOVE and a.path in inside else a
-        for a in actions if not a.path.startswith(prefixes)
+        for a in kept
     ]

@@ -226,7 +226,8 @@ def _cascade(audit: Audit, inventory: Inventory, removal: Removal, protection: P
             for name, live in before.live.items() if name not in whole
         }
         signatures = {
-            (name, tag.name): None for name, digests in removed.items() for tag in repositories[name].tags.values()
+            (name, tag.name): None for name, digests in removed.items() if digests
+            for tag in repositories[name].tags.values()
             if (name, tag.name) not in tags and cosign_subject(tag.name) in digests
         }
         if not signatures:
@@ -284,10 +285,13 @@ def _with_emptied(
     """The repositories removed whole, and those the removal leaves with no tag, revision or upload (so that
     /v2/_catalog forgets them, as it forgets a repository removed by name)."""
     emptied = dict(whole)
+    tags_by_repository: dict[str, list[str]] = {}
+    for name, tag in tags:
+        tags_by_repository.setdefault(name, []).append(tag)
     for name, repository in inventory.repositories.items():
         if name in emptied or not repository.fully_read or repository.bad_links or repository.uploads:
             continue
-        gone_tags = sorted(t for (r, t) in tags if r == name)
+        gone_tags = sorted(tags_by_repository.get(name, ()))
         gone = removed.get(name, set()) & repository.revisions
         if not (gone_tags or gone) or set(repository.tags) - set(gone_tags) or repository.revisions - gone:
             continue

@@ -41,10 +41,14 @@ def _usage(lines: list[str]) -> NoReturn:
 
 
 def rm(
-    arguments: list[str] = typer.Argument(
-        ..., metavar="PATH REF...", show_default=False,
-        help="The registry's storage (unless --config), then what to remove: repo:tag (that tag; its manifest too "
-        "when nothing else keeps it), repo@sha256:... (that manifest and the tags naming it), repo (the repository).",
+    path: Optional[str] = typer.Argument(
+        None, metavar="PATH", show_default=False,
+        help="The registry's rootdirectory, or its docker/registry/v2 directory (with --config: the first REF).",
+    ),
+    refs: Optional[list[str]] = typer.Argument(
+        None, metavar="REF", show_default=False,
+        help="What to remove: repo:tag (that tag; its manifest too when nothing else keeps it), repo@sha256:... "
+        "(that manifest and the tags naming it), repo (the repository).",
     ),
     config: Optional[Path] = ConfigOption,
     untag_only: bool = typer.Option(
@@ -75,7 +79,9 @@ def rm(
     """Remove tags, manifests or repositories and what only they kept: plan, confirm, act; undoable."""
     if dry_run and yes:
         raise typer.BadParameter("--dry-run and --yes contradict each other")
-    path, refs = (None, arguments) if config is not None else (Path(arguments[0]), arguments[1:])
+    refs = list(refs or ())
+    if config is not None and path is not None:
+        path, refs = None, [path, *refs]  # `rm --config c.yml REF...`: every positional is a REF
     if not refs:
         raise typer.BadParameter("give at least one REF: repo:tag, repo@sha256:... or repo")
     try:
@@ -84,7 +90,7 @@ def rm(
         _usage([str(error)])
     protected = protection(protect)
     policy = checks.Policy(now=datetime.now(timezone.utc))
-    where = target(path, config)
+    where = target(Path(path) if path is not None else None, config)
     kept_in = quarantine(quarantine_dir, where)
     if not dry_run:
         service.refuse_if_in_use(where, warn, force=force)
