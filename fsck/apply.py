@@ -146,6 +146,8 @@ def apply(
 
 def _entry(action: Action, store: Store, placement: Placement) -> dict:
     entry = put_path({"op": action.kind.value, "finding": action.finding.value, "bytes": action.bytes}, "path", action.path)
+    if action.reason is not None:
+        entry["reason"] = action.reason
     real = _real_path(action.path, placement.followed)
     if real is not None:  # below a followed link: where it really is, and which quarantine takes it
         put_path(entry, "real", real)

@@ -75,6 +75,7 @@ class Id(str, Enum):
     UPLOAD_UNDATED = "upload-undated"
     DIR_UNREADABLE = "dir-unreadable"
     UNEXPECTED = "unexpected"
+    TAG_REMOVED = "tag-removed"
 
     def __str__(self) -> str:
         return self.value
@@ -149,6 +150,8 @@ CATALOGUE: tuple[Check, ...] = (
           "a directory or file that could not be read: the audit is incomplete"),
     Check(Id.UNEXPECTED, N, NEVER, None, False,
           "a file or directory with no place in the layout, a symbolic link, or a name not in UTF-8"),
+    # Never found by the audit: what `rm` and `retain` remove as asked (its current link and index).
+    Check(Id.TAG_REMOVED, G, NEVER, S.TAG_INDEX, True, "a tag rm or retain removes as asked; the audit never reports it"),
 )
 
 BY_ID: dict[Id, Check] = {check.id: check for check in CATALOGUE}

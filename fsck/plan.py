@@ -51,6 +51,7 @@ class Action:
     digest: Digest | None = None
     content: Digest | None = None  # what a written link will hold
     resolves: Location | None = None  # the finding this action settles, where it is elsewhere
+    reason: str | None = None  # why an item that is no finding goes: `rm`, or `retain: <clause>` (None: repair)
 
     @property
     def path(self) -> str:
@@ -277,7 +278,7 @@ def build_plan(
         actions.extend(_emptied_repositories(actions, inventory, selection))
     actions, guarded = _guard_blobs(actions, inventory)
     skipped.extend(guarded)
-    actions = _drop_covered(actions)
+    actions = drop_covered(actions)
     if selection.from_report is not None:
         holding = {(f.id, f.path) for f in judged}
         in_tree = {(f.id, f.path) for f in audit.findings}
@@ -425,7 +426,7 @@ def _guard_blobs(actions: list[Action], inventory: Inventory) -> tuple[list[Acti
     return kept, skipped
 
 
-def _drop_covered(actions: list[Action]) -> list[Action]:
+def drop_covered(actions: list[Action]) -> list[Action]:
     """An action inside a directory another action removes is done by that one; an empty directory
     about to receive a written link is not removed."""
     written = tuple(a.path for a in actions if a.kind is Kind.WRITE_LINK)
@@ -433,22 +434,28 @@ def _drop_covered(actions: list[Action]) -> list[Action]:
         a for a in actions
         if not (a.finding is Id.DIR_EMPTY and any(w.startswith(a.path + "/") for w in written))
     ]
-    moved = sorted({a.path for a in actions if a.kind is Kind.MOVE})
-    covering: list[str] = []
-    for path in moved:
-        if not covering or not path.startswith(covering[-1] + "/"):
-            covering.append(path)
-    prefixes = tuple(p + "/" for p in covering)
+    moved = {a.path for a in actions if a.kind is Kind.MOVE}
+
+    def covering(path: str) -> str | None:
+        """The top-most directory above `path` that an action moves (one lookup per level: plans are large)."""
+        top = None
+        end = path.rfind("/")
+        while end > 0:
+            if path[:end] in moved:
+                top = path[:end]
+            end = path.rfind("/", 0, end)
+        return top
+
     # What a covered action would have freed, its covering move frees: the plan's bytes stay true.
     inside: dict[str, int] = {}
-    holders = set(covering)
+    kept = []
     for action in actions:
-        if action.path.startswith(prefixes):
-            holder = action.path
-            while holder not in holders or holder == action.path:
-                holder = holder.rpartition("/")[0]
+        holder = covering(action.path)
+        if holder is None:
+            kept.append(action)
+        else:
             inside[holder] = inside.get(holder, 0) + action.bytes
     return [
         replace(a, bytes=a.bytes + inside.pop(a.path)) if a.kind is Kind.MOVE and a.path in inside else a
-        for a in actions if not a.path.startswith(prefixes)
+        for a in kept
     ]

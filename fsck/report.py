@@ -21,6 +21,7 @@ from .catalogue import BY_ID, CATALOGUE, Finding, Id, Severity
 from .checks import Audit
 from .layout import Digest
 from .plan import DAMAGE_IDS, DEFAULT_IDS, UNTAGGED_IDS, Action, Plan
+from .removal import Item, RemovalPlan
 from .spool import FindingLog
 
 FORMAT = "registry-fsck/report/1"
@@ -338,6 +339,7 @@ def action_record(action: Action) -> dict:
         "tag": display(action.tag) if action.tag is not None else None,
         "digest": layout.format_digest(action.digest) if action.digest is not None else None,
         "content": layout.format_digest(action.content) if action.content is not None else None,
+        "reason": display(action.reason) if action.reason is not None else None,
     }
 
 
@@ -384,10 +386,10 @@ def plan_document(plan: Plan, context: Context, quarantine: str | None, outcome:
 
 def plan_to_text(
     plan: Plan, context: Context, limit: int, quarantine: str | None, delete: bool,
-    elsewhere: Sequence[tuple[str, str]] = (),
+    elsewhere: Sequence[tuple[str, str]] = (), command: str = "repair",
 ) -> str:
     """`elsewhere`: (followed link, quarantine) for links on other file systems than v2's."""
-    lines = [f"registry-fsck repair of {display(context.v2)}"]
+    lines = [f"registry-fsck {command} of {display(context.v2)}"]
     if not plan.actions:
         lines.append("nothing to do")
     else:
@@ -430,7 +432,63 @@ def _left(plan: Plan) -> list[Finding]:
 def _action_line(action: Action) -> str:
     amount = f" ({size(action.bytes)})" if action.bytes else ""
     content = f" <- {layout.format_digest(action.content)}" if action.content is not None else ""
-    return f"{action.kind.value:<10} {display(action.path)}{content}  [{action.finding.value}]{amount}"
+    why = f", {display(action.reason)}" if action.reason is not None else ""
+    return f"{action.kind.value:<10} {display(action.path)}{content}  [{action.finding.value}{why}]{amount}"
+
+
+# Removal (rm, retain): what goes, what is left, then the plan.
+
+
+def item_record(item: Item) -> dict:
+    return {
+        "repository": display(item.repository),
+        "tag": display(item.tag) if item.tag is not None else None,
+        "digest": layout.format_digest(item.digest) if item.digest is not None else None,
+        "reason": display(item.reason),
+    }
+
+
+def removal_record(removal: RemovalPlan) -> dict:
+    """The additions of `rm` and `retain` to the plan document."""
+    return {
+        "tags": [item_record(i) for i in removal.tags],
+        "manifests": [item_record(i) for i in removal.manifests],
+        "repositories": [item_record(i) for i in removal.repositories],
+        "protected": [dict(item_record(i), kind=i.kind) for i in removal.protected],
+        "refused": [dict(item_record(r.item), kind=r.item.kind, kept_by=display(r.kept_by)) for r in removal.refused],
+        "bytes": removal.bytes,
+        "garbage_before": {"findings": removal.garbage_before, "bytes": removal.garbage_before_bytes},
+    }
+
+
+def removal_to_text(
+    removal: RemovalPlan, context: Context, limit: int, quarantine: str | None, delete: bool,
+    elsewhere: Sequence[tuple[str, str]] = (), command: str = "rm",
+) -> str:
+    """What the removal takes (tags, manifests, repositories) and leaves, then its plan."""
+    planned = plan_to_text(removal.plan, context, limit, quarantine, delete, elsewhere, command).split("\n")
+    lines = [planned[0]]
+    counts = (f"{len(removal.tags)} {'tag' if len(removal.tags) == 1 else 'tags'}, "
+              f"{len(removal.manifests)} {'manifest' if len(removal.manifests) == 1 else 'manifests'}, "
+              f"{len(removal.repositories)} {'repository' if len(removal.repositories) == 1 else 'repositories'}")
+    lines.append(f"removes {counts}; frees {size(removal.bytes)}")
+    for kind, items in (("tag", removal.tags), ("manifest", removal.manifests), ("repository", removal.repositories)):
+        shown = items[:limit] if limit > 0 else items
+        for item in shown:
+            target = f" -> {layout.format_digest(item.digest)}" if kind == "tag" and item.digest is not None else ""
+            lines.append(f"  {kind:<10} {display(str(item))}{target}  ({display(item.reason)})")
+        if len(shown) < len(items):
+            lines.append(f"  ... and {len(items) - len(shown)} more {kind} items (--limit 0 shows all)")
+    for item in removal.protected:
+        lines.append(f"protected, left: {display(str(item))} ({item.kind})")
+    for refusal in removal.refused:
+        lines.append(f"refused: {display(refusal.message)}")
+    if removal.garbage_before:
+        lines.append(
+            f"left alone: {removal.garbage_before} garbage {'finding' if removal.garbage_before == 1 else 'findings'} "
+            f"({size(removal.garbage_before_bytes)}) that were there before: `registry-fsck repair` is for those"
+        )
+    return "\n".join([*lines, *planned[1:]])
 
 
 def outcome_to_text(outcome: Outcome, quarantine: str, elsewhere: Sequence[tuple[str, str]] = ()) -> str:

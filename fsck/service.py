@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import IntFlag
 from typing import Protocol
 
-from . import apply, checks, guards, layout, listing, manifests, plan, reach, scan, usage, verify
+from . import apply, checks, guards, layout, listing, manifests, plan, reach, removal, scan, usage, verify
 from . import quarantine as quarantines
 from .catalogue import Id, Severity
 from .config import ConfigError, UnsupportedDriver, load_config
@@ -454,3 +454,27 @@ def audit_and_usage(
     accounted = usage.account(judged, loaded.inventory, namespaces)
     result = checks.ignore(judged, ignore) if ignore is not None else judged
     return result.released(), accounted
+
+
+# Removal (rm, retain): the cascade of what is named, planned and carried out as a repair's plan is.
+
+
+@dataclass(frozen=True, slots=True)
+class Removing:
+    audit: checks.Audit
+    removal: removal.RemovalPlan
+    loaded: Loaded
+
+
+def plan_rm(loaded: Loaded, policy: checks.Policy, wanted: removal.Removal, protection: plan.Protection) -> Removing:
+    """The removal's plan, judged against an audit of the tree as it is now."""
+    audit_now = judge(loaded, policy)
+    return Removing(audit_now, removal.plan_removal(audit_now, loaded.inventory, wanted, protection), loaded)
+
+
+def removal_exit_code(removing: Removing, applied: apply.Outcome | None, refused: bool = False) -> ExitCode:
+    """As a repair's; items of this removal left (protected, skipped) set bit 4, garbage found before does not."""
+    code = exit_code(RepairOutcome(removing.audit, removing.removal.plan, applied, refused))
+    if removing.removal.protected and not refused:
+        code |= ExitCode.PROBLEMS_LEFT
+    return code

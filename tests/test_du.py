@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fsck import checks, freeing, service, usage
+from fsck import checks, freeing, removal, service, usage
 from fsck.catalogue import Id
 from fsck.reach import reach
 from tests.clirun import audit_records, invoke, run_cli, snapshot
@@ -305,3 +305,14 @@ def test_a_partial_view_exits_8_and_says_so(du_tree: Path, tmp_path: Path) -> No
     assert document["complete"] is False and document["exit_code"] == 8
     code, text = invoke("du", str(du_tree))
     assert code == 8 and "INCOMPLETE" in text
+
+
+def test_frees_on_rm_is_what_rm_of_the_repository_plans_to_free(du_tree: Path) -> None:
+    """du's one pass and rm's cascade are two computations of the same roots: they must agree, per repository."""
+    loaded = service.load(service.resolve_target(str(du_tree), None))
+    judged = service.judge(loaded, checks.Policy(now=datetime.now(timezone.utc)))
+    rows = _rows(usage.account(judged, loaded.inventory, ()))
+    for name in REPOSITORIES:
+        planned = removal.plan_removal(judged, loaded.inventory, removal.Removal(repositories={name: removal.RM}))
+        blobs = {a.digest: a.bytes for a in planned.plan.actions if a.finding is Id.BLOB_ORPHAN}
+        assert sum(blobs.values()) == rows[name].frees_on_rm_bytes, name

@@ -17,7 +17,7 @@ from typing import BinaryIO, NoReturn, Optional
 import typer
 from tqdm import tqdm
 
-from .. import report, service, verify
+from .. import plan, report, service, verify
 from ..catalogue import Id, UnknownId, parse_ids
 from ..service import OperationalError, Target
 from ..store import MAX_JOBS
@@ -228,3 +228,24 @@ JobsOption = typer.Option(
 QuarantineOption = typer.Option(
     None, "--quarantine", help="Where removed items are kept (default: registry-fsck-quarantine beside docker/)."
 )
+
+
+def protection(path: Optional[Path]) -> plan.Protection:
+    """The --protect file: references never removed (digest, repo@digest, repo:tag), one a line."""
+    if path is None:
+        return plan.Protection()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return plan.parse_protection(handle)
+    except OSError as error:
+        raise typer.BadParameter(f"--protect {path}: {error.strerror}") from None
+    except (plan.ProtectError, UnicodeDecodeError) as error:
+        raise typer.BadParameter(f"--protect {path}: {error}") from None
+
+
+ProtectOption = typer.Option(
+    None, "--protect", help="File of references never removed: digest, repo@digest, repo:tag."
+)
+YesOption = typer.Option(False, "--yes", "-y", help="Act without asking (for scripts).")
+DryRunOption = typer.Option(False, "--dry-run", "-n", help="Print the plan and stop.")
+DeleteOption = typer.Option(False, "--delete", help="Delete instead of moving into the quarantine (no undo).")

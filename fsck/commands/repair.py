@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +14,7 @@ import typer
 from .. import checks, plan, report, service
 from ..catalogue import BY_ID, Id, Repair
 from ..service import RepairOutcome, Target
+from .acting import Acting, act
 from .options import (
     Bars,
     ConfigOption,
@@ -27,26 +27,13 @@ from .options import (
     QuietOption,
     UploadAgeOption,
     VerifyOption,
-    emit,
     finding_ids,
-    interrupts_deferred,
     parse_duration,
+    protection,
     quarantine,
     target,
     warn,
 )
-
-
-def _protection(path: Optional[Path]) -> plan.Protection:
-    if path is None:
-        return plan.Protection()
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return plan.parse_protection(handle)
-    except OSError as error:
-        raise typer.BadParameter(f"--protect {path}: {error.strerror}") from None
-    except (plan.ProtectError, UnicodeDecodeError) as error:
-        raise typer.BadParameter(f"--protect {path}: {error}") from None
 
 
 def _check_selection(selection: plan.Selection) -> None:
@@ -118,7 +105,7 @@ def repair(
         raise typer.BadParameter("--dry-run and --yes contradict each other")
     selection = plan.Selection(
         untagged=untagged, fix_damage=fix_damage, only=finding_ids(only, "--only"),
-        skip=finding_ids(skip, "--skip") or frozenset(), force=force, protect=_protection(protect),
+        skip=finding_ids(skip, "--skip") or frozenset(), force=force, protect=protection(protect),
         min_age=parse_duration(min_age) if min_age else None,
     )
     _check_selection(selection)
@@ -133,59 +120,21 @@ def repair(
     the_audit, the_plan = planned.audit, planned.plan
     context = report.Context(where.root, where.v2, policy.now, verify_blobs)
     elsewhere = [(e.link, e.quarantine) for e in service.quarantines_for(where, kept_in, the_plan.followed)]
-
-    def finish(outcome: RepairOutcome, text: str) -> None:
-        code = int(service.exit_code(outcome))
-        data = (
-            orjson.dumps(report.plan_document(the_plan, context, kept_in, outcome.applied, code, elsewhere),
-                         option=orjson.OPT_INDENT_2) + b"\n"
-            if json_output else text.encode("utf-8")
-        )
-        emit(data, output, where, code)
-
-    not_applied = RepairOutcome(the_audit, the_plan)
-    plan_text = report.plan_to_text(the_plan, context, limit, kept_in, delete, elsewhere)
-    if the_audit.recent_uploads:
-        looks_live = f"{the_audit.recent_uploads} upload(s) started in the last minutes: the registry looks live"
-        if force or dry_run:
-            warn(looks_live + ("; going ahead (--force)" if force and not dry_run else ""))
-        else:
-            typer.echo(
-                f"registry-fsck: error: {looks_live}. Stop it first, or wait for the quiet period "
-                "(or --force: act although it looks live)", err=True,
-            )
-        for line in report.recent_upload_lines(the_audit, policy.now):
-            typer.echo(f"  {report.display(line)}", err=True)
-        if not (force or dry_run):
-            finish(replace(not_applied, refused=True), plan_text)
-    if dry_run or not the_plan.actions:
-        finish(not_applied, plan_text)
-    if not yes:
-        sys.stderr.write(plan_text)
-        if not sys.stdin.isatty():
-            raise typer.BadParameter("not on a terminal: give --yes to act, or --dry-run to only see the plan")
-        if not typer.confirm(f"Carry out {len(the_plan.actions)} actions?", default=False, err=True):
-            finish(not_applied, "declined: nothing changed\n")
-    with interrupts_deferred() as interrupted:
-        with bars.counter("repairing", " actions", total=len(the_plan.actions)) as bar:
-            applied = service.carry_out(
-                where, the_plan, kept_in, now=policy.now, delete=delete, progress=bar.update,
-                stop_requested=interrupted, options={
-                    "untagged": untagged, "fix_damage": fix_damage,
-                    "only": sorted(i.value for i in selection.only) if selection.only is not None else None,
-                    "skip": sorted(i.value for i in selection.skip), "min_age": min_age, "upload_age": upload_age,
-                    "protect": os.path.abspath(protect) if protect is not None else None,
-                    "from": os.path.abspath(from_report) if from_report is not None else None,
-                    "verify": verify_blobs, "delete": delete, "force": force,
-                },
-            )
-        done_text = report.outcome_to_text(applied, kept_in, elsewhere)
-        if applied.interrupted:
-            left = len(the_plan.actions) - len(applied.done) - len(applied.vanished) - len(applied.failed)
-            done_text += (
-                f"interrupted: {left} of {len(the_plan.actions)} actions not carried out "
-                "(`registry-fsck repair` again finishes the job, `registry-fsck undo` puts back what was done)\n"
-            )
-            typer.echo("registry-fsck: interrupted", err=True)
-        # At the prompt the plan was shown already (on stderr): say only what was done.
-        finish(replace(not_applied, applied=applied), done_text if not yes else plan_text + "\n" + done_text)
+    act(
+        Acting(
+            where, kept_in, the_audit, the_plan, report.plan_to_text(the_plan, context, limit, kept_in, delete, elsewhere),
+            document=lambda applied, code: report.plan_document(the_plan, context, kept_in, applied, code, elsewhere),
+            code=lambda applied, refused: service.exit_code(RepairOutcome(the_audit, the_plan, applied, refused)),
+            again="`registry-fsck repair` again finishes the job, `registry-fsck undo` puts back what was done",
+            doing="repairing",
+        ),
+        now=policy.now, yes=yes, dry_run=dry_run, json_output=json_output, output=output, delete=delete, force=force,
+        bars=bars, options={
+            "untagged": untagged, "fix_damage": fix_damage,
+            "only": sorted(i.value for i in selection.only) if selection.only is not None else None,
+            "skip": sorted(i.value for i in selection.skip), "min_age": min_age, "upload_age": upload_age,
+            "protect": os.path.abspath(protect) if protect is not None else None,
+            "from": os.path.abspath(from_report) if from_report is not None else None,
+            "verify": verify_blobs, "delete": delete, "force": force,
+        },
+    )
