@@ -37,7 +37,7 @@ from .match import Matcher
 from .plan import Protection
 from .pulllog import Pulls, parse_time
 from .reach import Graph, closure
-from .removal import Removal, cosign_subject
+from .removal import Removal, RemovalPlan, cosign_subject
 from .scan import Inventory, Repository
 
 try:
@@ -531,3 +531,23 @@ def _live_after(
             roots.add(tag.current)
     roots |= {d for d in repository.revisions if d in protection.digests or (repository.name, d) in protection.in_repository}
     return closure(graph, repository.name, roots)
+
+
+def freed_by_repository(planned: RemovalPlan, graph: Graph) -> dict[str, int]:
+    """The bytes the removal frees, per repository: a blob goes to the first repository (by name) one of whose
+    removed manifests is or references it."""
+    owner: dict[Digest, str] = {}
+    for item in planned.manifests:
+        if item.digest is None:
+            continue
+        owner.setdefault(item.digest, item.repository)
+        manifest = graph.manifest(item.digest)
+        if manifest is not None:
+            for reference in manifest.references:
+                owner.setdefault(reference.digest, item.repository)
+    freed: dict[str, int] = {}
+    for action in planned.plan.actions:
+        name = action.repository or (owner.get(action.digest) if action.digest is not None else None)
+        if name is not None and action.bytes:
+            freed[name] = freed.get(name, 0) + action.bytes
+    return freed
