@@ -388,14 +388,33 @@ def decide(
     protection: Protection = Protection(),
 ) -> Decisions:
     """Per repository a rule selects: which tags stay and which go, each with the clause that decided it."""
+    by_repository = _pulls_by_repository(pulls)
     decided = []
     for name, rule in policy.assign(inventory.repositories).items():
-        decided.append(_decide_repository(rule, inventory.repositories[name], graph, facts, now, pulls, protection))
+        decided.append(_decide_repository(
+            rule, inventory.repositories[name], graph, facts, now, by_repository.get(name, _NO_PULLS), protection
+        ))
     return Decisions(tuple(decided))
 
 
+_PulledHere = tuple[dict[str, float], dict[Digest, float]]  # one repository's pulls: by tag, by digest
+_NO_PULLS: _PulledHere = ({}, {})
+
+
+def _pulls_by_repository(pulls: Pulls | None) -> dict[str, _PulledHere]:
+    """The pulls grouped once by repository (a log holds every repository's)."""
+    grouped: dict[str, _PulledHere] = {}
+    if pulls is None:
+        return grouped
+    for (name, tag), when in pulls.tags.items():
+        grouped.setdefault(name, ({}, {}))[0][tag] = when
+    for (name, digest), when in pulls.digests.items():
+        grouped.setdefault(name, ({}, {}))[1][digest] = when
+    return grouped
+
+
 def _decide_repository(
-    rule: Rule, repository: Repository, graph: Graph, facts: Facts, now: float, pulls: Pulls | None,
+    rule: Rule, repository: Repository, graph: Graph, facts: Facts, now: float, pulls: _PulledHere,
     protection: Protection,
 ) -> RepositoryDecision:
     name = repository.name
@@ -422,7 +441,7 @@ def _decide_repository(
     last, ties = _keep_last(rule, counted, order_time)
     if ties:
         notes.append(f"{rule.clauses[0]}: {len(ties)} tags tie at the boundary, all kept: {', '.join(sorted(ties))}")
-    pulled_tags, pulled_digests = _pulled(rule, name, pulls, now)
+    pulled_tags, pulled_digests = _pulled(rule, pulls, now)
     within = now - rule.keep_within.delta.total_seconds() if rule.keep_within is not None else None
     removed_clause = ", ".join(rule.clauses) or PROTECT
     for tag_name, current, pushed in counted:
@@ -505,13 +524,12 @@ def _keep_last(
     return kept, tied if len(kept) > rule.keep_last else set()
 
 
-def _pulled(rule: Rule, name: str, pulls: Pulls | None, now: float) -> tuple[set[str], set[Digest]]:
-    if rule.keep_pulled_within is None or pulls is None:
+def _pulled(rule: Rule, pulls: _PulledHere, now: float) -> tuple[set[str], set[Digest]]:
+    if rule.keep_pulled_within is None:
         return set(), set()
     since = now - rule.keep_pulled_within.delta.total_seconds()
-    tags = {tag for (repo, tag), when in pulls.tags.items() if repo == name and when >= since}
-    digests = {digest for (repo, digest), when in pulls.digests.items() if repo == name and when >= since}
-    return tags, digests
+    by_tag, by_digest = pulls
+    return {t for t, when in by_tag.items() if when >= since}, {d for d, when in by_digest.items() if when >= since}
 
 
 def _live_after(

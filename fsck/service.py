@@ -461,8 +461,8 @@ def pull_record(paths: list[str], window: timedelta | None, now: datetime) -> pu
         )
         reach_back = f"their earliest line is from {earliest}" if earliest else "no line in them is dated"
         raise OperationalError(
-            f"the pull logs do not cover keep-pulled-within: {reach_back}, after "
-            f"{datetime.fromtimestamp(since, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}; give the rotated logs "
+            f"the pull logs do not cover keep-pulled-within: {reach_back}, later than the start of the window "
+            f"({datetime.fromtimestamp(since, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}); give the rotated logs "
             "too (gzip'd ones are read), or a shorter window"
         )
     return pulls

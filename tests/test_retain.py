@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from clirun import audit_records, run_cli
+from clirun import answer_on_a_terminal, audit_records, run_cli
 
 from tests.harness import images, tree
 from tests.harness.registry import Registry
@@ -122,9 +122,23 @@ def test_retain_dry_run_prints_each_tag_with_its_clause_and_changes_nothing(copy
     assert [line.split()[:2] for line in lines[2:7]] == [
         ["kept", "v5"], ["kept", "v2"], ["kept", "v1"], ["removed", "v4"], ["removed", "v3"],
     ]
-    assert "(keep-tags v[12])" in lines[3] and "(keep-last 1, keep-tags v[12])" in lines[6]
+    assert "(keep-tags v[12])" in lines[3] and "(none of: keep-last 1, keep-tags v[12])" in lines[6]
     assert any(line.startswith("lib/other: rule 1") and "keeps 1, removes 2 tags" in line for line in lines)
     assert any(line.startswith("untouched: ") for line in lines)
+
+
+@pytest.mark.parametrize("keys, code", [(b"n\n", 4), (b"y\n", 1)])
+def test_retain_asks_on_a_terminal_and_a_no_changes_nothing(copy, keys, code):
+    root, _ = copy
+    before = registry_tree(root)
+    exit_code, screen = answer_on_a_terminal(["retain", str(root), "--repo", "lib/other", "--keep-last", "1"],
+                                             b"Carry out", keys)
+    assert exit_code == code, screen
+    assert "removed  a" in screen and "removed  b" in screen
+    if code == 4:
+        assert "declined: nothing changed" in screen and registry_tree(root) == before
+    else:
+        assert tree.tag_names(root, "lib/other") == {"c"}
 
 
 def test_a_policy_file_with_two_rules_first_match_wins(copy, tmp_path):

@@ -196,19 +196,23 @@ def _decision_lines(retaining: Retaining, freed: dict[str, int], limit: int) -> 
     """Per repository a rule selects: its rule, then each tag kept and removed with the clause that decided it."""
     lines = []
     for decided in retaining.decisions.repositories:
+        if not decided.tags:
+            continue  # selected, and nothing to decide (JSON lists it)
         kept, removed = decided.kept, decided.removed
         lines.append(
             f"{report.display(decided.repository)}: {decided.rule}: keeps {len(kept)}, removes {len(removed)} "
             f"{'tag' if len(removed) == 1 else 'tags'}; frees {report.size(freed.get(decided.repository, 0))}"
         )
-        width = max((len(report.display(t.tag)) for t in decided.tags), default=0)
+        width = min(max(len(report.display(t.tag)) for t in decided.tags), 24)
         for word, tags in (("kept", kept), ("removed", removed)):
             shown = tags[:limit] if limit > 0 else tags
             for tag in shown:
                 when = _when(tag.time) or "-"
                 note = f"  [{tag.note}]" if tag.note else ""
-                lines.append(f"  {word:<8} {report.display(tag.tag):<{width}}  {when:<24}  "
-                             f"({report.display(tag.clause)}){note}")
+                # A tag removed by a rule of several clauses was kept by none of them.
+                why = f"none of: {tag.clause}" if not tag.kept and ", " in tag.clause and tag.follows is None \
+                    else tag.clause
+                lines.append(f"  {word:<8} {report.display(tag.tag):<{width}}  {when:<24}  ({report.display(why)}){note}")
             if len(shown) < len(tags):
                 lines.append(f"  ... and {len(tags) - len(shown)} more {word} (--limit 0 shows all)")
         lines.extend(f"  note: {report.display(note)}" for note in decided.notes)
