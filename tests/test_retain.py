@@ -8,6 +8,7 @@ import os
 import tempfile
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -66,10 +67,13 @@ def built(registry_binaries, tmp_path_factory) -> tuple[Path, Scenario]:
                 rec.push(images.make_image(f"retain/app/{tag}", layers=2), "lib/app", tag)
             for tag in ("a", "b", "c"):
                 rec.push(images.make_image(f"retain/other/{tag}", layers=1), "lib/other", tag)
+            rec.push(images.make_image("retain/signed/v2", layers=1), "signed/app", "v2")
             scenario = rec.freeze("retain")
     root = base / "root"
     set_pushed(root, "lib/app", {tag: 6 - n for n, tag in enumerate(FIVE, 1)})  # v1 5 h ago ... v5 1 h ago
     set_pushed(root, "lib/other", {"a": 3, "b": 2, "c": 1})
+    signed = scenario.tags["signed/app"]["v1"]
+    set_pushed(root, "signed/app", {"v1": 3, "v2": 2, images.cosign_tag(signed): 0.5})  # the signature newest
     return root, scenario
 
 
@@ -141,6 +145,27 @@ def test_retain_asks_on_a_terminal_and_a_no_changes_nothing(copy, keys, code):
         assert tree.tag_names(root, "lib/other") == {"c"}
 
 
+def test_a_signature_tag_does_not_count_and_goes_with_its_subject_and_referrers(copy, tmp_path):
+    root, scenario = copy
+    signed, kept = scenario.tags["signed/app"]["v1"], scenario.tags["signed/app"]["v2"]
+    signature_tag = images.cosign_tag(signed)
+    (referrer,) = scenario.referrers["signed/app"]
+    result = retain(root, "--repo", "signed/app", "--keep-last", "1", "--yes", "--json")
+    assert result.returncode == 1, result.stderr
+    document = orjson.loads(result.stdout)
+    (decided,) = document["retain"]["repositories"]
+    assert [(t["tag"], t["clause"]) for t in decided["kept"]] == [("v2", "keep-last 1")]
+    assert {t["tag"]: t["follows"] for t in decided["removed"]} == {"v1": None, signature_tag: signed}
+    assert {m["digest"] for m in document["removal"]["manifests"]} == {signed, scenario.tags["signed/app"][signature_tag],
+                                                                       referrer}
+    with Registry(root, workdir=tmp_path / "after") as registry:
+        assert registry.tags("signed/app") == ["v2"]
+        assert registry.pull_ok("signed/app", "v2", all=True)
+        assert registry.manifest_digest("signed/app", "v2") == kept
+        media = scenario.manifests[referrer].media_type
+        assert registry.request("HEAD", f"/v2/signed/app/manifests/{referrer}", headers={"Accept": media}).status == 404
+
+
 def test_a_policy_file_with_two_rules_first_match_wins(copy, tmp_path):
     root, scenario = copy
     policy = tmp_path / "retain.toml"
@@ -195,8 +220,6 @@ def test_a_rule_that_cannot_be_used_changes_nothing_and_exits_16(copy, args, mes
 
 def shifted_back(log_text: str, seconds: float) -> bytes:
     """The registry's json log lines with their time moved back (a rotated log from before the window)."""
-    from datetime import datetime, timezone
-
     from fsck.pulllog import parse_time
 
     lines = []
@@ -283,3 +306,62 @@ def test_logs_that_do_not_reach_back_over_the_window_are_refused_with_exit_8(pul
     (line,) = result.stderr.splitlines()
     assert line.startswith("registry-fsck: error: the pull logs do not cover keep-pulled-within: their earliest line")
     assert registry_tree(root) == before
+
+
+# keep-last by the image config's created.
+
+
+def created_at(image: images.Image, created: str | None) -> images.Image:
+    """The image with its config's `created` set (None: left out, as some builders do)."""
+    config = json.loads(image.config.data)
+    if created is None:
+        del config["created"]
+    else:
+        config["created"] = created
+    blob = images.Blob(image.config.media_type, images.canonical_json(config))
+    return replace(image, config=blob, manifest=images.image_manifest(blob, [layer.blob for layer in image.layers]))
+
+
+def index_of(seed: str, *children: images.Image) -> images.Index:
+    body = {
+        "schemaVersion": 2,
+        "mediaType": images.OCI_INDEX,
+        "manifests": [c.manifest.descriptor(platform=c.platform.as_dict()) for c in children],
+    }
+    return images.Index(children, images.Blob(images.OCI_INDEX, images.canonical_json(body)))
+
+
+def test_keep_last_by_created_orders_by_the_config_a_list_by_its_newest_child_and_falls_back_to_the_push(
+    registry_binaries, tmp_path
+):
+    root = tmp_path / "root"
+    amd, arm = images.Platform("linux", "amd64"), images.Platform("linux", "arm64", "v8")
+    with Registry(root, workdir=tmp_path / "push") as registry:
+        with tempfile.TemporaryDirectory(dir=registry.workdir, prefix="layouts-") as layouts:
+            rec = Recorder(registry, Path(layouts))
+            rec.push(created_at(images.make_image("built/new", 1), "2026-01-01T00:00:00Z"), "lib/built", "new-build")
+            rec.push(index_of("built/multi",
+                              created_at(images.make_image("built/multi.amd", 1, platform=amd), "2019-01-01T00:00:00Z"),
+                              created_at(images.make_image("built/multi.arm", 1, platform=arm), "2025-06-01T00:00:00Z")),
+                     "lib/built", "multi", fmt="oci")
+            rec.push(created_at(images.make_image("built/none", 1), None), "lib/built", "no-created")
+            rec.push(created_at(images.make_image("built/old", 1), "2020-01-01T00:00:00Z"), "lib/built", "old-build")
+            scenario = rec.freeze("built")
+    set_pushed(root, "lib/built", {"new-build": 5, "multi": 4, "no-created": 3, "old-build": 1})
+    by_push = orjson.loads(retain(root, "--repo", "lib/built", "--keep-last", "3", "--dry-run", "--json").stdout)
+    assert [t["tag"] for t in by_push["retain"]["repositories"][0]["removed"]] == ["new-build"]
+    result = retain(root, "--repo", "lib/built", "--keep-last", "3", "--by", "created", "--yes", "--json")
+    assert result.returncode == 1, result.stderr
+    (decided,) = orjson.loads(result.stdout)["retain"]["repositories"]
+    # no-created ordered by its push time (3 h ago): newer than any build date here.
+    pushed = os.stat(tree.tag_current_link(root, "lib/built", "no-created")).st_mtime
+    assert [(t["tag"], t["time"]) for t in decided["kept"]] == [
+        ("no-created", datetime.fromtimestamp(pushed, timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"),
+        ("new-build", "2026-01-01T00:00:00.000Z"), ("multi", "2025-06-01T00:00:00.000Z"),
+    ]
+    assert [t["tag"] for t in decided["removed"]] == ["old-build"]
+    assert decided["notes"] == ["no created in the image config of no-created: ordered by push time"]
+    with Registry(root, workdir=tmp_path / "after") as registry:
+        assert sorted(registry.tags("lib/built")) == ["multi", "new-build", "no-created"]
+        assert registry.pull_ok("lib/built", "multi", all=True)
+        assert served_exactly(registry, only(scenario, "lib/built", {"multi", "new-build", "no-created"})) == []
