@@ -159,7 +159,7 @@ def _policy(
         "--repo": repos, "--keep-last": keep_last, "--by": by, "--keep-tags": keep_tags,
         "--keep-within": keep_within, "--keep-pulled-within": keep_pulled_within,
     }
-    given = [option for option, value in one_rule.items() if value]
+    given = [option for option, value in one_rule.items() if value is not None and value != []]
     if policy_file is not None:
         if given:
             raise typer.BadParameter(f"--policy holds the rules: {', '.join(given)} cannot be given with it")
@@ -173,7 +173,7 @@ def _policy(
             return policy.parse_policy(text, protecting)
         except policy.PolicyError as error:
             _usage(f"{policy_file}: {error}")
-    if not given and keep_last is None:
+    if not given:
         raise typer.BadParameter("give a rule (--repo NAME with --keep-last, --keep-tags, --keep-within, "
                                  "--keep-pulled-within) or --policy FILE")
     try:
