@@ -10,11 +10,11 @@ from collections.abc import Callable
 import typer
 
 from . import report
-from .commands import audit, du, ls, purge, repair, rm, runs, undo
+from .commands import audit, du, ls, purge, repair, retain, rm, runs, undo
 from .commands.app import app
 from .service import ExitCode, OperationalError
 
-for _command in (audit.audit, du.du, ls.ls, repair.repair, rm.rm, undo.undo, runs.runs, purge.purge):  # in the order --help lists them
+for _command in (audit.audit, du.du, ls.ls, repair.repair, rm.rm, retain.retain, undo.undo, runs.runs, purge.purge):  # in the order --help lists them
     app.command()(_command)
 
 # typer may vendor its own click: find its UsageError through a public class.

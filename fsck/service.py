@@ -9,11 +9,26 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from enum import IntFlag
 from typing import Protocol
 
-from . import apply, checks, guards, layout, listing, manifests, plan, reach, removal, scan, usage, verify
+from . import (
+    apply,
+    checks,
+    guards,
+    layout,
+    listing,
+    manifests,
+    plan,
+    policy,
+    pulllog,
+    reach,
+    removal,
+    scan,
+    usage,
+    verify,
+)
 from . import quarantine as quarantines
 from .catalogue import Id, Severity
 from .config import ConfigError, UnsupportedDriver, load_config
@@ -478,3 +493,75 @@ def removal_exit_code(removing: Removing, applied: apply.Outcome | None, refused
     if removing.removal.protected and not refused:
         code |= ExitCode.PROBLEMS_LEFT
     return code
+
+
+# Retain: a policy decides which tags stay; what goes is a removal, planned as rm's is.
+
+# An image config past this is no config a registry was pushed (they hold a few KiB of history).
+_CONFIG_LIMIT = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Retaining:
+    decisions: policy.Decisions
+    removing: Removing
+    untouched: int  # repositories no rule selects
+
+
+def pull_record(paths: list[str], window: timedelta | None, now: datetime) -> pulllog.Pulls:
+    """The pulls the logs hold; refused (operational) when they do not reach back to `now - window`."""
+    try:
+        pulls = pulllog.read_logs(paths)
+    except pulllog.LogError as error:
+        raise OperationalError(str(error)) from None
+    since = (now - window).timestamp() if window is not None else now.timestamp()
+    if not pulls.covers(since):
+        earliest = (
+            datetime.fromtimestamp(pulls.earliest, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if pulls.earliest is not None else None
+        )
+        reach_back = f"their earliest line is from {earliest}" if earliest else "no line in them is dated"
+        raise OperationalError(
+            f"the pull logs do not cover keep-pulled-within: {reach_back}, later than the start of the window "
+            f"({datetime.fromtimestamp(since, timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}); give the rotated logs "
+            "too (gzip'd ones are read), or a shorter window"
+        )
+    return pulls
+
+
+def retain_facts(loaded: Loaded, assigned: Mapping[str, policy.Rule], graph: reach.Graph) -> policy.Facts:
+    """Push times (one stat of each `current` link) and, for keep-last by created, the images' `created`:
+    for the repositories a rule selects only."""
+    store, inventory = loaded.store, loaded.inventory
+    pushed: dict[tuple[str, str], float | None] = {}
+    for name in assigned:
+        for tag in inventory.repositories[name].tags.values():
+            info = store.stat(layout.tag_current_link(name, tag.name)) if tag.current is not None else None
+            pushed[(name, tag.name)] = info.mtime if info is not None and info.kind is EntryKind.FILE else None
+    created: dict[layout.Digest, float | None] = {}
+    by_config: dict[layout.Digest, float | None] = {}
+    for image, config in policy.created_sources(assigned, inventory, graph).items():
+        if config not in by_config:
+            size = inventory.blobs.get(config)
+            try:
+                raw = store.read(layout.blob_data(config), _CONFIG_LIMIT, size) if size is not None else b""
+            except OSError:
+                raw = b""
+            by_config[config] = policy.parse_created(raw)
+        created[image] = by_config[config]
+    return policy.Facts(pushed, created)
+
+
+def plan_retain(
+    loaded: Loaded, checks_policy: checks.Policy, the_policy: policy.Policy, pulls: pulllog.Pulls | None,
+    protection: plan.Protection,
+) -> Retaining:
+    """The policy's decisions on the tree as it is now, and the removal of what they let go."""
+    audit_now = judge(loaded, checks_policy)
+    assigned = the_policy.assign(loaded.inventory.repositories)
+    facts = retain_facts(loaded, assigned, audit_now.graph)
+    decisions = policy.decide(
+        the_policy, loaded.inventory, audit_now.graph, facts, checks_policy.now.timestamp(), pulls, protection
+    )
+    planned = removal.plan_removal(audit_now, loaded.inventory, decisions.removal(), protection)
+    return Retaining(decisions, Removing(audit_now, planned, loaded), len(loaded.inventory.repositories) - len(assigned))

@@ -103,10 +103,18 @@ def _stop_leftovers() -> None:
         _stop_process(proc)
 
 
-def registry_config(root: Path, port: int, *, schema1: bool = False) -> dict:
+def registry_config(
+    root: Path, port: int, *, schema1: bool = False, log_formatter: str | None = None, access_log: bool = False
+) -> dict:
+    """`log_formatter` (text, json, logstash): the request log at info level, one "response completed" line per
+    request; `access_log`: the combined-format access log too (the registry writes it to stdout)."""
     config: dict = {
         "version": 0.1,
-        "log": {"level": "warn", "formatter": "text", "accesslog": {"disabled": True}},
+        "log": {
+            "level": "info" if log_formatter else "warn",
+            "formatter": log_formatter or "text",
+            "accesslog": {"disabled": not access_log},
+        },
         "storage": {
             "filesystem": {"rootdirectory": str(root)},
             "delete": {"enabled": True},
@@ -179,14 +187,20 @@ class Skopeo:
 class Registry:
     """A `docker-registry serve` on 127.0.0.1 over `root`; restartable on the same root."""
 
-    def __init__(self, root: Path, *, schema1: bool = False, workdir: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, *, schema1: bool = False, workdir: Path | None = None, log_formatter: str | None = None,
+        access_log: bool = False,
+    ) -> None:
         self.root = Path(root)
         self.schema1 = schema1
+        self.log_formatter = log_formatter
+        self.access_log = access_log
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="registry-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "config.yml"
-        self.log_path = self.workdir / "registry.log"
+        self.log_path = self.workdir / "registry.log"  # stderr: the request log (and stdout, unless access_log)
+        self.access_log_path = self.workdir / "access.log"  # stdout, with access_log: the combined-format lines
         self.skopeo = Skopeo(self.workdir / "skopeo")
         self._proc: subprocess.Popen | None = None
         self._port = free_port()
@@ -212,7 +226,9 @@ class Registry:
         return self._proc is not None and self._proc.poll() is None
 
     def _write_config(self) -> None:
-        config = registry_config(self.root, self._port, schema1=self.schema1)
+        config = registry_config(
+            self.root, self._port, schema1=self.schema1, log_formatter=self.log_formatter, access_log=self.access_log
+        )
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def start(self) -> Registry:
@@ -228,11 +244,11 @@ class Registry:
         raise RegistryError(f"registry did not start; log:\n{self.log_tail()}")
 
     def _spawn_and_wait(self) -> bool:
-        with open(self.log_path, "ab") as log:
+        with open(self.log_path, "ab") as log, open(self.access_log_path if self.access_log else os.devnull, "ab") as out:
             self._proc = subprocess.Popen(
                 [REGISTRY_BIN, "serve", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                stdout=out if self.access_log else log,
+                stderr=log,
                 stdin=subprocess.DEVNULL,
             )
         _LIVE.add(self._proc)
@@ -276,6 +292,14 @@ class Registry:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
+
+    def log_text(self) -> str:
+        """Everything the registry logged on stderr since it was first started (restarts append)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def access_log_text(self) -> str:
+        """The combined-format access log (with access_log)."""
+        return self.access_log_path.read_text(errors="replace") if self.access_log_path.exists() else ""
 
     @property
     def v2(self) -> Path:
