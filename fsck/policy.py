@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from . import layout, match
+from . import durations, layout, match
 from .layout import Digest
 from .manifests import Kind, Role
 from .match import Matcher
@@ -49,10 +49,7 @@ PUSHED = "pushed"
 CREATED = "created"
 MAX_KEEP_LAST = 1_000_000
 # Far beyond any registry's age, and far enough below timedelta's limit that now - it is a date.
-LONGEST = timedelta(days=100 * 365)
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TAG_PATTERN = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]{1,128}")
 _REPOSITORY_PATTERN = re.compile(r"[a-z0-9._\-*?\[\]!]+")
 
@@ -133,17 +130,14 @@ class Policy:
 
 
 def parse_duration(text: str) -> Duration:
-    """`30d`, `1h30m`, `90s`, `2w`: the registry's units plus d and w; longer than 0, at most 100 years."""
-    compact = text.strip().replace(" ", "")
-    parts = _DURATION.findall(compact)
-    if not compact or "".join(number + unit for number, unit in parts) != compact:
-        raise PolicyError(f"{text!r} is not a duration like 30d, 12h or 1h30m")
-    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    if seconds <= 0:
+    """A duration longer than 0 (zero would keep nothing)."""
+    try:
+        length = durations.parse_duration(text)
+    except durations.DurationError as error:
+        raise PolicyError(str(error)) from None
+    if length <= timedelta(0):
         raise PolicyError(f"{text!r} keeps nothing: give a duration longer than 0")
-    if seconds > LONGEST.total_seconds():
-        raise PolicyError(f"{text!r} is longer than this tool can count ({LONGEST.days} days at most)")
-    return Duration(compact, timedelta(seconds=seconds))
+    return Duration(text.strip().replace(" ", ""), length)
 
 
 def repository_pattern(text: str) -> Matcher:

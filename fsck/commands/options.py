@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -17,29 +16,19 @@ from typing import BinaryIO, NoReturn, Optional
 import typer
 from tqdm import tqdm
 
-from .. import plan, report, service, verify
+from .. import durations, plan, report, service, verify
 from ..catalogue import Id, UnknownId, parse_ids
 from ..service import OperationalError, Target
 from ..store import MAX_JOBS
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Far beyond any registry's age, and far enough below timedelta's limit that now - it is a date.
-_LONGEST = timedelta(days=100 * 365)
 
 
 def parse_duration(text: str) -> timedelta:
-    """`168h`, `7d`, `1h30m`, `90s`: the units the registry's own config uses, plus d and w."""
-    compact = text.strip().replace(" ", "")
-    if compact == "0":
-        return timedelta(0)  # zero needs no unit
-    parts = _DURATION.findall(compact)
-    if not compact or "".join(number + unit for number, unit in parts) != compact:
-        raise typer.BadParameter(f"{text!r} is not a duration like 168h, 7d or 30m")
-    seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    if seconds > _LONGEST.total_seconds():
-        raise typer.BadParameter(f"{text!r} is longer than this tool can count ({_LONGEST.days} days at most)")
-    return timedelta(seconds=seconds)
+    try:
+        return durations.parse_duration(text, bare_zero=True)
+    except durations.DurationError as error:
+        raise typer.BadParameter(str(error)) from None
 
 
 def finding_ids(text: Optional[str], option: str) -> Optional[frozenset[Id]]:
