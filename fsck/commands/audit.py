@@ -15,6 +15,7 @@ from ..catalogue import Severity
 from .options import (
     Bars,
     ConfigOption,
+    EndpointUrlOption,
     JobsOption,
     JsonOption,
     LimitOption,
@@ -60,12 +61,13 @@ def audit(
     quarantine_dir: Optional[Path] = QuarantineOption,
     quiet: bool = QuietOption,
     jobs: Optional[int] = JobsOption,
+    endpoint_url: Optional[str] = EndpointUrlOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
     ignored = finding_ids(ignore, "--ignore")
     subset = verify_subset(verify_subset_text)
-    where = target(path, config)
+    where = target(path, config, endpoint_url)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
     result = service.audit(
         where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
