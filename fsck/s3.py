@@ -176,8 +176,22 @@ class _Entry:
 
     def stat(self, *, follow_symlinks: bool = True) -> _EntryStat:
         if isinstance(self.node, dict):
-            return _EntryStat(0, 0.0)
+            return _EntryStat(0, _newest(self.node))
         return _EntryStat(self.node[0], self.node[2])
+
+
+def _newest(directory: dict) -> float:
+    """A prefix's time: that of the newest key below it (what last changed there, as a directory's mtime
+    tells on disk). Asked only of small prefixes (an upload's)."""
+    newest = 0.0
+    stack = [directory]
+    while stack:
+        for child in stack.pop().values():
+            if isinstance(child, dict):
+                stack.append(child)
+            elif child[2] > newest:
+                newest = child[2]
+    return newest
 
 
 @dataclass(slots=True)
@@ -389,7 +403,7 @@ class S3Store:
         if node is None:
             return None
         if isinstance(node, dict):
-            return Stat(EntryKind.DIR, 0, 0.0, 0o755, 0, 0)
+            return Stat(EntryKind.DIR, 0, _newest(node), 0o755, 0, 0)
         return Stat(EntryKind.FILE, node[0], node[2], 0o644, 0, 0)
 
     @contextmanager

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from clirun import audit_records, run_cli
+from clirun import REPO, audit_records, run_cli
 
 from fsck import checks, layout, manifests, report, s3, service
 from tests.harness import scenarios
@@ -77,10 +78,15 @@ class Built:
         if topic not in self.pushed:
             work = self.base / topic
             storage = _storage(self.swift, f"/scenarios/{topic}")
-            with Registry(work / "unused-root", workdir=work / "s3-registry", s3=storage) as registry:
-                scenario = scenarios.build(registry, topic)
-            with Registry(work / "root", workdir=work / "fs-registry") as registry:
-                on_disk = scenarios.build(registry, topic)
+
+            def push(registry: Registry) -> Scenario:
+                with registry:
+                    return scenarios.build(registry, topic)
+
+            with ThreadPoolExecutor(2) as both:  # each waits on its registry and skopeo, not on this process
+                on_s3 = both.submit(push, Registry(work / "unused-root", workdir=work / "s3-registry", s3=storage))
+                on_disk = both.submit(push, Registry(work / "root", workdir=work / "fs-registry")).result()
+                scenario = on_s3.result()
             assert on_disk.blobs == scenario.blobs and on_disk.tags == scenario.tags  # the very same images
             config = write_config(work / "unused-root", work / "s3-config.yml", s3=storage)
             self.pushed[topic] = Pushed(topic, scenario, storage, config, work / "root")
@@ -271,3 +277,35 @@ def test_other_drivers_are_not_supported_yet(tmp_path: Path, driver: str) -> Non
     config = tmp_path / "config.yml"
     config.write_text(f"storage:\n  {driver}:\n    bucket: x\n")
     _assert_one_line_exit_8(run_cli("audit", "--config", str(config)), f"storage driver {driver}", "not supported yet")
+
+
+@pytest.mark.parametrize("command", [["repair", "--dry-run"], ["repair", "--yes"], ["undo"], ["runs"], ["purge", "--all", "--yes"]])
+def test_commands_that_change_or_keep_a_quarantine_refuse_a_bucket(built: Built, tmp_path: Path, command) -> None:
+    """Repair on S3 is not there yet: each says so in one line, exit 8, and writes nothing anywhere."""
+    pushed = built("orphans")
+    before = built.swift.keys(BUCKET)
+    result = run_cli(*command, "--config", str(pushed.config), cwd=tmp_path, env={"PYTHONPATH": str(REPO)})
+    assert result.returncode == 8, result.stderr
+    error = [line for line in result.stderr.splitlines() if not line.startswith("registry-fsck: warning: ")]
+    assert error == [f"registry-fsck: error: s3://{BUCKET}/scenarios/orphans: repair, undo, runs and purge on S3 "
+                     "are not supported yet (audit only)"]
+    assert built.swift.keys(BUCKET) == before
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_upload_without_startedat_is_as_old_as_its_newest_key(built: Built) -> None:
+    """A prefix has no time of its own: an upload directory's is that of the newest key below it, as the
+    mtime of a directory is on disk. Just written, it is undated, not stale."""
+    pushed = built("orphans")
+    client = built.swift.client()
+    source = pushed.storage.rootdirectory.strip("/") + "/"
+    copy = "uploads/orphans/"
+    for key in built.swift.keys(BUCKET, source):
+        client.copy_object(Bucket=BUCKET, Key=copy + key[len(source):], CopySource={"Bucket": BUCKET, "Key": key})
+    upload = "a3f5d1c2-0b1e-4c7a-9d2f-6e8b7c5a4d3e"
+    client.put_object(Bucket=BUCKET, Key=f"{copy}docker/registry/v2/repositories/orphan/app/_uploads/{upload}/data",
+                      Body=b"x" * 100)
+    location = s3.Location(BUCKET, "uploads/orphans", built.swift.endpoint, "us-east-1", ACCESS_KEY, SECRET_KEY)
+    records, _ = _audit(service.Target(location.root_address, location.v2_address, None, location))
+    about = [r for r in records if upload in r["path"]]
+    assert [r["id"] for r in about] == ["upload-undated"], about

@@ -80,7 +80,8 @@ def audit(
     if json_output:
         data = partial(report.write_json, result, context, code)
     else:
-        data = report.to_text(result, context, limit, _held(where, quarantine(quarantine_dir, where))).encode()
+        held = _held(where, quarantine(quarantine_dir, where)) if where.s3 is None else None  # none on S3 yet
+        data = report.to_text(result, context, limit, held).encode()
     emit(data, output, where, code)
 
 

@@ -127,6 +127,10 @@ def _write_output(output: Path, data: bytes | Callable[[BinaryIO], None], where:
 
 
 def quarantine(option: Optional[Path], where: Target) -> str:
+    """Where removed items are kept; every command that changes the registry, or reads its quarantine, asks
+    first: on S3 there is none yet (repair on a bucket is still to come), and a path below s3:// is no place."""
+    if where.s3 is not None:
+        raise OperationalError(f"{where.root}: repair, undo, runs and purge on S3 are not supported yet (audit only)")
     return service.quarantine_of(where, str(option) if option is not None else None)
 
 
