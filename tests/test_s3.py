@@ -309,3 +309,26 @@ def test_an_upload_without_startedat_is_as_old_as_its_newest_key(built: Built) -
     records, _ = _audit(service.Target(location.root_address, location.v2_address, None, location))
     about = [r for r in records if upload in r["path"]]
     assert [r["id"] for r in about] == ["upload-undated"], about
+
+
+def test_verify_streams_every_blob_and_finds_a_corrupt_one_as_on_disk(built: Built, tmp_path: Path) -> None:
+    pushed = built("orphans")
+    client = built.swift.client()
+    source = pushed.storage.rootdirectory.strip("/") + "/"
+    copy = "verify/orphans/"
+    keys = built.swift.keys(BUCKET, source)
+    for key in keys:
+        client.copy_object(Bucket=BUCKET, Key=copy + key[len(source):], CopySource={"Bucket": BUCKET, "Key": key})
+    disk = tmp_path / "root"
+    shutil.copytree(pushed.disk_root, disk, symlinks=True)
+    blob = sorted(k[len(source):] for k in keys if k.endswith("/data"))[0]
+    size = keys[source + blob][0]
+    (disk / blob).write_bytes(b"\0" * size)  # same size, other content
+    client.put_object(Bucket=BUCKET, Key=copy + blob, Body=b"\0" * size)
+    location = s3.Location(BUCKET, "verify/orphans", built.swift.endpoint, "us-east-1", ACCESS_KEY, SECRET_KEY)
+    loaded = service.load(service.Target(location.root_address, location.v2_address, None, location), verify_blobs=True)
+    on_bucket = [report.finding_record(f) for f in service.judge(loaded, checks.Policy(now=datetime.now(timezone.utc))).findings]
+    assert "blob-digest-mismatch" in {r["id"] for r in on_bucket}
+    assert _comparable(on_bucket) == _comparable(audit_records(disk, verify=True))
+    blobs = sum(1 for k in keys if k.endswith("/data"))
+    assert loaded.store.requests.gets >= blobs
