@@ -47,6 +47,7 @@ class Context:
     generated_at: datetime
     verified: bool
     verified_subset: str | None = None  # "N/M" with --verify-subset: the slice of the blobs re-hashed
+    repairable: bool = True  # False: no repair on this store yet (a bucket), so the report suggests none
 
 
 def reclaimable_bytes(findings: Iterable[Finding]) -> int:
@@ -274,6 +275,8 @@ def _next_lines(found: set[Id], audit: Audit, context: Context, held: Held | Non
     found |= {Id.MANIFEST_UNTAGGED} if audit.untagged_only else set()
     target = shlex.quote(display(context.root))
     steps = []
+    if not context.repairable:
+        found = set()
     if found & DEFAULT_IDS:
         steps.append((f"registry-fsck repair --dry-run {target}", "what a repair removes by default"))
     if found & UNTAGGED_IDS:

@@ -30,8 +30,9 @@ from . import (
     verify,
 )
 from . import quarantine as quarantines
+from . import s3 as buckets
 from .catalogue import Id, Severity
-from .config import ConfigError, UnsupportedDriver, load_config
+from .config import ConfigError, S3Config, UnsupportedDriver, load_config, load_storage
 from .scan import FollowedLink, Oddity
 from .store import Concurrency, EntryKind, LocalStore, PoolKind, Store
 
@@ -72,23 +73,47 @@ class Silent:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    root: str  # the rootdirectory
+    root: str  # the rootdirectory (on S3: s3://bucket/rootdirectory)
     v2: str
     http_addr: str | None = None  # from --config: where the registry would answer if it is running
+    s3: buckets.Location | None = None  # the registry's keys in a bucket; None: a directory
 
     def store(self) -> Store:
-        return LocalStore(self.v2)
+        return LocalStore(self.v2) if self.s3 is None else buckets.S3Store(self.s3)
 
 
-def resolve_target(path: str | None, config: str | None) -> Target:
-    """PATH (a rootdirectory or its v2 directory), or the registry's config file."""
+def resolve_target(path: str | None, config: str | None, *, endpoint_url: str | None = None) -> Target:
+    """PATH (a rootdirectory or its v2 directory, or s3://bucket/prefix), or the registry's config file.
+    `endpoint_url`: the S3 endpoint of an s3:// PATH (else AWS's, or AWS_ENDPOINT_URL)."""
     try:
-        registry_config = load_config(config) if config is not None else None
+        registry_config = load_storage(config) if config is not None else None
+        if isinstance(registry_config, S3Config):
+            return _s3_target(buckets.Location(
+                registry_config.bucket, registry_config.rootdirectory, registry_config.endpoint_url,
+                registry_config.region, registry_config.accesskey, registry_config.secretkey,
+                registry_config.v4auth,
+            ), registry_config.http_addr)
+        if path is not None and path.startswith("s3://"):
+            bucket, prefix = buckets.parse_url(path)
+            return _s3_target(buckets.Location(bucket, prefix, endpoint_url), None)
+        if endpoint_url is not None:
+            raise OperationalError("--endpoint-url is for an s3://bucket/prefix PATH")
         v2 = layout.find_v2(path if path is not None else registry_config.rootdirectory)
-    except (ConfigError, layout.NotARegistry) as error:
+    except (ConfigError, layout.NotARegistry, ValueError) as error:
         raise OperationalError(str(error)) from None
     v2 = os.path.abspath(v2)
     return Target(layout.rootdirectory_of(v2), v2, registry_config.http_addr if registry_config else None)
+
+
+def _s3_target(location: buckets.Location, http_addr: str | None) -> Target:
+    """The bucket answers these credentials, and holds keys under the registry's prefix: else one line, exit 8."""
+    try:
+        found = buckets.S3Store(location).probe()
+    except OSError as error:
+        raise OperationalError(error.strerror or str(error)) from None
+    if not found:
+        raise OperationalError(f"{location.v2_address}: not a registry's storage (no keys below {location.v2_prefix})")
+    return Target(location.root_address, location.v2_address, http_addr, location)
 
 
 # Loading and auditing.

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 need=()
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+# The object store of tests/test_s3.py: Swift with s3api (tests/harness/swift.py), memcached for its tempauth.
+command -v swift-proxy-server >/dev/null 2>&1 || need+=(swift swift-proxy swift-account swift-container swift-object)
+command -v memcached >/dev/null 2>&1 || need+=(memcached)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)  # the slow-storage passthrough (tests/test_slowfs.py)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the browser test of audit --html (tests/test_html.py)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)

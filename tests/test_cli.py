@@ -79,7 +79,7 @@ def test_config_file_locates_the_root(tmp_path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("storage:\n  s3:\n    bucket: x\n", "not supported"),
+        ("storage:\n  gcs:\n    bucket: x\n", "not supported"),  # s3 is read: tests/test_s3.py
         ("storage: [unclosed\n", "not valid YAML"),
         ("- a list\n", "not a registry config"),
     ],

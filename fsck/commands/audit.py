@@ -16,6 +16,7 @@ from . import prometheus
 from .options import (
     Bars,
     ConfigOption,
+    EndpointUrlOption,
     JobsOption,
     JsonOption,
     LimitOption,
@@ -71,12 +72,13 @@ def audit(
         help="Also write the report as one self-contained HTML page (findings by id, a treemap of where the "
         "space goes) to FILE, atomically.",
     ),
+    endpoint_url: Optional[str] = EndpointUrlOption,
 ) -> None:
     """Report garbage and damage. Never writes to the registry."""
     age = parse_duration(upload_age)
     ignored = finding_ids(ignore, "--ignore")
     subset = verify_subset(verify_subset_text)
-    where = target(path, config)
+    where = target(path, config, endpoint_url)
     if html_file is not None:
         refuse_inside(html_file, where.root)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
@@ -91,7 +93,7 @@ def audit(
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
     context = report.Context(
         where.root, where.v2, policy.now, verify_blobs and subset is None,
-        verified_subset=str(subset) if subset is not None else None,
+        verified_subset=str(subset) if subset is not None else None, repairable=where.s3 is None,
     )
     prometheus.record(prometheus_file, prometheus_repositories, result, where, policy.now, code)
     if html_file is not None:
@@ -102,7 +104,8 @@ def audit(
     if json_output:
         data = partial(report.write_json, result, context, code)
     else:
-        data = report.to_text(result, context, limit, _held(where, quarantine(quarantine_dir, where))).encode()
+        held = _held(where, quarantine(quarantine_dir, where)) if where.s3 is None else None  # none on S3 yet
+        data = report.to_text(result, context, limit, held).encode()
     emit(data, output, where, code)
 
 

@@ -40,12 +40,21 @@ def finding_ids(text: Optional[str], option: str) -> Optional[frozenset[Id]]:
         raise typer.BadParameter(f"{option}: unknown finding id(s) {error}") from None
 
 
-def target(path: Optional[Path], config: Optional[Path]) -> Target:
+def target(path: Optional[Path], config: Optional[Path], endpoint_url: Optional[str] = None) -> Target:
     if path is not None and config is not None:
         raise typer.BadParameter("give PATH or --config, not both")
     if path is None and config is None:
         raise typer.BadParameter("give the registry's storage PATH or its --config file")
-    return service.resolve_target(str(path) if path is not None else None, str(config) if config is not None else None)
+    return service.resolve_target(
+        _address(path) if path is not None else None, str(config) if config is not None else None,
+        endpoint_url=endpoint_url,
+    )
+
+
+def _address(path: Path) -> str:
+    """PATH as given: a Path folds the `//` of s3://bucket/prefix (a local directory named `s3:` is ./s3:)."""
+    text = str(path)
+    return "s3://" + text[len("s3:/"):] if text.startswith("s3:/") and not text.startswith("s3://") else text
 
 
 class Bars:
@@ -159,6 +168,10 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def quarantine(option: Optional[Path], where: Target) -> str:
+    """Where removed items are kept; every command that changes the registry, or reads its quarantine, asks
+    first: on S3 there is none yet (repair on a bucket is still to come), and a path below s3:// is no place."""
+    if where.s3 is not None:
+        raise OperationalError(f"{where.root}: repair, undo, runs and purge on S3 are not supported yet (audit only)")
     return service.quarantine_of(where, str(option) if option is not None else None)
 
 
@@ -168,10 +181,16 @@ def warn(message: str) -> None:
 
 
 PathArgument = typer.Argument(
-    None, help="The registry's rootdirectory, or its docker/registry/v2 directory.", show_default=False
+    None, help="The registry's rootdirectory, or its docker/registry/v2 directory; or s3://BUCKET/ROOTDIRECTORY.",
+    show_default=False,
+)
+EndpointUrlOption = typer.Option(
+    None, "--endpoint-url", metavar="URL",
+    help="The S3 endpoint of an s3:// PATH (default: AWS's, or AWS_ENDPOINT_URL); credentials from the standard "
+    "AWS chain (environment, ~/.aws, instance role).",
 )
 ConfigOption = typer.Option(
-    None, "--config", help="The registry's config.yml: storage.filesystem.rootdirectory is read from it."
+    None, "--config", help="The registry's config.yml: its storage.filesystem or storage.s3 is read from it."
 )
 JsonOption = typer.Option(False, "--json", help="Print the whole report as one JSON document.")
 PlanJsonOption = typer.Option(

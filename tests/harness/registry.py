@@ -54,6 +54,33 @@ class RegistryError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
+class S3Storage:
+    """The registry's `storage.s3` on an S3 endpoint (tests/harness/swift.py); the bucket must exist."""
+
+    endpoint: str
+    bucket: str
+    accesskey: str
+    secretkey: str
+    rootdirectory: str = ""
+    region: str = "us-east-1"
+
+    def config(self) -> dict:
+        config = {
+            "accesskey": self.accesskey, "secretkey": self.secretkey, "region": self.region,
+            "regionendpoint": self.endpoint, "bucket": self.bucket, "secure": self.endpoint.startswith("https:"),
+            "v4auth": True,
+        }
+        if self.rootdirectory:
+            config["rootdirectory"] = self.rootdirectory
+        return config
+
+
+def registry_env() -> dict[str, str]:
+    """The environment for the registry's binary: 2.8's s3 driver panics at start when AWS_CA_BUNDLE is set."""
+    return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+
+@dataclass(frozen=True, slots=True)
 class Response:
     status: int
     headers: Mapping[str, str]
@@ -104,7 +131,8 @@ def _stop_leftovers() -> None:
 
 
 def registry_config(
-    root: Path, port: int, *, schema1: bool = False, log_formatter: str | None = None, access_log: bool = False
+    root: Path, port: int, *, schema1: bool = False, log_formatter: str | None = None, access_log: bool = False,
+    s3: S3Storage | None = None,
 ) -> dict:
     """`log_formatter` (text, json, logstash): the request log at info level, one "response completed" line per
     request; `access_log`: the combined-format access log too (the registry writes it to stdout)."""
@@ -128,12 +156,16 @@ def registry_config(
     }
     if schema1:
         config["compatibility"] = {"schema1": {"enabled": True}}
+    if s3 is not None:
+        del config["storage"]["filesystem"]
+        config["storage"] = {"s3": s3.config(), **config["storage"]}
     return config
 
 
-def write_config(root: Path, path: Path, *, schema1: bool = False) -> Path:
-    """A registry config over `root` for offline tools (`garbage_collect`); no server is started."""
-    path.write_text(yaml.safe_dump(registry_config(Path(root), free_port(), schema1=schema1), sort_keys=False))
+def write_config(root: Path, path: Path, *, schema1: bool = False, s3: S3Storage | None = None) -> Path:
+    """A registry config over `root` (or the bucket of `s3`) for offline tools (`garbage_collect`); no server
+    is started."""
+    path.write_text(yaml.safe_dump(registry_config(Path(root), free_port(), schema1=schema1, s3=s3), sort_keys=False))
     return path
 
 
@@ -189,12 +221,13 @@ class Registry:
 
     def __init__(
         self, root: Path, *, schema1: bool = False, workdir: Path | None = None, log_formatter: str | None = None,
-        access_log: bool = False,
+        access_log: bool = False, s3: S3Storage | None = None,
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root)  # with `s3`, stays empty: the registry stores into the bucket
         self.schema1 = schema1
         self.log_formatter = log_formatter
         self.access_log = access_log
+        self.s3 = s3
         self._own_workdir = workdir is None
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="registry-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +260,8 @@ class Registry:
 
     def _write_config(self) -> None:
         config = registry_config(
-            self.root, self._port, schema1=self.schema1, log_formatter=self.log_formatter, access_log=self.access_log
+            self.root, self._port, schema1=self.schema1, log_formatter=self.log_formatter, access_log=self.access_log,
+            s3=self.s3,
         )
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -250,6 +284,7 @@ class Registry:
                 stdout=out if self.access_log else log,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                env=registry_env(),
             )
         _LIVE.add(self._proc)
         deadline = time.monotonic() + START_TIMEOUT
@@ -455,7 +490,8 @@ def garbage_collect(
     if delete_untagged:
         args.append("--delete-untagged")
     return subprocess.run(
-        [*args, str(config_path)], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        [*args, str(config_path)], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env=registry_env(),
     )
 
 

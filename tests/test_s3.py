@@ -1,0 +1,342 @@
+"""The audit on S3: a real object store (OpenStack Swift with s3api, tests/harness/swift.py), written
+by the registry's own s3 driver (Debian's docker-registry 2.8) through skopeo pushes.
+
+Each scenario is pushed twice, deterministically the same images: into its own rootdirectory of a
+bucket, and into a directory by a registry on the filesystem driver. On the bucket, `blob-orphan`
+must be what `garbage-collect --dry-run` deletes there, and every finding must be the one the
+filesystem audit of the same scenario makes, id by id, except those a bucket cannot hold (empty
+directories: a prefix ends with its last key).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from clirun import REPO, audit_records, run_cli
+
+from fsck import checks, layout, manifests, report, s3, service
+from tests.harness import scenarios
+from tests.harness.registry import Registry, S3Storage, garbage_collect, missing_binaries, parse_gc_output, write_config
+from tests.harness.scenarios import Scenario
+from tests.harness.swift import ACCESS_KEY, PACKAGES, SECRET_KEY, Swift
+from tests.harness.swift import missing_binaries as missing_swift
+
+pytestmark = pytest.mark.registry
+
+BUCKET = "registry"
+TOPICS = ("plain_tags", "deleted_manifests", "multiarch", "orphans")
+# What a bucket cannot hold: a directory exists only while a key is below it.
+NOT_ON_S3 = frozenset({"dir-empty"})
+
+
+def _require_packages() -> None:
+    missing = missing_swift() + missing_binaries()
+    if not missing:
+        return
+    message = f"the S3 tests need {', '.join(missing)} on PATH (Debian packages {PACKAGES} docker-registry skopeo)"
+    if os.environ.get("CI"):  # CI must never pass by skipping them
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swift]:
+    """Swift with s3api on 127.0.0.1, started once per session, with the bucket the scenarios go into."""
+    _require_packages()
+    with Swift(tmp_path_factory.mktemp("swift")) as store:
+        store.create_bucket(BUCKET)
+        yield store
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    topic: str
+    scenario: Scenario
+    storage: S3Storage  # where the registry on S3 wrote it
+    config: Path  # a registry config on that storage (for garbage-collect and --config)
+    disk_root: Path  # the same scenario, pushed by a registry on the filesystem driver
+
+
+def _storage(swift: Swift, rootdirectory: str) -> S3Storage:
+    return S3Storage(swift.endpoint, BUCKET, ACCESS_KEY, SECRET_KEY, rootdirectory)
+
+
+class Built:
+    def __init__(self, swift: Swift, base: Path) -> None:
+        self.swift = swift
+        self.base = base
+        self.pushed: dict[str, Pushed] = {}
+
+    def __call__(self, topic: str) -> Pushed:
+        if topic not in self.pushed:
+            work = self.base / topic
+            storage = _storage(self.swift, f"/scenarios/{topic}")
+
+            def push(registry: Registry) -> Scenario:
+                with registry:
+                    return scenarios.build(registry, topic)
+
+            with ThreadPoolExecutor(2) as both:  # each waits on its registry and skopeo, not on this process
+                on_s3 = both.submit(push, Registry(work / "unused-root", workdir=work / "s3-registry", s3=storage))
+                on_disk = both.submit(push, Registry(work / "root", workdir=work / "fs-registry")).result()
+                scenario = on_s3.result()
+            assert on_disk.blobs == scenario.blobs and on_disk.tags == scenario.tags  # the very same images
+            config = write_config(work / "unused-root", work / "s3-config.yml", s3=storage)
+            self.pushed[topic] = Pushed(topic, scenario, storage, config, work / "root")
+        return self.pushed[topic]
+
+
+@pytest.fixture(scope="session")
+def built(swift: Swift, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return Built(swift, tmp_path_factory.mktemp("s3-scenarios"))
+
+
+def _audit(target: service.Target) -> tuple[list[dict], service.Loaded]:
+    loaded = service.load(target)
+    audit = service.judge(loaded, checks.Policy(now=datetime.now(timezone.utc))).released()
+    return [report.finding_record(f) for f in audit.findings], loaded
+
+
+def _s3_records(pushed: Pushed) -> tuple[list[dict], s3.Requests]:
+    records, loaded = _audit(service.resolve_target(None, str(pushed.config)))
+    return records, loaded.store.requests
+
+
+def _comparable(records: list[dict]) -> list[tuple]:
+    return sorted(tuple(sorted((k, str(v)) for k, v in r.items())) for r in records if r["id"] not in NOT_ON_S3)
+
+
+def _digests(records: list[dict], finding_id: str) -> set[str]:
+    return {r["digest"] for r in records if r["id"] == finding_id}
+
+
+# -- the proof, per scenario ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_blob_orphan_is_what_garbage_collect_deletes_on_the_bucket(built: Built, topic: str) -> None:
+    pushed = built(topic)
+    records, _ = _s3_records(pushed)
+    gc = garbage_collect(pushed.config, dry_run=True)
+    assert gc.returncode == 0, gc.stderr
+    eligible = parse_gc_output(gc.stdout).eligible_blobs
+    assert _digests(records, "blob-orphan") == eligible
+    assert pushed.scenario.orphan_blobs <= eligible
+    assert bool(eligible) == (topic in ("deleted_manifests", "orphans"))
+
+
+@pytest.mark.parametrize("topic", TOPICS)
+def test_findings_on_the_bucket_are_the_file_system_audits_id_by_id(built: Built, topic: str) -> None:
+    pushed = built(topic)
+    on_bucket, loaded = _audit(service.resolve_target(None, str(pushed.config)))
+    requests = loaded.store.requests
+    on_disk = audit_records(pushed.disk_root)
+    assert _comparable(on_bucket) == _comparable(on_disk)
+    assert not {r["id"] for r in on_bucket} & NOT_ON_S3
+    if topic == "deleted_manifests":  # deleting a manifest leaves empty directories on disk, none on S3
+        assert {r["id"] for r in on_disk} & NOT_ON_S3
+    # One page lists a small bucket; no link that names its own path's digest is fetched.
+    keys = built.swift.keys(BUCKET, pushed.storage.rootdirectory.strip("/") + "/")
+    self_naming = [k for k in keys if s3._SELF_NAMING_LINK.search(k)]
+    current = [k for k in keys if k.endswith("/current/link")]
+    assert requests.list_pages == 1
+    assert requests.links_vouched == len(self_naming) > 0
+    stored_manifests = {
+        layout.format_digest(d) for d in manifests.named_by_links(loaded.inventory) & loaded.inventory.blobs.keys()
+    }
+    assert stored_manifests >= {d for r in pushed.scenario.revisions.values() for d in r}
+    assert requests.gets == len(current) + len(stored_manifests)
+
+
+def test_the_audit_writes_nothing_into_the_bucket(built: Built) -> None:
+    pushed = built("deleted_manifests")
+    before = built.swift.keys(BUCKET)
+    result = run_cli("audit", "--config", str(pushed.config), "--json")
+    assert result.returncode == 4, result.stderr
+    assert built.swift.keys(BUCKET) == before
+
+
+def test_listing_in_key_ranges_on_the_pool_finds_what_one_page_finds(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of three keys: the first page, then every range after its last key, each key once."""
+    pushed = built("plain_tags")
+    location = service.resolve_target(None, str(pushed.config)).s3
+    whole = s3.S3Store(location)
+    tree = whole.tree()
+    monkeypatch.setattr(s3, "PAGE_KEYS", 3)
+    ranged = s3.S3Store(location, jobs=8)
+    assert ranged.tree() == tree
+    keys = built.swift.keys(BUCKET, location.v2_prefix)
+    assert whole.requests.list_pages == 1 and ranged.requests.list_pages > len(keys) // 3
+
+
+def test_a_link_its_etag_cannot_vouch_for_is_read(built: Built, tmp_path: Path) -> None:
+    """The same damage on the bucket and on disk: a revision link naming another digest (71 bytes: the
+    size of a good one) is fetched, not vouched for, and found as on disk; so is a multipart link."""
+    pushed = built("plain_tags")
+    client = built.swift.client()
+    source = pushed.storage.rootdirectory.strip("/") + "/"
+    damaged = "damaged/plain_tags/"
+    for key in built.swift.keys(BUCKET, source):
+        client.copy_object(Bucket=BUCKET, Key=damaged + key[len(source):], CopySource={"Bucket": BUCKET, "Key": key})
+    disk = tmp_path / "root"
+    shutil.copytree(pushed.disk_root, disk, symlinks=True)
+    revisions = "docker/registry/v2/repositories/plain/app/_manifests/revisions/sha256/"
+    named = sorted(p.name for p in (disk / revisions).iterdir())
+    wrong = f"sha256:{named[1]}".encode()
+    (disk / revisions / named[0] / "link").write_bytes(wrong)
+    client.put_object(Bucket=BUCKET, Key=f"{damaged}{revisions}{named[0]}/link", Body=wrong)
+    # A good link uploaded in parts: its ETag is no MD5 of its content.
+    layer_dir = disk / "docker/registry/v2/repositories/plain/app/_layers/sha256"
+    layer = sorted(p.name for p in layer_dir.iterdir())[0]
+    key = f"{damaged}docker/registry/v2/repositories/plain/app/_layers/sha256/{layer}/link"
+    upload = client.create_multipart_upload(Bucket=BUCKET, Key=key)
+    part = client.upload_part(Bucket=BUCKET, Key=key, UploadId=upload["UploadId"], PartNumber=1,
+                              Body=f"sha256:{layer}".encode())
+    client.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload["UploadId"],
+                                     MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]})
+    assert "-" in built.swift.keys(BUCKET, key)[key][1]
+
+    location = s3.Location(BUCKET, "damaged/plain_tags", built.swift.endpoint, "us-east-1", ACCESS_KEY, SECRET_KEY)
+    on_bucket, loaded = _audit(service.Target(location.root_address, location.v2_address, None, location))
+    assert _comparable(on_bucket) == _comparable(audit_records(disk))
+    assert any(r["id"] in ("link-mismatch", "link-invalid") for r in on_bucket)
+    _, requests = _s3_records(pushed)
+    assert loaded.store.requests.gets == requests.gets + 2  # the wrong revision link and the multipart one
+
+
+# -- targets and bad input --------------------------------------------------------------------------
+
+
+def test_an_s3_url_with_the_standard_credential_chain(built: Built) -> None:
+    pushed = built("orphans")
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+    by_url = run_cli("audit", f"s3://{BUCKET}/scenarios/orphans", "--endpoint-url", built.swift.endpoint, "--json",
+                     env=env)
+    by_config = run_cli("audit", "--config", str(pushed.config), "--json")
+    assert by_url.returncode == by_config.returncode == 4, by_url.stderr + by_config.stderr
+    import orjson
+
+    assert orjson.loads(by_url.stdout)["findings"] == orjson.loads(by_config.stdout)["findings"]
+    assert orjson.loads(by_url.stdout)["v2"] == f"s3://{BUCKET}/scenarios/orphans/docker/registry/v2"
+
+
+def test_environment_overrides_the_config_as_the_registry_applies_it(built: Built, tmp_path: Path) -> None:
+    pushed = built("orphans")
+    wrong = _storage(built.swift, "/scenarios/orphans")
+    config = write_config(tmp_path, tmp_path / "config.yml", s3=S3Storage(
+        "http://127.0.0.1:1", "no-such-bucket", "nobody", "nothing", "/elsewhere"))
+    env = {
+        "REGISTRY_STORAGE_S3_REGIONENDPOINT": wrong.endpoint, "REGISTRY_STORAGE_S3_BUCKET": BUCKET,
+        "REGISTRY_STORAGE_S3_ACCESSKEY": ACCESS_KEY, "REGISTRY_STORAGE_S3_SECRETKEY": SECRET_KEY,
+        "REGISTRY_STORAGE_S3_ROOTDIRECTORY": "/scenarios/orphans",
+    }
+    result = run_cli("audit", "--config", str(config), "--json", env=env)
+    assert result.returncode == 4, result.stderr
+    assert run_cli("audit", "--config", str(pushed.config), "--json").stdout.split('"generated_at"')[0] == \
+        result.stdout.split('"generated_at"')[0]
+
+
+def _assert_one_line_exit_8(result, *needles: str) -> None:
+    assert result.returncode == 8, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("registry-fsck: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"secretkey": "wrong"}, "access denied"),
+        ({"accesskey": "test:nobody"}, "access denied"),
+        ({"bucket": "no-such-bucket"}, "no such bucket"),
+        ({"endpoint": "http://127.0.0.1:1"}, "cannot reach the store"),
+        ({"rootdirectory": "/nothing/here"}, "not a registry's storage"),
+    ],
+)
+def test_bad_s3_input_is_one_line_and_exit_8(swift: Swift, tmp_path: Path, change: dict, needle: str) -> None:
+    storage = _storage(swift, "/scenarios/none")
+    fields = {"endpoint": storage.endpoint, "bucket": BUCKET, "accesskey": ACCESS_KEY, "secretkey": SECRET_KEY,
+              "rootdirectory": "/scenarios/plain_tags", **change}
+    config = write_config(tmp_path, tmp_path / "config.yml", s3=S3Storage(**fields))
+    _assert_one_line_exit_8(run_cli("audit", "--config", str(config)), needle)
+
+
+@pytest.mark.parametrize("driver", ["gcs", "azure", "swift"])
+def test_other_drivers_are_not_supported_yet(tmp_path: Path, driver: str) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(f"storage:\n  {driver}:\n    bucket: x\n")
+    _assert_one_line_exit_8(run_cli("audit", "--config", str(config)), f"storage driver {driver}", "not supported yet")
+
+
+@pytest.mark.parametrize("command", [["repair", "--dry-run"], ["repair", "--yes"], ["undo"], ["runs"], ["purge", "--all", "--yes"]])
+def test_commands_that_change_or_keep_a_quarantine_refuse_a_bucket(built: Built, tmp_path: Path, command) -> None:
+    """Repair on S3 is not there yet: each says so in one line, exit 8, and writes nothing anywhere."""
+    pushed = built("orphans")
+    before = built.swift.keys(BUCKET)
+    result = run_cli(*command, "--config", str(pushed.config), cwd=tmp_path, env={"PYTHONPATH": str(REPO)})
+    assert result.returncode == 8, result.stderr
+    error = [line for line in result.stderr.splitlines() if not line.startswith("registry-fsck: warning: ")]
+    assert error == [f"registry-fsck: error: s3://{BUCKET}/scenarios/orphans: repair, undo, runs and purge on S3 "
+                     "are not supported yet (audit only)"]
+    assert built.swift.keys(BUCKET) == before
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_upload_without_startedat_is_as_old_as_its_newest_key(built: Built) -> None:
+    """A prefix has no time of its own: an upload directory's is that of the newest key below it, as the
+    mtime of a directory is on disk. Just written, it is undated, not stale."""
+    pushed = built("orphans")
+    client = built.swift.client()
+    source = pushed.storage.rootdirectory.strip("/") + "/"
+    copy = "uploads/orphans/"
+    for key in built.swift.keys(BUCKET, source):
+        client.copy_object(Bucket=BUCKET, Key=copy + key[len(source):], CopySource={"Bucket": BUCKET, "Key": key})
+    upload = "a3f5d1c2-0b1e-4c7a-9d2f-6e8b7c5a4d3e"
+    client.put_object(Bucket=BUCKET, Key=f"{copy}docker/registry/v2/repositories/orphan/app/_uploads/{upload}/data",
+                      Body=b"x" * 100)
+    location = s3.Location(BUCKET, "uploads/orphans", built.swift.endpoint, "us-east-1", ACCESS_KEY, SECRET_KEY)
+    records, _ = _audit(service.Target(location.root_address, location.v2_address, None, location))
+    about = [r for r in records if upload in r["path"]]
+    assert [r["id"] for r in about] == ["upload-undated"], about
+
+
+def test_verify_streams_every_blob_and_finds_a_corrupt_one_as_on_disk(built: Built, tmp_path: Path) -> None:
+    pushed = built("orphans")
+    client = built.swift.client()
+    source = pushed.storage.rootdirectory.strip("/") + "/"
+    copy = "verify/orphans/"
+    keys = built.swift.keys(BUCKET, source)
+    for key in keys:
+        client.copy_object(Bucket=BUCKET, Key=copy + key[len(source):], CopySource={"Bucket": BUCKET, "Key": key})
+    disk = tmp_path / "root"
+    shutil.copytree(pushed.disk_root, disk, symlinks=True)
+    blob = sorted(k[len(source):] for k in keys if k.endswith("/data"))[0]
+    size = keys[source + blob][0]
+    (disk / blob).write_bytes(b"\0" * size)  # same size, other content
+    client.put_object(Bucket=BUCKET, Key=copy + blob, Body=b"\0" * size)
+    location = s3.Location(BUCKET, "verify/orphans", built.swift.endpoint, "us-east-1", ACCESS_KEY, SECRET_KEY)
+    loaded = service.load(service.Target(location.root_address, location.v2_address, None, location), verify_blobs=True)
+    on_bucket = [report.finding_record(f) for f in service.judge(loaded, checks.Policy(now=datetime.now(timezone.utc))).findings]
+    assert "blob-digest-mismatch" in {r["id"] for r in on_bucket}
+    assert _comparable(on_bucket) == _comparable(audit_records(disk, verify=True))
+    blobs = sum(1 for k in keys if k.endswith("/data"))
+    assert loaded.store.requests.gets >= blobs
+
+
+def test_the_text_report_on_a_bucket_suggests_no_repair_it_would_refuse(built: Built) -> None:
+    pushed = built("deleted_manifests")
+    result = run_cli("audit", "--config", str(pushed.config))
+    assert result.returncode == 4, result.stderr
+    assert "garbage" in result.stdout and "blob-orphan" in result.stdout
+    assert "registry-fsck repair" not in result.stdout
