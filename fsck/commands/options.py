@@ -257,3 +257,14 @@ ProtectOption = typer.Option(
 YesOption = typer.Option(False, "--yes", "-y", help="Act without asking (for scripts).")
 DryRunOption = typer.Option(False, "--dry-run", "-n", help="Print the plan and stop.")
 DeleteOption = typer.Option(False, "--delete", help="Delete instead of moving into the quarantine (no undo).")
+
+
+ForceOption = typer.Option(
+    False, "--force", help="Act although the registry looks live, and on blobs although some manifests could not be "
+    "parsed (never on what the audit could not read or follow).",
+)
+
+
+def refuse_both(dry_run: bool, yes: bool) -> None:
+    if dry_run and yes:
+        raise typer.BadParameter("--dry-run and --yes contradict each other")

@@ -18,6 +18,7 @@ from .acting import Acting, act
 from .options import (
     Bars,
     ConfigOption,
+    ForceOption,
     JobsOption,
     LimitOption,
     OutputOption,
@@ -31,6 +32,7 @@ from .options import (
     parse_duration,
     protection,
     quarantine,
+    refuse_both,
     target,
     warn,
 )
@@ -91,18 +93,14 @@ def repair(
     upload_age: str = UploadAgeOption,
     delete: bool = typer.Option(False, "--delete", help="Delete instead of moving into the quarantine (no undo)."),
     quarantine_dir: Optional[Path] = QuarantineOption,
-    force: bool = typer.Option(
-        False, "--force", help="Act although the registry looks live, and on blobs although some manifests could not be parsed "
-        "(never on what the audit could not read or follow)."
-    ),
+    force: bool = ForceOption,
     verify_blobs: bool = VerifyOption,
     limit: int = LimitOption,
     quiet: bool = QuietOption,
     jobs: Optional[int] = JobsOption,
 ) -> None:
     """Remove garbage (and with --fix-damage mend damage): plan, confirm, act; undoable."""
-    if dry_run and yes:
-        raise typer.BadParameter("--dry-run and --yes contradict each other")
+    refuse_both(dry_run, yes)
     selection = plan.Selection(
         untagged=untagged, fix_damage=fix_damage, only=finding_ids(only, "--only"),
         skip=finding_ids(skip, "--skip") or frozenset(), force=force, protect=protection(protect),

@@ -19,6 +19,7 @@ from .options import (
     ConfigOption,
     DeleteOption,
     DryRunOption,
+    ForceOption,
     JobsOption,
     LimitOption,
     OutputOption,
@@ -29,6 +30,7 @@ from .options import (
     YesOption,
     protection,
     quarantine,
+    refuse_both,
     target,
     warn,
 )
@@ -84,17 +86,13 @@ def retain(
     output: Optional[Path] = OutputOption,
     delete: bool = DeleteOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
-    force: bool = typer.Option(
-        False, "--force", help="Act although the registry looks live, and on blobs although some manifests could "
-        "not be parsed (never on what the audit could not read or follow)."
-    ),
+    force: bool = ForceOption,
     limit: int = LimitOption,
     quiet: bool = QuietOption,
     jobs: Optional[int] = JobsOption,
 ) -> None:
     """Keep the tags a policy keeps; remove the others and what only they kept: plan, confirm, act; undoable."""
-    if dry_run and yes:
-        raise typer.BadParameter("--dry-run and --yes contradict each other")
+    refuse_both(dry_run, yes)
     protected = protection(protect)
     protecting = bool(protected.digests or protected.in_repository or protected.tags)
     the_policy = _policy(policy_file, repos, keep_last, by, keep_tags, keep_within, keep_pulled_within, protecting)

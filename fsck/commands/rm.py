@@ -18,6 +18,7 @@ from .options import (
     ConfigOption,
     DeleteOption,
     DryRunOption,
+    ForceOption,
     JobsOption,
     LimitOption,
     OutputOption,
@@ -28,6 +29,7 @@ from .options import (
     YesOption,
     protection,
     quarantine,
+    refuse_both,
     target,
     warn,
 )
@@ -68,17 +70,13 @@ def rm(
     output: Optional[Path] = OutputOption,
     delete: bool = DeleteOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
-    force: bool = typer.Option(
-        False, "--force", help="Act although the registry looks live, and on blobs although some manifests could "
-        "not be parsed (never on what the audit could not read or follow)."
-    ),
+    force: bool = ForceOption,
     limit: int = LimitOption,
     quiet: bool = QuietOption,
     jobs: Optional[int] = JobsOption,
 ) -> None:
     """Remove tags, manifests or repositories and what only they kept: plan, confirm, act; undoable."""
-    if dry_run and yes:
-        raise typer.BadParameter("--dry-run and --yes contradict each other")
+    refuse_both(dry_run, yes)
     refs = list(refs or ())
     if config is not None and path is not None:
         path, refs = None, [path, *refs]  # `rm --config c.yml REF...`: every positional is a REF
