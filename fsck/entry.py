@@ -42,6 +42,8 @@ def main() -> None:
     try:
         signal.signal(signal.SIGINT, _interrupt)
         if received:
+            # As `_interrupt` does: the Ctrl-C that keeps coming while this one unwinds must find it ignored.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise Interrupted
         run()
     except Interrupted:
