@@ -340,3 +340,19 @@ def test_the_text_report_on_a_bucket_suggests_no_repair_it_would_refuse(built: B
     assert result.returncode == 4, result.stderr
     assert "garbage" in result.stdout and "blob-orphan" in result.stdout
     assert "registry-fsck repair" not in result.stdout
+
+
+@pytest.mark.parametrize("command", [["du", "--json"], ["ls", "--json"]])
+def test_du_and_ls_read_a_bucket_by_url_as_by_config(built: Built, command: list[str]) -> None:
+    import orjson
+
+    pushed = built("orphans")
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+    by_url = run_cli(command[0], f"s3://{BUCKET}/scenarios/orphans", *command[1:], "--endpoint-url",
+                     built.swift.endpoint, env=env)
+    by_config = run_cli(*command, "--config", str(pushed.config))
+    assert by_url.returncode == by_config.returncode == 0, by_url.stderr + by_config.stderr
+    url_doc, config_doc = orjson.loads(by_url.stdout), orjson.loads(by_config.stdout)
+    url_doc.pop("generated_at", None)
+    config_doc.pop("generated_at", None)
+    assert url_doc == config_doc and url_doc["repositories"]

@@ -10,7 +10,18 @@ import typer
 
 from .. import checks, layout, report, service, usage_report
 from ..usage import SortKey, select, unknown_names
-from .options import Bars, ConfigOption, JobsOption, OutputOption, QuietOption, UploadAgeOption, emit, parse_duration
+from .options import (
+    Bars,
+    ConfigOption,
+    EndpointUrlOption,
+    JobsOption,
+    OutputOption,
+    QuietOption,
+    UploadAgeOption,
+    emit,
+    parse_duration,
+    target,
+)
 
 
 def du(
@@ -31,6 +42,7 @@ def du(
     upload_age: str = UploadAgeOption,
     quiet: bool = QuietOption,
     jobs: Optional[int] = JobsOption,
+    endpoint_url: Optional[str] = EndpointUrlOption,
 ) -> None:
     """Where the space goes: per repository its tags, manifests, referenced, exclusive and shared bytes,
     its garbage, and what removing it would free. Never writes to the registry."""
@@ -43,7 +55,7 @@ def du(
     for name in names:
         _check_name(name)
     age = parse_duration(upload_age)
-    where = _target(path, config)
+    where = target(path, config, endpoint_url)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
 
     def refuse_unknown(known: list[str]) -> None:
@@ -78,9 +90,3 @@ def _check_name(name: str) -> None:
             f"{report.display(name)!r} is not a repository name (lowercase components like team/app) "
             "or a namespace prefix ending with / (team/)"
         )
-
-
-def _target(path: Optional[Path], config: Optional[Path]) -> service.Target:
-    if path is None and config is None:
-        raise typer.BadParameter("give the registry's storage PATH or its --config file")
-    return service.resolve_target(str(path) if path is not None else None, str(config) if config is not None else None)

@@ -8,7 +8,17 @@ from typing import Optional
 import typer
 
 from .. import listing_report, service
-from .options import Bars, ConfigOption, JobsOption, OutputOption, PathArgument, QuietOption, emit, target
+from .options import (
+    Bars,
+    ConfigOption,
+    EndpointUrlOption,
+    JobsOption,
+    OutputOption,
+    PathArgument,
+    QuietOption,
+    emit,
+    target,
+)
 
 
 def ls(
@@ -21,11 +31,12 @@ def ls(
     output: Optional[Path] = OutputOption,
     quiet: bool = QuietOption,
     jobs: Optional[int] = JobsOption,
+    endpoint_url: Optional[str] = EndpointUrlOption,
 ) -> None:
     """List repositories (with what /v2/_catalog shows wrongly or hides), or one repository's tags."""
     if config is not None and path is not None and repository is None:
         path, repository = None, str(path)  # with --config, the one argument is the repository
-    where = target(path, config)
+    where = target(path, config, endpoint_url)
     listed = service.list_contents(where, repository, progress=Bars(quiet), jobs=jobs)
     code = int(service.ExitCode.OK if listed.complete else service.ExitCode.OPERATIONAL)
     if json_output:
