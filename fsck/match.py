@@ -115,3 +115,15 @@ def _character_class(pattern: str, start: int, in_repository: bool) -> tuple[int
         return i + 1, f"(?!/)[{escaped}]"
     return i + 1, f"[{escaped}]"
 
+
+# What a pattern may hold: the characters of a name (or tag) and the glob ones.
+_REPOSITORY_COMPONENT_PATTERN = re.compile(r"[a-z0-9._\-*?\[\]!]+")
+_TAG_PATTERN = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]{1,128}")
+
+
+def is_repository_pattern(text: str) -> bool:
+    return all(_REPOSITORY_COMPONENT_PATTERN.fullmatch(c) for c in text.split("/"))
+
+
+def is_tag_pattern(text: str) -> bool:
+    return _TAG_PATTERN.fullmatch(text) is not None

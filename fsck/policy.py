@@ -25,7 +25,6 @@ tag whose push time cannot be read.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -50,8 +49,6 @@ CREATED = "created"
 MAX_KEEP_LAST = 1_000_000
 # Far beyond any registry's age, and far enough below timedelta's limit that now - it is a date.
 
-_TAG_PATTERN = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]{1,128}")
-_REPOSITORY_PATTERN = re.compile(r"[a-z0-9._\-*?\[\]!]+")
 
 
 class PolicyError(ValueError):
@@ -143,9 +140,8 @@ def parse_duration(text: str) -> Duration:
 def repository_pattern(text: str) -> Matcher:
     """An exact repository name, or an anchored glob when it holds `*`, `?` or `[`."""
     glob = match.is_glob(text)
-    components = text.split("/")
-    valid = all(
-        _REPOSITORY_PATTERN.fullmatch(c) if glob else layout.valid_repository_component(c) for c in components
+    valid = match.is_repository_pattern(text) if glob else all(
+        layout.valid_repository_component(c) for c in text.split("/")
     )
     if not valid:
         raise PolicyError(f"{text!r} is not a repository name or pattern")
@@ -157,7 +153,7 @@ def repository_pattern(text: str) -> Matcher:
 
 def tag_pattern(text: str) -> Matcher:
     glob = match.is_glob(text)
-    if not (_TAG_PATTERN.fullmatch(text) if glob else layout.valid_tag(text)):
+    if not (match.is_tag_pattern(text) if glob else layout.valid_tag(text)):
         raise PolicyError(f"{text!r} is not a tag or tag pattern")
     try:
         return match.tag_matcher(text, glob)

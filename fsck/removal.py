@@ -462,8 +462,6 @@ class Ref:
     digest: Digest | None = None
 
 
-_GLOB_COMPONENT = re.compile(r"[a-z0-9._\-*?\[\]!]+")
-_GLOB_TAG = re.compile(r"[A-Za-z0-9_.\-*?\[\]!]{1,128}")
 
 
 def parse_ref(text: str, glob: bool = False) -> Ref:
@@ -490,7 +488,7 @@ def parse_ref(text: str, glob: bool = False) -> Ref:
 def _checked_name(text: str, name: str, glob: bool) -> str:
     components = name.split("/")
     if glob:
-        valid = all(_GLOB_COMPONENT.fullmatch(c) for c in components)
+        valid = match.is_repository_pattern(name)
     else:
         valid = all(layout.valid_repository_component(c) for c in components)
     if not valid:
@@ -500,7 +498,7 @@ def _checked_name(text: str, name: str, glob: bool) -> str:
 
 
 def _checked_tag(text: str, tag: str, glob: bool) -> str:
-    if not (_GLOB_TAG.fullmatch(tag) if glob else layout.valid_tag(tag)):
+    if not (match.is_tag_pattern(tag) if glob else layout.valid_tag(tag)):
         hint = " (give --glob for patterns)" if not glob and match.is_glob(tag) else ""
         raise RefError(f"{text!r}: {tag!r} is not a tag{hint}")
     return tag
