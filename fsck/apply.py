@@ -1,7 +1,9 @@
 """Carry out a plan, journaled and crash-safe (the quarantine's runs and undo: see `quarantine`).
 
 Every removal is a move into the run's quarantine directory on the same file system:
-instant, atomic, and reversible. The journal entry describing a change is made durable
+instant, atomic, and reversible; on a bucket, a copy into the quarantine prefix whose delete the
+store defers to the end of the plan step or of the batch (`Store.settle`), so deletes never run
+ahead of the copies they follow, nor of the steps before theirs. The journal entry describing a change is made durable
 before the change is made, so after a crash `undo` knows everything that may have
 happened: an entry whose change did not happen is simply skipped. What was carried out is
 said after it, by one "done" record per batch (written with the next batch's entries, so
@@ -103,7 +105,11 @@ def apply(
             in_quarantine: set[tuple[Store, str]] = set()
             not_done: list[int] = []
             processed = 0
+            step = batch[0].step
             for offset, action in enumerate(batch):
+                if action.step is not step:  # a step's deferred deletes before the next step's first change
+                    _settle(store)
+                    step = action.step
                 processed = offset + 1
                 carried = len(outcome.done)
                 registry_dirs, quarantine_dirs = _carry_out(action, store, placement, run, outcome)
@@ -117,6 +123,7 @@ def apply(
                     after_action(count)
                 if stop_requested():
                     break
+            _settle(store)
             for directory in in_registry:
                 store.sync_dir(directory)
             for kept, directory in in_quarantine:
@@ -142,6 +149,16 @@ def apply(
             kept.remove_tree(f"{run}/{FILES}")
         mark_purged(quarantine, run)
     return outcome
+
+
+def _settle(store: Store) -> None:
+    """The deletes a store deferred (a bucket's, after its copies), before the batch is said to be done."""
+    try:
+        store.settle()
+    except OSError as error:
+        raise ApplyError(
+            f"{error.strerror or error}: stopped; what was not deleted is still served, and a new run takes it"
+        ) from None
 
 
 def _entry(action: Action, store: Store, placement: Placement) -> dict:

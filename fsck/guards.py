@@ -301,3 +301,36 @@ def _registry_serves(argv: list[str], process_dir: str, tree: _Tree, served_root
         return False  # its rootdirectory is not there (or it ended): it serves nothing here
     except OSError as error:
         return error.strerror or str(error)
+
+
+ServedBucket = Callable[[str, Mapping[str, str]], bool]  # (its config path, its environment) -> serves the bucket
+
+
+def bucket_liveness(serves: ServedBucket, *, proc: str = "/proc", exclude: Iterable[int] | None = None) -> Liveness:
+    """The registries here whose config (with their environment's overrides) `serves` names a bucket: on S3 no
+    file is held open to find them by, so only `serving` and `unknown` are filled."""
+    excluded = own_lineage(proc) if exclude is None else frozenset(exclude)
+    serving: list[Process] = []
+    unknown: list[Unknown] = []
+    uninspected = 0
+    for name in os.listdir(proc):
+        if not name.isdigit() or int(name) in excluded:
+            continue
+        process_dir = f"{proc}/{name}"
+        try:
+            argv = _arguments(_read(f"{process_dir}/cmdline"))
+            if not argv or os.path.basename(argv[0]) not in REGISTRY_COMMANDS:
+                continue
+            environ = _environment(_read(f"{process_dir}/environ"))
+            config = registry_config_path(argv, environ)
+            if config is None:
+                continue
+            if serves(resolve_in(process_dir, config), environ):
+                serving.append(Process(int(name), " ".join(argv)))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        except UnknownRoot as error:
+            unknown.append(Unknown(Process(int(name), " ".join(argv)), str(error)))
+        except OSError:
+            uninspected += 1
+    return Liveness(tuple(serving), (), (), tuple(unknown), uninspected)

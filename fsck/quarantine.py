@@ -214,8 +214,9 @@ def locked(quarantine: Store) -> Iterator[None]:
     with ExitStack() as held:
         try:
             held.enter_context(quarantine.lock(LOCK))
-        except LockHeld:
-            raise ApplyError(f"{quarantine.root}: another registry-fsck run holds the lock") from None
+        except LockHeld as held:
+            detail = f" ({held.holder})" if held.holder else ""
+            raise ApplyError(f"{quarantine.root}: another registry-fsck run holds the lock{detail}") from None
         yield
 
 
@@ -351,6 +352,8 @@ def _not_carried_out(entries: list[dict], run: str, placement: Placement, regist
             if op == Kind.MOVE.value:
                 kept = entry_quarantine(placement, entry)
                 happened = kept.stat(safe_path(kept, removed_path(run, relative))) is not None
+                if happened and not kept.capabilities.atomic_rename and registry is not None:
+                    happened = registry.stat(safe_path(registry, relative, placement.followed)) is None  # copied, deleted
             elif registry is None:
                 happened = True
             elif op == "rmdir":
@@ -463,6 +466,11 @@ def undo(quarantine: Store, registry: Store, run: str | None = None) -> UndoOutc
                 outcome.skipped.append((relative, str(error)))
             if len(outcome.skipped) > skipped and entry["op"] == Kind.MOVE.value:
                 held += entry.get("bytes", 0)
+        for kept in placement.stores:  # a bucket's moves back delete their quarantined copies only now
+            try:
+                kept.settle()
+            except OSError as error:
+                raise ApplyError(f"{error.strerror or error}: everything is back; run undo again to clear the quarantine") from None
         _append(quarantine, run, [{
             "op": "undone", "restored": outcome.restored, "left": len(outcome.skipped), "bytes": held,
             "finished": _now(),
@@ -498,6 +506,11 @@ def _undo_entry(
         if quarantine.stat(saved) is not None and registry.stat(relative) is None:
             registry.make_dir(parent, parents=True, exist_ok=True)
             quarantine.move(saved, registry, relative)
+            outcome.restored += 1
+        elif quarantine.stat(saved) is not None and not quarantine.capabilities.atomic_rename and _same_object(
+            quarantine, saved, registry, relative
+        ):
+            quarantine.remove(saved)  # copied, never deleted (a crash between the two): it is in its place
             outcome.restored += 1
         elif quarantine.stat(saved) is not None:
             outcome.skipped.append((relative, "something new is at its place; left in the quarantine"))
@@ -546,6 +559,25 @@ def _unchanged(registry: Store, relative: str, quarantine: Store, saved: str) ->
         return registry.read(relative, limit, limit) == quarantine.read(saved, limit, limit)
     except OSError:
         return False
+
+
+def _same_object(one: Store, path: str, other: Store, other_path: str) -> bool:
+    """Whether two objects hold the same bytes: the same MD5 where both stores keep one, else by hashing both."""
+    first, second = one.stat(path), other.stat(other_path)
+    if first is None or second is None or first.kind is not EntryKind.FILE or second.kind is not EntryKind.FILE:
+        return False
+    if first.size != second.size:
+        return False
+    if first.md5 is not None and first.md5 == second.md5:
+        return True  # else not known: a listing's ETag is no MD5 for every object (a multipart upload's)
+    buffer = memoryview(bytearray(1 << 20))
+
+    def sha256(store: Store, relative: str) -> bytes:
+        directory, _, name = relative.rpartition("/")
+        with store.reader(()) as reader:
+            return reader.digest(directory, name, "sha256", buffer, lambda _n: None)
+
+    return sha256(one, path) == sha256(other, other_path)
 
 
 def _is_empty_dir(store: Store, relative: str) -> bool:

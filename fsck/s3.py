@@ -14,23 +14,50 @@ single-part upload without SSE-KMS is the MD5 of the content (an ETag with a `-N
 multipart upload's, is not, nor is a KMS one, which never equals the MD5 but by chance). Only a
 tag's `current` link, the manifests, and the links the listing cannot vouch for are fetched.
 
-Reading only: the store refuses every change (repair on a bucket is not there yet). Errors are
-`OSError`, with the service's one-line message as `strerror`.
+Changing (repair, undo, purge): a move is a server-side copy, conditional on the ETag the listing
+showed (so only what was judged is taken), checked against its source's MD5, then a delete; the
+deletes wait in the store until `settle()`, which sends them as multi-object deletes of up to 1,000
+keys (`apply` settles at every change of plan step and at the end of every batch, so the deletes of a
+step follow its copies, and no delete precedes the copies it depends on). A journal is one object per
+append (`<journal>/<n>`), each stored before the changes it describes. The lock is an object created
+only if absent, where the store honours `If-None-Match: *` (probed: a second such PUT must be refused);
+where it does not, the lock is checked, then written, and `lock_note` says so. Errors are `OSError`,
+with the service's one-line message as `strerror`.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
+import os
 import re
+import secrets
+import socket
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import ClassVar
 
-from .store import REMOTE_JOBS, Capabilities, Concurrency, EntryKind, Journal, PoolKind, Progress, Reader, Stat, Store
+import orjson
+
+from .store import (
+    REMOTE_JOBS,
+    Capabilities,
+    Concurrency,
+    EntryKind,
+    Journal,
+    LockHeld,
+    PoolKind,
+    Progress,
+    Reader,
+    Stat,
+    Store,
+)
 
 V2_PREFIX = "docker/registry/v2/"
 PAGE_KEYS = 1000  # S3's most per page
@@ -41,7 +68,9 @@ _LINK_BYTES = len("sha256:") + 64
 _SELF_NAMING_LINK = re.compile(
     r"(?:/_layers|/_manifests/revisions|/_manifests/tags/[^/]+/index)/sha256/([0-9a-f]{64})/link$"
 )
-_NOT_YET = "changing a registry on S3 is not supported yet (audit only)"
+DELETE_KEYS = 1000  # S3's most keys per multi-object delete
+COPY_LIMIT = 5 * 1024**3  # the largest single-request copy; larger objects are copied in parts
+_COPY_PART = 512 * 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +130,23 @@ def make_client(location: Location, connections: int):
     }
     if location.endpoint_url:
         options["s3"] = {"addressing_style": "path"}  # as the registry's driver with a regionendpoint
-    return boto3.session.Session().client(
+    client = boto3.session.Session().client(
         "s3", endpoint_url=location.endpoint_url, region_name=location.region or None,
         aws_access_key_id=location.access_key or None, aws_secret_access_key=location.secret_key or None,
         config=Config(**options),
     )
+    client.meta.events.register("before-sign.s3.DeleteObjects", _content_md5)
+    return client
+
+
+def _content_md5(request, **_kwargs) -> None:
+    """S3 requires Content-MD5 on a multi-object delete; botocore now sends a CRC32 checksum instead,
+    which Swift and older stores refuse ("Missing required header ... Content-MD5")."""
+    body = request.body or b""
+    if isinstance(body, str):
+        body = body.encode()
+    if isinstance(body, bytes):
+        request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
 
 
 def as_os_error(error: BaseException, what: str) -> OSError:
@@ -202,6 +243,11 @@ class Requests:
     gets: int = 0  # GetObject requests
     links_vouched: int = 0  # links known from their listing (size and ETag), no GET
     empty_objects: int = 0  # listed with size 0: nothing to fetch
+    copies: int = 0  # CopyObject (server-side: no content through this host)
+    puts: int = 0  # PutObject: journal parts, links written, the lock
+    delete_batches: int = 0  # DeleteObjects requests
+    deleted_keys: int = 0  # the keys they deleted
+    other: int = 0  # single deletes, HEADs, the bucket's versioning
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, kind: str, n: int = 1) -> None:
@@ -209,8 +255,11 @@ class Requests:
             setattr(self, kind, getattr(self, kind) + n)
 
     def as_dict(self) -> dict[str, int]:
-        return {"list_pages": self.list_pages, "gets": self.gets, "links_vouched": self.links_vouched,
-                "empty_objects": self.empty_objects}
+        return {
+            "list_pages": self.list_pages, "gets": self.gets, "links_vouched": self.links_vouched,
+            "empty_objects": self.empty_objects, "copies": self.copies, "puts": self.puts,
+            "delete_batches": self.delete_batches, "deleted_keys": self.deleted_keys, "other": self.other,
+        }
 
 
 def key_ranges(v2_prefix: str) -> list[tuple[str, str | None]]:
@@ -226,28 +275,47 @@ def _just_before(key: str) -> str:
     return key[:-1] + chr(ord(key[-1]) - 1) + "\U0010ffff"
 
 
+@dataclass(slots=True)
+class _Shared:
+    """What the stores of one bucket share: the client, the request counts, the hook after each change."""
+
+    location: Location
+    jobs: int
+    client: object | None
+    after_change: Callable[[str], None] | None
+    requests: Requests = field(default_factory=Requests)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class S3Store:
-    """The registry's keys in `location`, listed once on first use; `requests` counts what it asked."""
+    """The keys below `prefix` (default: the registry's v2 prefix) in `location`, listed once on first use;
+    `requests` counts what it asked. `after_change(kind)` runs after every change it makes to the bucket
+    (a copy, a delete batch, a journal part or a link written): the crash tests stop there."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(has_directories=False, has_symlinks=False, atomic_rename=False)
 
-    def __init__(self, location: Location, jobs: int = REMOTE_JOBS, client=None) -> None:
+    def __init__(
+        self, location: Location, jobs: int = REMOTE_JOBS, client=None, *, prefix: str | None = None,
+        after_change: Callable[[str], None] | None = None, _shared: _Shared | None = None,
+    ) -> None:
         self.location = location
-        self.root = location.v2_address
-        self.jobs = jobs
-        self.prefix = location.v2_prefix
-        self.requests = Requests()
-        self._client = client
-        self._client_lock = threading.Lock()
+        self.prefix = location.v2_prefix if prefix is None else prefix
+        self.root = f"s3://{location.bucket}/{self.prefix.rstrip('/')}"
+        self._shared = _shared or _Shared(location, jobs, client, after_change)
+        self.jobs = self._shared.jobs
+        self.requests = self._shared.requests
         self._tree: dict | None = None
         self._tree_lock = threading.Lock()
+        self._deletes: list[str] = []  # keys moved away, deleted by the next settle()
+        self.lock_note: str | None = None  # set by lock() when the store cannot make the lock exclusive
 
     @property
     def client(self):
-        with self._client_lock:
-            if self._client is None:
-                self._client = make_client(self.location, max(10, self.jobs))
-            return self._client
+        shared = self._shared
+        with shared.lock:
+            if shared.client is None:
+                shared.client = make_client(self.location, max(10, self.jobs))
+            return shared.client
 
     # Listing
 
@@ -395,6 +463,12 @@ class S3Store:
             raise as_os_error(error, f"{self.root}/{path}") from None
 
     def lines(self, path: str) -> Iterator[bytes]:
+        """An object's lines; a journal's (a prefix of parts, see `open_journal`) part after part."""
+        node = self._find(path)
+        if isinstance(node, dict):
+            for name in sorted(n for n, child in node.items() if not isinstance(child, dict)):
+                yield from self._get(f"{path}/{name}", None).splitlines(keepends=True)
+            return
         self._object(path)
         yield from self._get(path, None).splitlines(keepends=True)
 
@@ -404,7 +478,7 @@ class S3Store:
             return None
         if isinstance(node, dict):
             return Stat(EntryKind.DIR, 0, _newest(node), 0o755, 0, 0)
-        return Stat(EntryKind.FILE, node[0], node[2], 0o644, 0, 0)
+        return Stat(EntryKind.FILE, node[0], node[2], 0o644, 0, 0, md5=node[1] if isinstance(node[1], bytes) else None)
 
     @contextmanager
     def reader(self, held_open: Iterable[str]) -> Iterator[Reader]:
@@ -413,8 +487,13 @@ class S3Store:
     def linked_parents(self, path: str) -> list[str]:
         return []  # a bucket has no links
 
-    def sibling(self, address: str) -> Store:
-        raise OSError(errno.EROFS, _NOT_YET, address)
+    def sibling(self, address: str) -> S3Store:
+        """The keys below another prefix of the same bucket (`s3://bucket/prefix`), sharing the client."""
+        bucket, prefix = address[len("s3://"):].partition("/")[::2] if address.startswith("s3://") else ("", "")
+        if bucket != self.location.bucket:
+            raise OSError(errno.EXDEV, f"{address}: not in the bucket {self.location.bucket}", address)
+        prefix = prefix.strip("/")
+        return S3Store(self.location, prefix=f"{prefix}/" if prefix else "", _shared=self._shared)
 
     def resolve(self, address: str) -> str:
         return address
@@ -428,46 +507,345 @@ class S3Store:
     def shares_volume(self, other: Store) -> bool:
         return isinstance(other, S3Store) and other.location.bucket == self.location.bucket
 
-    # Changing: not yet on a bucket.
+    # Changing. The tree in memory follows every change, so that what `stat` and `list` say stays true.
 
-    def _refuse(self, path: str = "") -> OSError:
-        return OSError(errno.EROFS, _NOT_YET, path)
+    def _changed(self, kind: str) -> None:
+        if self._shared.after_change is not None:
+            self._shared.after_change(kind)
+
+    def _key(self, path: str) -> str:
+        return self.prefix + path
+
+    def _attach(self, path: str, node: object) -> None:
+        parent = self.tree()
+        *directories, name = path.split("/")
+        for directory in directories:
+            child = parent.get(directory)
+            if not isinstance(child, dict):
+                child = parent[directory] = {}
+            parent = child
+        parent[name] = node
+
+    def _detach(self, path: str) -> None:
+        """Forget `path`, and every prefix above it that it leaves without keys (a bucket has no empty directory)."""
+        trail = [self.tree()]
+        parts = path.split("/")
+        for part in parts[:-1]:
+            child = trail[-1].get(part)
+            if not isinstance(child, dict):
+                return
+            trail.append(child)
+        trail[-1].pop(parts[-1], None)
+        for depth in range(len(parts) - 1, 0, -1):
+            if trail[depth]:
+                break
+            trail[depth - 1].pop(parts[depth - 1], None)
+
+    def _keys_below(self, path: str) -> list[tuple[str, _Object]]:
+        """Every object at or below `path`: (its path, its listing)."""
+        node = self._find(path)
+        if node is None:
+            return []
+        if not isinstance(node, dict):
+            return [(path, node)]
+        found, stack = [], [(path, node)]
+        while stack:
+            base, directory = stack.pop()
+            for name, child in directory.items():
+                below = f"{base}/{name[1:] if name.startswith(chr(0)) else name}" if base else name
+                (stack.append((below, child)) if isinstance(child, dict) else found.append((below, child)))
+        return found
+
+    def _same_bucket(self, other: Store) -> S3Store:
+        if not isinstance(other, S3Store) or other.location.bucket != self.location.bucket:
+            raise OSError(errno.EXDEV, f"{getattr(other, 'root', other)}: not in the bucket {self.location.bucket}")
+        return other
+
+    def _copy_object(self, path: str, listed: _Object, into: S3Store, to: str) -> None:
+        """A server-side copy of what the listing showed at `path` (refused if it changed since), checked:
+        by the MD5 where the copy's ETag is one, else by the size a HEAD of the copy shows."""
+        size, etag, mtime = listed
+        source = {"Bucket": self.location.bucket, "Key": self._key(path)}
+        # Unmodified since the listing: the condition every store compares alike (a multipart upload's ETag
+        # is compared with another form of it by some, Swift's s3api among them).
+        unchanged = {"CopySourceIfUnmodifiedSince": datetime.fromtimestamp(mtime, timezone.utc)}
+        where = f"{self.root}/{path}"
+        try:
+            self.requests.add("copies")
+            if size > COPY_LIMIT:
+                from boto3.s3.transfer import TransferConfig
+
+                self.client.copy(source, into.location.bucket, into._key(to), ExtraArgs=unchanged, Config=TransferConfig(
+                    multipart_threshold=COPY_LIMIT, multipart_chunksize=_COPY_PART, max_concurrency=4,
+                ))
+                new_etag: bytes | str = ""
+            else:
+                answer = self.client.copy_object(
+                    Bucket=into.location.bucket, Key=into._key(to), CopySource=source, **unchanged,
+                )
+                new_etag = _etag(answer["CopyObjectResult"]["ETag"])
+            if not (isinstance(etag, bytes) and new_etag == etag):
+                self.requests.add("other")
+                copied = self.client.head_object(Bucket=into.location.bucket, Key=into._key(to))
+                if copied["ContentLength"] != size:
+                    raise OSError(errno.EIO, f"{where}: its copy has {copied['ContentLength']} bytes, not {size}", path)
+                new_etag = etag if isinstance(etag, bytes) else _etag(copied.get("ETag", ""))
+        except _client_errors() as error:
+            changed = getattr(error, "response", {}).get("Error", {}).get("Code") == "PreconditionFailed"
+            if changed:
+                raise OSError(errno.ESTALE, f"{where}: changed since it was listed: not moved", path) from None
+            raise as_os_error(error, where) from None
+        into._attach(to, (size, new_etag, time.time()))
+        self._changed("copy")
 
     def make_dir(self, path: str, mode: int = 0o777, *, parents: bool = False, exist_ok: bool = False) -> None:
-        raise self._refuse(path)
+        """Nothing to make on a bucket: the prefix exists, in memory, until its first key does."""
+        node = self._find(path) if path else self.tree()
+        if node is None:
+            self._attach(path, {})
+        elif not exist_ok and path:
+            raise OSError(errno.EEXIST, f"{self.root}/{path}: exists", path)
 
     def move(self, path: str, into: Store, to: str) -> None:
-        raise self._refuse(path)
+        """A copy now, the delete at the next `settle()`: an object or every key below a prefix."""
+        target = self._same_bucket(into)
+        listed = self._keys_below(path)
+        if not listed:
+            raise OSError(errno.ENOENT, f"{self.root}/{path}: no such key", path)
+        for below, node in listed:
+            self._copy_object(below, node, target, to + below[len(path):])
+        for below, _ in listed:
+            self._deletes.append(self._key(below))
+            self._detach(below)
+        if len(self._deletes) >= DELETE_KEYS:
+            self.settle()
 
     def copy(self, path: str, into: Store, to: str) -> None:
-        raise self._refuse(path)
+        self._copy_object(path, self._object(path), self._same_bucket(into), to)
+
+    def settle(self) -> None:
+        """Send the deletes `move` left, in multi-object deletes of up to 1,000 keys; every key the store could
+        not delete is an error (they are still there: the registry serves them, a new run takes them)."""
+        while self._deletes:
+            batch, self._deletes = self._deletes[:DELETE_KEYS], self._deletes[DELETE_KEYS:]
+            self._delete_keys(batch)
+
+    def _delete_keys(self, keys: list[str]) -> None:
+        try:
+            self.requests.add("delete_batches")
+            answer = self.client.delete_objects(
+                Bucket=self.location.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+            )
+        except _client_errors() as error:
+            raise as_os_error(error, f"s3://{self.location.bucket}: deleting {len(keys)} keys") from None
+        errors = answer.get("Errors") or []
+        self.requests.add("deleted_keys", len(keys) - len(errors))
+        self._changed("delete batch")
+        if errors:
+            first = errors[0]
+            raise OSError(errno.EIO, f"s3://{self.location.bucket}/{first.get('Key')}: not deleted "
+                          f"({first.get('Code')}: {first.get('Message')}; {len(errors)} of {len(keys)} keys)")
 
     def write_atomically(
         self, path: str, data: bytes, *, staging: tuple[Store, str], siblings_in: Sequence[str],
         anywhere_below: Sequence[str],
     ) -> set[str]:
-        raise self._refuse(path)
+        """One PUT: an object appears whole or not at all. Nothing is staged; owners and modes do not exist."""
+        self._put(path, data)
+        self._changed("put")
+        return set()
+
+    def _put(self, path: str, data: bytes, **conditions: str) -> None:
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        try:
+            self.requests.add("puts")
+            answer = self.client.put_object(
+                Bucket=self.location.bucket, Key=self._key(path), Body=data,
+                ContentMD5=base64.b64encode(md5).decode(), **conditions,
+            )
+        except _client_errors() as error:
+            if conditions and getattr(error, "response", {}).get("Error", {}).get("Code") in (
+                "PreconditionFailed", "NotImplemented", "ConditionalRequestConflict",
+            ):
+                raise
+            raise as_os_error(error, f"{self.root}/{path}") from None
+        self._attach(path, (len(data), _etag(answer.get("ETag", md5.hex())), time.time()))
 
     def remove(self, path: str) -> None:
-        raise self._refuse(path)
+        self._object(path)
+        try:
+            self.requests.add("other")
+            self.client.delete_object(Bucket=self.location.bucket, Key=self._key(path))
+        except _client_errors() as error:
+            raise as_os_error(error, f"{self.root}/{path}") from None
+        self._detach(path)
+        self._changed("delete")
 
     def remove_dir(self, path: str) -> None:
-        raise self._refuse(path)
+        node = self._find(path)
+        if not isinstance(node, dict):
+            raise OSError(errno.ENOTDIR, f"{self.root}/{path}: no such prefix", path)
+        if node:
+            raise OSError(errno.ENOTEMPTY, f"{self.root}/{path}: keys below it", path)
+        self._detach(path)
 
     def remove_tree(self, path: str) -> None:
-        raise self._refuse(path)
+        keys = [self._key(below) for below, _ in self._keys_below(path)]
+        for start in range(0, len(keys), DELETE_KEYS):
+            self._delete_keys(keys[start:start + DELETE_KEYS])
+        if self._find(path) is not None:
+            self._detach(path)
 
     def set_owner(self, path: str, mode: int, uid: int, gid: int) -> None:
-        raise self._refuse(path)
+        pass  # objects have no owner or mode
 
     def sync_dir(self, path: str) -> None:
-        raise self._refuse(path)
+        pass  # an answered PUT, copy or delete is durable
 
-    def lock(self, path: str) -> AbstractContextManager[None]:
-        raise self._refuse(path)
+    def versioning(self) -> str | None:
+        """The bucket's versioning ("Enabled", "Suspended"; None: never enabled, or the store does not say)."""
+        try:
+            self.requests.add("other")
+            return self.client.get_bucket_versioning(Bucket=self.location.bucket).get("Status")
+        except _client_errors():
+            return None
+
+    # The lock.
+
+    def conditional_puts_honoured(self, probe: str) -> bool:
+        """Whether a PUT with If-None-Match: * is refused when the key exists (412): the probe's second one must be."""
+        from botocore import exceptions
+
+        def attempt() -> str:
+            try:
+                self._put(probe, b"probe\n", IfNoneMatch="*")
+                return "stored"
+            except exceptions.ClientError as error:
+                return str(error.response.get("Error", {}).get("Code"))
+
+        try:
+            first = attempt()
+            return first == "stored" and attempt() == "PreconditionFailed"
+        finally:
+            if self._find(probe) is not None:
+                self.remove(probe)
+
+    def _holder(self, path: str) -> dict | None:
+        if self._fresh_stat(path) is None:
+            return None
+        try:
+            holder = orjson.loads(self._get(path, None))
+            return holder if isinstance(holder, dict) else {}
+        except (OSError, orjson.JSONDecodeError):
+            return {}
+
+    def _fresh_stat(self, path: str) -> bool | None:
+        """Whether `path` exists now (a HEAD: the listing may be older than another run's lock)."""
+        try:
+            self.requests.add("other")
+            answer = self.client.head_object(Bucket=self.location.bucket, Key=self._key(path))
+        except _client_errors() as error:
+            if as_os_error(error, path).errno == errno.ENOENT:
+                self._detach(path)
+                return None
+            raise as_os_error(error, f"{self.root}/{path}") from None
+        self._attach(path, (answer["ContentLength"], _etag(answer.get("ETag", "")), answer["LastModified"].timestamp()))
+        return True
+
+    @contextmanager
+    def lock(self, path: str) -> Iterator[None]:
+        """An object holding who took it (`run`, host, pid, since). Exclusive where the store honours
+        If-None-Match: * (probed each time); elsewhere looked for, then written, and `lock_note` says so."""
+        from botocore import exceptions
+
+        holder = {
+            "run": f"lock-{secrets.token_hex(4)}", "host": socket.gethostname(), "pid": os.getpid(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        body = orjson.dumps(holder) + b"\n"
+        exclusive = self.conditional_puts_honoured(f"{path}.probe-{holder['run']}")
+        self.lock_note = None if exclusive else self.unexclusive_note()
+        if exclusive:
+            try:
+                self._put(path, body, IfNoneMatch="*")
+            except exceptions.ClientError:
+                raise LockHeld(path, describe_holder(self._holder(path))) from None
+        else:
+            held = self._holder(path)
+            if held is not None:
+                raise LockHeld(path, describe_holder(held))
+            self._put(path, body)
+        try:
+            yield
+        finally:
+            if (self._holder(path) or {}).get("run") == holder["run"]:
+                self.remove(path)
+
+    def unexclusive_note(self) -> str:
+        return (
+            f"{self.root}: the store does not honour conditional PUTs (If-None-Match), so its lock cannot keep out "
+            "a run started elsewhere at the same moment; relying on the live-registry guards"
+        )
+
+    def break_lock(self, path: str, run: str) -> bool:
+        """Remove the lock if `run` holds it; False when no lock is there. OSError when another run holds it."""
+        held = self._holder(path)
+        if held is None:
+            return False
+        if held.get("run") != run:
+            raise OSError(errno.EPERM, f"{self.root}/{path}: held by {held.get('run', 'an unknown run')}, not {run}")
+        self.remove(path)
+        return True
+
+    # The journal.
 
     def open_journal(self, path: str, *, new: bool) -> Journal:
-        raise self._refuse(path)
+        """`path` becomes a prefix of parts `<path>/<n>`, one object per append: an append is one PUT."""
+        node = self._find(path)
+        if node is not None and not isinstance(node, dict):
+            raise OSError(errno.EEXIST, f"{self.root}/{path}: an object, not a journal", path)
+        if new and node:
+            raise OSError(errno.EEXIST, f"{self.root}/{path}: exists", path)
+        parts = [int(name) for name in (node or {}) if name.isdigit()]
+        return _S3Journal(self, path, max(parts, default=0) + 1)
+
+
+def describe_holder(holder: dict | None) -> str:
+    """Who holds a lock, and since when, for the refusal: one line."""
+    if not holder:
+        return "its holder cannot be read"
+    since = holder.get("since", "")
+    try:
+        taken = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        age = f", {_age((datetime.now(timezone.utc) - taken).total_seconds())} ago"
+    except (TypeError, ValueError):
+        age = ""
+    run = holder.get("run", "?")
+    return (f"held by {run} (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}) since {since}{age}; "
+            f"if that run is gone: --break-lock {run}")
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+@dataclass(slots=True)
+class _S3Journal:
+    store: S3Store
+    path: str
+    next_part: int
+
+    def append(self, data: bytes) -> None:
+        self.store._put(f"{self.path}/{self.next_part:08d}", data)
+        self.next_part += 1
+        self.store._changed("journal")
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,8 +78,19 @@ class Target:
     http_addr: str | None = None  # from --config: where the registry would answer if it is running
     s3: buckets.Location | None = None  # the registry's keys in a bucket; None: a directory
 
-    def store(self) -> Store:
-        return LocalStore(self.v2) if self.s3 is None else buckets.S3Store(self.s3)
+    def store(self, after_change: Callable[[str], None] | None = None) -> Store:
+        """`after_change(kind)`: on a bucket, after every change to it (the crash tests stop there)."""
+        return LocalStore(self.v2) if self.s3 is None else buckets.S3Store(self.s3, after_change=after_change)
+
+
+def quarantine_store(target: Target, where: str, registry: Store | None = None) -> Store:
+    """The quarantine at `where`: a directory, or on a bucket a prefix of it (sharing `registry`'s client)."""
+    if target.s3 is None:
+        return LocalStore(where)
+    try:
+        return (registry or target.store()).sibling(where)
+    except OSError as error:
+        raise OperationalError(error.strerror or str(error)) from None
 
 
 def resolve_target(path: str | None, config: str | None, *, endpoint_url: str | None = None) -> Target:
@@ -223,10 +234,59 @@ def _who(process: guards.Process) -> str:
     return f"pid {process.pid} ({command})"
 
 
+def _serves_bucket(location: buckets.Location) -> guards.ServedBucket:
+    def serves(config: str, environ: Mapping[str, str]) -> bool:
+        try:
+            storage = load_storage(config, environ)
+        except UnsupportedDriver:
+            return False
+        except ConfigError as error:
+            raise guards.UnknownRoot(str(error)) from None
+        return (
+            isinstance(storage, S3Config) and storage.bucket == location.bucket
+            and storage.rootdirectory.strip("/") == location.rootdirectory.strip("/")
+        )
+
+    return serves
+
+
+def _in_use_on_s3(target: Target) -> InUse:
+    """On a bucket: a registry here whose config names it (found in /proc), or one answering at --config's
+    `http.addr`, refuses; the ones elsewhere cannot be seen, and the store's own limits, only warn."""
+    assert target.s3 is not None
+    warnings = [f"registries on other hosts cannot be seen from here: make sure none serves {target.root}"]
+    try:
+        seen = guards.bucket_liveness(_serves_bucket(target.s3))
+    except OSError as error:
+        seen = None
+        warnings.append(f"could not look for a live registry in /proc: {error.strerror or error}")
+    else:
+        warnings += [f"registry {_who(u.process)}: what it serves is unknown ({u.reason})" for u in seen.unknown]
+    note = lock_note(target, quarantine_of(target, None))
+    if note is not None:
+        warnings.append(note)
+    store = target.store()
+    assert isinstance(store, buckets.S3Store)
+    if store.versioning() in ("Enabled", "Suspended"):
+        warnings.append(f"{target.root}: the bucket is versioned: a delete keeps the old version, so nothing is freed "
+                        "until a lifecycle rule expires noncurrent versions")
+    reasons = []
+    if seen and seen.serving:
+        reasons.append(f"{', '.join(f'registry {_who(p)}' for p in seen.serving)} "
+                       f"{'is' if len(seen.serving) == 1 else 'are'} serving {target.root}")
+    elif target.http_addr and guards.registry_answers(target.http_addr):
+        reasons.append(f"the registry answers at {guards.describe_address(target.http_addr)}")
+    count = len(seen.serving) if seen and seen.serving else len(reasons)
+    refusal = f"{'; '.join(reasons)}: stop {'it' if count == 1 else 'them'} first (or --force)" if reasons else None
+    return InUse(refusal, tuple(warnings))
+
+
 def in_use(target: Target) -> InUse:
     """A registry serving the tree (found in /proc, or with --config answering at its `http.addr`), or a
     process holding a file open under it, refuses; a working directory inside it, what could not be
     inspected, only warn."""
+    if target.s3 is not None:
+        return _in_use_on_s3(target)
     try:
         seen = guards.liveness(target.root, _served_root)
     except OSError as error:
@@ -278,6 +338,8 @@ def quarantine_of(target: Target, option: str | None) -> str:
     """The quarantine of v2's file system: --quarantine, or beside `docker/` in the rootdirectory; when
     `docker/` (or a directory below it, on the way to v2) links to another file system, beside the
     top-most such link's target."""
+    if target.s3 is not None:
+        return _bucket_quarantine(target, option)
     if option is not None:
         return os.path.abspath(option)
     beside_docker = quarantines.default_quarantine(target.v2)
@@ -296,6 +358,27 @@ def quarantine_of(target: Target, option: str | None) -> str:
     return beside_docker
 
 
+def _bucket_quarantine(target: Target, option: str | None) -> str:
+    """On a bucket: `registry-fsck-quarantine/` beside `docker/` in the rootdirectory, or --quarantine's
+    s3://BUCKET/PREFIX in the same bucket (a copy is server-side only within one)."""
+    assert target.s3 is not None
+    if option is None:
+        return f"{target.root}/{quarantines.QUARANTINE_NAME}"
+    text = str(option)
+    text = "s3://" + text[len("s3:/"):] if text.startswith("s3:/") and not text.startswith("s3://") else text
+    bucket, _, prefix = text[len("s3://"):].partition("/") if text.startswith("s3://") else ("", "", "")
+    if bucket != target.s3.bucket or not prefix.strip("/"):
+        raise OperationalError(
+            f"--quarantine {option}: on S3 the quarantine is a prefix in the registry's bucket, "
+            f"s3://{target.s3.bucket}/PREFIX"
+        )
+    where = f"s3://{bucket}/{prefix.strip('/')}"
+    v2 = target.v2 + "/"
+    if (where + "/").startswith(v2) or v2.startswith(where + "/"):
+        raise OperationalError(f"--quarantine {option}: the quarantine must be outside {target.v2}")
+    return where
+
+
 @dataclass(frozen=True, slots=True)
 class Elsewhere:
     """The quarantine that takes what lies below a followed directory link (that of its file system)."""
@@ -307,6 +390,8 @@ class Elsewhere:
 def quarantines_for(target: Target, main: str, followed: tuple[FollowedLink, ...]) -> tuple[Elsewhere, ...]:
     """For each directory link the audit followed, the quarantine of its file system: `main` on v2's; on
     another, `registry-fsck-quarantine/` beside the target of the top-most followed link on it."""
+    if not followed:
+        return ()
     registry = target.store()
     v2_volume = registry.volume("")
     by_volume: dict[int | None, str] = {v2_volume: main}
@@ -320,8 +405,8 @@ def quarantines_for(target: Target, main: str, followed: tuple[FollowedLink, ...
 
 
 @contextmanager
-def locked_quarantine(where: str) -> Iterator[Store]:
-    kept = LocalStore(where)
+def locked_quarantine(target: Target, where: str, registry: Store | None = None) -> Iterator[Store]:
+    kept = quarantine_store(target, where, registry)
     try:
         with quarantines.locked(kept):
             yield kept
@@ -333,20 +418,21 @@ def carry_out(
     target: Target, the_plan: plan.Plan, where: str, *, now: datetime, delete: bool = False,
     options: Mapping[str, object] | None = None,
     progress: Callable[[int], None] | None = None, after_action: Callable[[int], None] | None = None,
-    stop_requested: Callable[[], bool] = lambda: False,
+    after_change: Callable[[str], None] | None = None, stop_requested: Callable[[], bool] = lambda: False,
 ) -> apply.Outcome:
     """`where`: the quarantine of v2's file system; what lies below a followed link on another file
-    system goes to that one's (`quarantines_for`). `options`: the repair's, as `runs` will show them."""
-    registry = target.store()
+    system goes to that one's (`quarantines_for`). `options`: the repair's, as `runs` will show them.
+    `after_action(n)` after the n-th action; `after_change(kind)` after each change to a bucket (tests)."""
+    registry = target.store(after_change)
     elsewhere = quarantines_for(target, where, the_plan.followed)
     try:
-        quarantines.check_quarantine(LocalStore(where), registry)
+        quarantines.check_quarantine(quarantine_store(target, where, registry), registry)
         for placed in elsewhere:
             if placed.quarantine != where:
                 quarantines.check_quarantine(LocalStore(placed.quarantine), registry, placed.link)
     except quarantines.ApplyError as error:
         raise OperationalError(str(error)) from None
-    with locked_quarantine(where) as kept, ExitStack() as held:
+    with locked_quarantine(target, where, registry) as kept, ExitStack() as held:
         others = {where: kept}
         try:
             for placed in elsewhere:
@@ -365,17 +451,21 @@ def carry_out(
             raise OperationalError(str(error)) from None
 
 
-def undo(target: Target, where: str, run: str | None) -> quarantines.UndoOutcome:
-    with locked_quarantine(where) as kept:
+def undo(
+    target: Target, where: str, run: str | None, after_change: Callable[[str], None] | None = None,
+) -> quarantines.UndoOutcome:
+    registry = target.store(after_change)
+    with locked_quarantine(target, where, registry) as kept:
         try:
-            return quarantines.undo(kept, target.store(), run)
+            return quarantines.undo(kept, registry, run)
         except quarantines.ApplyError as error:
             raise OperationalError(str(error)) from None
 
 
 def runs(target: Target, where: str) -> list[quarantines.Run]:
     try:
-        return quarantines.list_runs(LocalStore(where), target.store())
+        registry = target.store()
+        return quarantines.list_runs(quarantine_store(target, where, registry), registry)
     except quarantines.ApplyError as error:
         raise OperationalError(str(error)) from None
 
@@ -384,9 +474,10 @@ def purge_plan(
     target: Target, where: str, choose: Callable[[list[quarantines.Run]], list[str]]
 ) -> list[tuple[quarantines.Run, int]]:
     """The runs `choose` picks from all of them, each with the bytes its files/ holds now. Changes nothing."""
-    kept = LocalStore(where)
+    registry = target.store()
+    kept = quarantine_store(target, where, registry)
     try:
-        known = {r.run: r for r in quarantines.list_runs(kept, target.store())}
+        known = {r.run: r for r in quarantines.list_runs(kept, registry)}
         chosen = choose(list(known.values()))
         unknown = [run for run in chosen if run not in known]
         if unknown:
@@ -400,11 +491,37 @@ def purge_plan(
 
 def purge(target: Target, where: str, runs: list[str]) -> list[quarantines.Purged]:
     """Delete what these runs hold in the quarantine; each says the bytes it freed."""
-    with locked_quarantine(where) as kept:
+    registry = target.store()
+    with locked_quarantine(target, where, registry) as kept:
         try:
-            return quarantines.purge(kept, target.store(), runs)
+            return quarantines.purge(kept, registry, runs)
         except quarantines.ApplyError as error:
             raise OperationalError(str(error)) from None
+
+
+def lock_note(target: Target, where: str) -> str | None:
+    """What the quarantine's lock cannot do on this store, said before a run relies on it (None: nothing)."""
+    if target.s3 is None:
+        return None
+    kept = quarantine_store(target, where)
+    assert isinstance(kept, buckets.S3Store)
+    try:
+        honoured = kept.conditional_puts_honoured(f"{quarantines.LOCK}.probe")
+    except OSError as error:
+        raise OperationalError(error.strerror or str(error)) from None
+    return None if honoured else kept.unexclusive_note()
+
+
+def break_lock(target: Target, where: str, run: str) -> bool:
+    """Remove a bucket quarantine's lock that `run` holds (a run that died): False when none is held."""
+    if target.s3 is None:
+        raise OperationalError("--break-lock is for a quarantine on S3: a local lock ends with the process holding it")
+    kept = quarantine_store(target, where)
+    assert isinstance(kept, buckets.S3Store)
+    try:
+        return kept.break_lock(quarantines.LOCK, run)
+    except OSError as error:
+        raise OperationalError(error.strerror or str(error)) from None
 
 
 # Exit codes: one function, from the outcome.

@@ -11,7 +11,7 @@ quarantine): a store never builds a layout path. Two stores:
 The quarantine is a second store of the same kind (`LocalStore(<quarantine directory>)`):
 objects move between the two with `move(path, into, to)`, a rename on one file system.
 What a store can do is data (`Capabilities`), so that callers ask rather than assume; an
-object store (no directories, no symbolic links, moves that copy then delete) would fit.
+object store (no directories, no symbolic links, moves that copy then delete) fits: `s3.S3Store`.
 Errors are `OSError` as the file system raises them, and `LockHeld`.
 """
 
@@ -53,6 +53,7 @@ class Stat:
     uid: int
     gid: int
     symlink_target: str | None = None  # for a symbolic link, when it can be read
+    md5: bytes | None = None  # the content's MD5, where the store keeps it (a bucket's plain ETag)
 
 
 class PoolKind(str, Enum):
@@ -151,7 +152,11 @@ class Reader(Protocol):
 
 
 class LockHeld(Exception):
-    """Another process holds the lock."""
+    """Another process holds the lock; `args[1]`, where the store can tell, who and since when."""
+
+    @property
+    def holder(self) -> str | None:
+        return self.args[1] if len(self.args) > 1 else None
 
 
 class Store(Protocol):
@@ -226,6 +231,9 @@ class Store(Protocol):
 
     def sync_dir(self, path: str) -> None:
         """Make the directory's entries durable."""
+
+    def settle(self) -> None:
+        """Carry out what the store defers (a bucket's deletes after moves): done and durable when it returns."""
 
     def lock(self, path: str) -> AbstractContextManager[None]:
         """Held until the context ends; `LockHeld` when another process holds it."""
@@ -465,6 +473,9 @@ class LocalStore:
 
     def sync_dir(self, path: str) -> None:
         _fsync(self._path(path), os.O_DIRECTORY)
+
+    def settle(self) -> None:
+        pass  # a rename is whole when it returns
 
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:
@@ -799,6 +810,9 @@ class MemoryStore:
 
     def sync_dir(self, path: str) -> None:
         self._directory(path)
+
+    def settle(self) -> None:
+        pass
 
     @contextmanager
     def lock(self, path: str) -> Iterator[None]:

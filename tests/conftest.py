@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.harness.registry import Registry, missing_binaries
+from tests.harness.s3_fixtures import built, swift  # noqa: F401  (fixtures of the S3 tests)
 from tests.harness.scenarios import Scenario, build_all
 from tests.harness.tree import copy_tree
 

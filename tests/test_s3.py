@@ -10,11 +10,7 @@ directories: a prefix ends with its last key).
 
 from __future__ import annotations
 
-import os
 import shutil
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,80 +18,15 @@ import pytest
 from clirun import REPO, audit_records, run_cli
 
 from fsck import checks, layout, manifests, report, s3, service
-from tests.harness import scenarios
-from tests.harness.registry import Registry, S3Storage, garbage_collect, missing_binaries, parse_gc_output, write_config
-from tests.harness.scenarios import Scenario
-from tests.harness.swift import ACCESS_KEY, PACKAGES, SECRET_KEY, Swift
-from tests.harness.swift import missing_binaries as missing_swift
+from tests.harness.registry import S3Storage, garbage_collect, parse_gc_output, write_config
+from tests.harness.s3_fixtures import BUCKET, Built, Pushed, storage_of
+from tests.harness.swift import ACCESS_KEY, SECRET_KEY, Swift
 
 pytestmark = pytest.mark.registry
 
-BUCKET = "registry"
 TOPICS = ("plain_tags", "deleted_manifests", "multiarch", "orphans")
 # What a bucket cannot hold: a directory exists only while a key is below it.
 NOT_ON_S3 = frozenset({"dir-empty"})
-
-
-def _require_packages() -> None:
-    missing = missing_swift() + missing_binaries()
-    if not missing:
-        return
-    message = f"the S3 tests need {', '.join(missing)} on PATH (Debian packages {PACKAGES} docker-registry skopeo)"
-    if os.environ.get("CI"):  # CI must never pass by skipping them
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swift]:
-    """Swift with s3api on 127.0.0.1, started once per session, with the bucket the scenarios go into."""
-    _require_packages()
-    with Swift(tmp_path_factory.mktemp("swift")) as store:
-        store.create_bucket(BUCKET)
-        yield store
-
-
-@dataclass(frozen=True, slots=True)
-class Pushed:
-    topic: str
-    scenario: Scenario
-    storage: S3Storage  # where the registry on S3 wrote it
-    config: Path  # a registry config on that storage (for garbage-collect and --config)
-    disk_root: Path  # the same scenario, pushed by a registry on the filesystem driver
-
-
-def _storage(swift: Swift, rootdirectory: str) -> S3Storage:
-    return S3Storage(swift.endpoint, BUCKET, ACCESS_KEY, SECRET_KEY, rootdirectory)
-
-
-class Built:
-    def __init__(self, swift: Swift, base: Path) -> None:
-        self.swift = swift
-        self.base = base
-        self.pushed: dict[str, Pushed] = {}
-
-    def __call__(self, topic: str) -> Pushed:
-        if topic not in self.pushed:
-            work = self.base / topic
-            storage = _storage(self.swift, f"/scenarios/{topic}")
-
-            def push(registry: Registry) -> Scenario:
-                with registry:
-                    return scenarios.build(registry, topic)
-
-            with ThreadPoolExecutor(2) as both:  # each waits on its registry and skopeo, not on this process
-                on_s3 = both.submit(push, Registry(work / "unused-root", workdir=work / "s3-registry", s3=storage))
-                on_disk = both.submit(push, Registry(work / "root", workdir=work / "fs-registry")).result()
-                scenario = on_s3.result()
-            assert on_disk.blobs == scenario.blobs and on_disk.tags == scenario.tags  # the very same images
-            config = write_config(work / "unused-root", work / "s3-config.yml", s3=storage)
-            self.pushed[topic] = Pushed(topic, scenario, storage, config, work / "root")
-        return self.pushed[topic]
-
-
-@pytest.fixture(scope="session")
-def built(swift: Swift, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return Built(swift, tmp_path_factory.mktemp("s3-scenarios"))
 
 
 def _audit(target: service.Target) -> tuple[list[dict], service.Loaded]:
@@ -231,7 +162,7 @@ def test_an_s3_url_with_the_standard_credential_chain(built: Built) -> None:
 
 def test_environment_overrides_the_config_as_the_registry_applies_it(built: Built, tmp_path: Path) -> None:
     pushed = built("orphans")
-    wrong = _storage(built.swift, "/scenarios/orphans")
+    wrong = storage_of(built.swift, "/scenarios/orphans")
     config = write_config(tmp_path, tmp_path / "config.yml", s3=S3Storage(
         "http://127.0.0.1:1", "no-such-bucket", "nobody", "nothing", "/elsewhere"))
     env = {
@@ -265,7 +196,7 @@ def _assert_one_line_exit_8(result, *needles: str) -> None:
     ],
 )
 def test_bad_s3_input_is_one_line_and_exit_8(swift: Swift, tmp_path: Path, change: dict, needle: str) -> None:
-    storage = _storage(swift, "/scenarios/none")
+    storage = storage_of(swift, "/scenarios/none")
     fields = {"endpoint": storage.endpoint, "bucket": BUCKET, "accesskey": ACCESS_KEY, "secretkey": SECRET_KEY,
               "rootdirectory": "/scenarios/plain_tags", **change}
     config = write_config(tmp_path, tmp_path / "config.yml", s3=S3Storage(**fields))

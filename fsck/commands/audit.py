@@ -93,7 +93,7 @@ def audit(
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
     context = report.Context(
         where.root, where.v2, policy.now, verify_blobs and subset is None,
-        verified_subset=str(subset) if subset is not None else None, repairable=where.s3 is None,
+        verified_subset=str(subset) if subset is not None else None,
     )
     prometheus.record(prometheus_file, prometheus_repositories, result, where, policy.now, code)
     if html_file is not None:
@@ -104,7 +104,7 @@ def audit(
     if json_output:
         data = partial(report.write_json, result, context, code)
     else:
-        held = _held(where, quarantine(quarantine_dir, where)) if where.s3 is None else None  # none on S3 yet
+        held = _held(where, quarantine(quarantine_dir, where))
         data = report.to_text(result, context, limit, held).encode()
     emit(data, output, where, code)
 

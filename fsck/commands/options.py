@@ -168,11 +168,21 @@ def write_atomically(path: str, data: bytes) -> None:
 
 
 def quarantine(option: Optional[Path], where: Target) -> str:
-    """Where removed items are kept; every command that changes the registry, or reads its quarantine, asks
-    first: on S3 there is none yet (repair on a bucket is still to come), and a path below s3:// is no place."""
-    if where.s3 is not None:
-        raise OperationalError(f"{where.root}: repair, undo, runs and purge on S3 are not supported yet (audit only)")
+    """Where removed items are kept, for every command that changes the registry or reads its quarantine:
+    a directory, or on S3 a prefix of the registry's bucket."""
     return service.quarantine_of(where, str(option) if option is not None else None)
+
+
+def unlock(where: Target, kept_in: str, run: Optional[str], dry_run: bool = False) -> None:
+    """--break-lock RUN: remove the lock a run that died left on a bucket's quarantine, saying so."""
+    if run is None:
+        return
+    if dry_run:
+        raise typer.BadParameter("--break-lock changes the bucket: not with --dry-run")
+    if service.break_lock(where, kept_in, run):
+        typer.echo(f"registry-fsck: removed the lock {run} held on {kept_in}", err=True)
+    else:
+        warn(f"--break-lock {run}: {kept_in} holds no lock")
 
 
 def warn(message: str) -> None:
@@ -259,6 +269,10 @@ DryRunOption = typer.Option(False, "--dry-run", "-n", help="Print the plan and s
 DeleteOption = typer.Option(False, "--delete", help="Delete instead of moving into the quarantine (no undo).")
 
 
+BreakLockOption = typer.Option(
+    None, "--break-lock", metavar="RUN",
+    help="On S3: first remove the quarantine's lock that RUN (named in the refusal) left when it died.",
+)
 ForceOption = typer.Option(
     False, "--force", help="Act although the registry looks live, and on blobs although some manifests could not be "
     "parsed (never on what the audit could not read or follow).",

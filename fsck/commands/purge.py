@@ -10,13 +10,23 @@ from typing import Optional
 import typer
 
 from .. import report, service
-from .options import ConfigOption, PathArgument, QuarantineOption, parse_duration, quarantine, target
+from .options import (
+    BreakLockOption,
+    ConfigOption,
+    PathArgument,
+    QuarantineOption,
+    parse_duration,
+    quarantine,
+    target,
+    unlock,
+)
 
 
 def purge(
     path: Optional[Path] = PathArgument,
     config: Optional[Path] = ConfigOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
+    break_lock: Optional[str] = BreakLockOption,
     run: Optional[str] = typer.Option(None, "--run", help="Purge this run."),
     all_runs: bool = typer.Option(False, "--all", help="Purge every run."),
     older_than: Optional[str] = typer.Option(None, "--older-than", help="Purge runs older than this (e.g. 30d)."),
@@ -31,6 +41,7 @@ def purge(
     age = parse_duration(older_than) if older_than else None
     where = target(path, config)
     kept_in = quarantine(quarantine_dir, where)
+    unlock(where, kept_in, break_lock, dry_run)
     now = datetime.now(timezone.utc)
 
     def choose(known: list) -> list[str]:

@@ -17,6 +17,7 @@ from ..service import RepairOutcome, Target
 from .acting import Acting, act
 from .options import (
     Bars,
+    BreakLockOption,
     ConfigOption,
     ForceOption,
     JobsOption,
@@ -34,6 +35,7 @@ from .options import (
     quarantine,
     refuse_both,
     target,
+    unlock,
     warn,
 )
 
@@ -93,6 +95,7 @@ def repair(
     upload_age: str = UploadAgeOption,
     delete: bool = typer.Option(False, "--delete", help="Delete instead of moving into the quarantine (no undo)."),
     quarantine_dir: Optional[Path] = QuarantineOption,
+    break_lock: Optional[str] = BreakLockOption,
     force: bool = ForceOption,
     verify_blobs: bool = VerifyOption,
     limit: int = LimitOption,
@@ -111,6 +114,7 @@ def repair(
     where = target(path, config)
     selection = replace(selection, from_report=_from_report(from_report, where))
     kept_in = quarantine(quarantine_dir, where)
+    unlock(where, kept_in, break_lock, dry_run)
     if not dry_run:
         service.refuse_if_in_use(where, warn, force=force)
     bars = Bars(quiet)

@@ -16,6 +16,7 @@ from ..service import ExitCode, Retaining
 from .acting import Acting, act
 from .options import (
     Bars,
+    BreakLockOption,
     ConfigOption,
     DeleteOption,
     DryRunOption,
@@ -32,6 +33,7 @@ from .options import (
     quarantine,
     refuse_both,
     target,
+    unlock,
     warn,
 )
 
@@ -86,6 +88,7 @@ def retain(
     output: Optional[Path] = OutputOption,
     delete: bool = DeleteOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
+    break_lock: Optional[str] = BreakLockOption,
     force: bool = ForceOption,
     limit: int = LimitOption,
     quiet: bool = QuietOption,
@@ -105,6 +108,7 @@ def retain(
     where = target(path, config)
     pulls = service.pull_record(logs, the_policy.pull_window, now) if logs else None
     kept_in = quarantine(quarantine_dir, where)
+    unlock(where, kept_in, break_lock, dry_run)
     if not dry_run:
         service.refuse_if_in_use(where, warn, force=force)
     bars = Bars(quiet)

@@ -15,6 +15,7 @@ from ..service import ExitCode
 from .acting import Acting, act
 from .options import (
     Bars,
+    BreakLockOption,
     ConfigOption,
     DeleteOption,
     DryRunOption,
@@ -31,6 +32,7 @@ from .options import (
     quarantine,
     refuse_both,
     target,
+    unlock,
     warn,
 )
 
@@ -70,6 +72,7 @@ def rm(
     output: Optional[Path] = OutputOption,
     delete: bool = DeleteOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
+    break_lock: Optional[str] = BreakLockOption,
     force: bool = ForceOption,
     limit: int = LimitOption,
     quiet: bool = QuietOption,
@@ -90,6 +93,7 @@ def rm(
     policy = checks.Policy(now=datetime.now(timezone.utc))
     where = target(Path(path) if path is not None else None, config)
     kept_in = quarantine(quarantine_dir, where)
+    unlock(where, kept_in, break_lock, dry_run)
     if not dry_run:
         service.refuse_if_in_use(where, warn, force=force)
     bars = Bars(quiet)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .. import report, service
-from .options import ConfigOption, PathArgument, QuarantineOption, quarantine, target, warn
+from .options import BreakLockOption, ConfigOption, PathArgument, QuarantineOption, quarantine, target, unlock, warn
 
 
 def undo(
@@ -16,6 +16,7 @@ def undo(
     run: Optional[str] = typer.Argument(None, help="The run to undo (default: the newest with changes left to put back)."),
     config: Optional[Path] = ConfigOption,
     quarantine_dir: Optional[Path] = QuarantineOption,
+    break_lock: Optional[str] = BreakLockOption,
     force: bool = typer.Option(False, "--force", help="Undo even if the registry looks live."),
 ) -> None:
     """Put a repair run's changes back, byte-identical."""
@@ -23,7 +24,9 @@ def undo(
         path, run = None, str(path)  # `undo --config c.yml RUN`: the one positional is the run
     where = target(path, config)
     service.refuse_if_in_use(where, warn, force=force)
-    outcome = service.undo(where, quarantine(quarantine_dir, where), run)
+    kept_in = quarantine(quarantine_dir, where)
+    unlock(where, kept_in, break_lock)
+    outcome = service.undo(where, kept_in, run)
     typer.echo(f"run {outcome.run}: {outcome.restored} changes undone")
     for relative, why in outcome.skipped:
         typer.echo(f"not restored: {report.display(relative)}: {why}")

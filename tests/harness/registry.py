@@ -158,7 +158,8 @@ def registry_config(
         config["compatibility"] = {"schema1": {"enabled": True}}
     if s3 is not None:
         del config["storage"]["filesystem"]
-        config["storage"] = {"s3": s3.config(), **config["storage"]}
+        # Blobs through the registry, not a redirect to the store: a HEAD follows a redirect signed for a GET.
+        config["storage"] = {"s3": s3.config(), "redirect": {"disable": True}, **config["storage"]}
     return config
 
 
