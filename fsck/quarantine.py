@@ -510,7 +510,9 @@ def _undo_entry(
         elif quarantine.stat(saved) is not None and not quarantine.capabilities.atomic_rename and _same_object(
             quarantine, saved, registry, relative
         ):
-            quarantine.remove(saved)  # copied, never deleted (a crash between the two): it is in its place
+            # Copied, never deleted (a crash between the two): it is in its place; only the copy goes.
+            saved_kind = quarantine.stat(saved)
+            (quarantine.remove_tree if saved_kind and saved_kind.kind is EntryKind.DIR else quarantine.remove)(saved)
             outcome.restored += 1
         elif quarantine.stat(saved) is not None:
             outcome.skipped.append((relative, "something new is at its place; left in the quarantine"))
@@ -562,9 +564,20 @@ def _unchanged(registry: Store, relative: str, quarantine: Store, saved: str) ->
 
 
 def _same_object(one: Store, path: str, other: Store, other_path: str) -> bool:
-    """Whether two objects hold the same bytes: the same MD5 where both stores keep one, else by hashing both."""
+    """Whether two objects (or two directories, object by object) hold the same bytes: the same MD5 where both
+    stores keep one, else by hashing both."""
     first, second = one.stat(path), other.stat(other_path)
-    if first is None or second is None or first.kind is not EntryKind.FILE or second.kind is not EntryKind.FILE:
+    if first is None or second is None or first.kind is not second.kind:
+        return False
+    if first.kind is EntryKind.DIR:
+        try:
+            names, other_names = sorted(e.name for e in one.list(path)), sorted(e.name for e in other.list(other_path))
+        except OSError:
+            return False
+        return names == other_names and all(
+            _same_object(one, f"{path}/{name}", other, f"{other_path}/{name}") for name in names
+        )
+    if first.kind is not EntryKind.FILE:
         return False
     if first.size != second.size:
         return False

@@ -821,8 +821,21 @@ def describe_holder(holder: dict | None) -> str:
     except (TypeError, ValueError):
         age = ""
     run = holder.get("run", "?")
-    return (f"held by {run} (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}) since {since}{age}; "
+    gone = " (gone: no such process here)" if holder.get("host") == socket.gethostname() and not _alive(holder.get("pid")) else ""
+    return (f"held by {run} (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}{gone}) since {since}{age}; "
             f"if that run is gone: --break-lock {run}")
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # not known: said to be alive, never the other way round
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _age(seconds: float) -> str:

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import textwrap
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ _RINGS = textwrap.dedent(
     """
 )
 
+_CLIENTS = threading.Lock()
 
 def missing_binaries() -> list[str]:
     return [name for name in (*SERVERS, MEMCACHED) if shutil.which(name) is None]
@@ -262,15 +264,16 @@ class Swift:
         import boto3
         from botocore.config import Config
 
-        return boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            config=Config(
-                signature_version="s3v4", s3={"addressing_style": "path"},
-                request_checksum_calculation="when_required", response_checksum_validation="when_required",
-                retries={"max_attempts": 2},
-            ),
-        )
+        with _CLIENTS:  # boto3's default session is not safe to make clients from in several threads at once
+            return boto3.client(
+                "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=Config(
+                    signature_version="s3v4", s3={"addressing_style": "path"},
+                    request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                    retries={"max_attempts": 2},
+                ),
+            )
 
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
