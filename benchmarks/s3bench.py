@@ -84,7 +84,7 @@ from tests.harness.swift import missing_binaries as missing_swift  # noqa: E402
 
 SHAPES = {
     "default": synth.params_from("default", repos=500, tags=5, seed=1),
-    "smoke": synth.PRESETS["smoke"],
+    "smoke": synth.params_from("smoke", repos=3, tags=3, seed=4),
 }
 BUCKET = "registry"
 ROOTDIRECTORY = "bench"  # keys: bench/docker/registry/v2/...
