@@ -3,7 +3,7 @@
     python benchmarks/s3bench.py                           # the fixed shape, latencies 0 and 5 ms, in a temp dir
     python benchmarks/s3bench.py --dir /var/tmp/bench/s3   # keeps the store and tree there; the next run reuses them
     python benchmarks/s3bench.py --dir /var/tmp/bench/s3 --latency-ms 0,2,5 --rounds 2 --json /tmp/s3bench.json
-    python benchmarks/s3bench.py --smoke                   # 341 objects, latency 0: seconds (tests/test_s3bench.py)
+    python benchmarks/s3bench.py --smoke                   # 200 objects, latency 0: under a minute (tests/test_s3bench.py)
 
 The store is OpenStack Swift with its s3api middleware on 127.0.0.1 (tests/harness/swift.py). The bucket
 is written straight into it, as `synth.py` writes a tree on disk: the tree is generated into a directory,
@@ -15,8 +15,9 @@ listing after the object; an update that times out would wait for an updater thi
 Shape, fixed (the GC's request count grows with the tags per repository and the manifests): synth.py
 `--repos 500 --tags 5 --seed 1`, its other parameters at their defaults: 502 repositories (500 and
 two namespaces that are repositories too), 2,510 tags, 4,342 manifest revisions, 16,396 blobs
-(21.9 MiB), 103 orphan blobs: 41,887 objects. `--smoke`: synth.py's smoke preset (7 repositories,
-21 tags, 35 revisions, 144 blobs, 341 objects).
+(21.9 MiB), 103 orphan blobs: 41,887 objects. `--smoke`: synth.py's smoke preset with `--repos 3 --tags 3
+--seed 4` (4 repositories, 12 tags, 21 revisions, 86 blobs, 200 objects; chosen to hold image indexes,
+untagged manifests and orphans).
 
 Between both clients and Swift sits a counting proxy (plain Python, a thread per connection, one
 kept-alive connection to Swift each) that names every request as the S3 operation it is (method and
@@ -129,10 +130,51 @@ def s3_operation(method: str, target: str, headers) -> str:
     return f"{method} {name}"
 
 
+def layout_part(relative: str) -> str:
+    """What a key or prefix below docker/registry/v2/ is in the registry's layout."""
+    if relative.startswith("blobs/"):
+        return "blob data" if relative.endswith("/data") else "blobs/ prefix"
+    if "/_manifests/tags/" in relative or relative.endswith("/_manifests/tags"):
+        if relative.endswith("/current/link"):
+            return "tag current link"
+        return "tag index link" if relative.endswith("/link") else "tags/ prefix"
+    for marker, name in (("/_manifests/revisions/", "revision"), ("/_layers/", "layer"), ("/_uploads/", "upload")):
+        if marker in relative:
+            return f"{name} link" if relative.endswith("/link") else f"{name}s/ prefix"
+    if relative.startswith("repositories"):
+        return "repositories/ prefix"
+    return "v2/ prefix" if not relative else "other"
+
+
+def s3_target_part(target: str) -> str:
+    """The layout part a request's key (or listing's prefix) names; listings say whether they are one directory
+    (delimiter `/`) or a Stat (max-keys 1), as the registry's driver asks."""
+    path, _, query = target.partition("?")
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    _, _, key = urllib.parse.unquote(path).lstrip("/").partition("/")
+    listing = not key
+    name = (params.get("prefix") or [""])[0] if listing else key
+    _, found, relative = name.partition("docker/registry/v2/")
+    part = layout_part(relative) if found else ("root" if not name else "other")
+    if listing:
+        if params.get("delimiter"):
+            part += ", one directory"
+        elif params.get("max-keys") == ["1"]:
+            part += ", max-keys 1"
+    return part
+
+
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "expect",
     "content-length",
 })
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    requests: Counter[str]  # by operation
+    errors: Counter[str]  # error answers, by operation and status
+    parts: Counter[str]  # by operation and the layout part it named
 
 
 class _Counts:
@@ -142,17 +184,19 @@ class _Counts:
         self._lock = threading.Lock()
         self._requests: Counter[str] = Counter()
         self._errors: Counter[str] = Counter()
+        self._parts: Counter[str] = Counter()
 
-    def add(self, operation: str, status: int | None) -> None:
+    def add(self, operation: str, part: str, status: int | None) -> None:
         with self._lock:
             self._requests[operation] += 1
+            self._parts[f"{operation.split()[1]}: {part}"] += 1
             if status is None or status >= 400:
                 self._errors[f"{operation} {status or 'no answer'}"] += 1
 
-    def take(self) -> tuple[Counter[str], Counter[str]]:
+    def take(self) -> Taken:
         with self._lock:
-            taken = self._requests, self._errors
-            self._requests, self._errors = Counter(), Counter()
+            taken = Taken(self._requests, self._errors, self._parts)
+            self._requests, self._errors, self._parts = Counter(), Counter(), Counter()
             return taken
 
 
@@ -196,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
                 break
             except (OSError, http.client.HTTPException):
                 answer = None
-        self.server.counts.add(operation, answer.status if answer is not None else None)
+        self.server.counts.add(operation, s3_target_part(self.path), answer.status if answer is not None else None)
         if answer is None:
             self.send_response_only(502)
             self.send_header("Content-Length", "0")
@@ -246,8 +290,8 @@ class CountingProxy:
     def set_latency(self, seconds: float) -> None:
         self._server.latency = seconds
 
-    def take(self) -> tuple[Counter[str], Counter[str]]:
-        """Requests by operation, and error answers by operation and status, since the last take."""
+    def take(self) -> Taken:
+        """Requests by operation, error answers, and requests by layout part, since the last take."""
         return self._server.counts.take()
 
     def __enter__(self) -> CountingProxy:
@@ -341,6 +385,28 @@ def etags_are_md5(client, bucket: str, keys: dict[str, str]) -> str:
     if not wrong and not extra:
         return "MATCH"
     return f"MISMATCH ({len(wrong)} keys differ or are missing, {len(extra)} unexpected; e.g. {(wrong or sorted(extra))[0]})"
+
+
+def get_rate(endpoint: str, bucket: str, keys: list[str], threads: int) -> float:
+    """GetObject requests per second with `threads` clients at once, straight to the store."""
+    client = s3_client(endpoint, threads)
+
+    def get(key: str) -> None:
+        client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(get, keys[: threads * 2]))  # connections opened, not timed
+        started = time.perf_counter()
+        list(pool.map(get, keys))
+    return len(keys) / (time.perf_counter() - started)
+
+
+def ceiling_line(endpoint: str, bucket: str, keys: dict[str, str], sample: int = 1000) -> str:
+    """How many small GETs a second the store answers, one at a time and 32 at once: the audit's wall time
+    on this store is its GETs over the second rate."""
+    links = sorted(k for k in keys if k.endswith("/current/link"))[:sample]
+    one, many = get_rate(endpoint, bucket, links, 1), get_rate(endpoint, bucket, links, 32)
+    return f"{one:.0f}/s on 1 thread, {many:.0f}/s on 32 ({len(links)} tag current links each, no proxy)"
 
 
 # ------------------------------------------------------------------------- what each tool should find, from disk
@@ -440,6 +506,7 @@ class Timed:
     runs: list[float] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)  # of the best run
     errors: dict[str, int] = field(default_factory=dict)
+    parts: dict[str, int] = field(default_factory=dict)  # by operation and layout part
     peak_rss_kib: int = 0
     exit_code: int | None = None
 
@@ -458,13 +525,13 @@ def measure(timed: Timed, proxy: CountingProxy, env: dict[str, str], stdout_path
     # `env` runs the command with exactly these variables; GNU time (run.run_child) then measures the command.
     argv = ["env", "-i", *(f"{k}={v}" for k, v in env.items()), *timed.command]
     wall, rss, _, _, code = run.run_child(argv, stdout_path)
-    requests, errors = proxy.take()
+    taken = proxy.take()
     timed.exit_code = code
     timed.peak_rss_kib = max(timed.peak_rss_kib, rss)
     if timed.best is None or wall < timed.best:
-        timed.requests, timed.errors = dict(requests), dict(errors)
+        timed.requests, timed.errors, timed.parts = dict(taken.requests), dict(taken.errors), dict(taken.parts)
     timed.runs.append(wall)
-    return sum(requests.values())
+    return sum(taken.requests.values())
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -538,6 +605,18 @@ def kinds_table(runs: dict[float, dict[str, Timed]]) -> list[str]:
     ]
 
 
+def parts_table(runs: dict[float, dict[str, Timed]]) -> list[str]:
+    """Requests by operation and the part of the layout they named: where each tool's requests go."""
+    columns = [timed for by_name in runs.values() for timed in by_name.values()]
+    labels = [f"{name} @{latency:g}ms" for latency, by_name in runs.items() for name in by_name]
+    parts = sorted({part for timed in columns for part in timed.parts},
+                   key=lambda p: -max(t.parts.get(p, 0) for t in columns))
+    lines = [f"{'requests by layout part':<52}" + "".join(f"{label:>16}" for label in labels)]
+    for part in parts:
+        lines.append(f"{part:<52}" + "".join(f"{t.parts.get(part, 0):>16,}" for t in columns))
+    return lines
+
+
 def own_request_counts(report_path: str) -> str:
     try:
         document = run.load_json(report_path)
@@ -555,13 +634,14 @@ def own_request_counts(report_path: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--smoke", action="store_true", help="synth.py's smoke preset (341 objects), latency 0: seconds")
+    p.add_argument("--smoke", action="store_true", help="the smoke shape (200 objects), latency 0")
     p.add_argument("--latency-ms", help="comma-separated latencies added per request (default 0,5; --smoke: 0)")
     p.add_argument("--rounds", type=int, default=1, help="timed runs of each command per latency, best kept")
     p.add_argument("--dir", help="keep the tree and the store here, and reuse them when their shape matches")
     p.add_argument("--keep", action="store_true", help="without --dir: keep the temp dir")
     p.add_argument("--workers", type=int, default=UPLOAD_WORKERS, help="upload threads")
     p.add_argument("--json", dest="json_path", help="write every number to this file")
+    p.add_argument("--no-ceiling", action="store_true", help="skip measuring the store's GETs/s (1 and 32 clients)")
     p.add_argument("--quiet", action="store_true", help="only the results")
     return p
 
@@ -667,6 +747,8 @@ def bench(args, params: synth.Params, shape_name: str, latencies: list[float], w
                     notes[f"error answers @{latency:g}ms"] = (
                         f"gc {dict(sorted(gc.errors.items()))}, audit {dict(sorted(audit.errors.items()))}")
             notes["audit's own request counts"] = own_request_counts(report_path)
+        if not args.no_ceiling:
+            notes["store ceiling (GetObject/s, direct)"] = ceiling_line(swift.endpoint, BUCKET, keys)
 
     disk_report = os.path.join(out, "audit-disk.json")
     subprocess.run([*fsck_argv(), "audit", root, "--json", "--quiet", "-o", disk_report], stdin=subprocess.DEVNULL)
@@ -731,6 +813,9 @@ def report(args, params: synth.Params, shape_name: str, facts: dict, objects: in
               f"({uploaded.puts / uploaded.seconds:.0f}/s on {args.workers} threads, {uploaded.rounds} round(s))")
     print()
     for line in kinds_table(runs):
+        print(line)
+    print()
+    for line in parts_table(runs):
         print(line)
     print()
     ratios: dict[str, dict[str, float | None]] = {}
