@@ -29,7 +29,10 @@ queue). Per latency, in this order (best of `--rounds`, default 1, no warm-up):
     audit   `registry-fsck audit s3://BUCKET/ROOT --endpoint-url PROXY --json --quiet -o FILE`
             (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; this checkout's package)
 
-It prints wall seconds and requests by kind of each, the ratios audit/gc of requests (target <= 0.05)
+It prints wall seconds and requests by kind of each (and by the part of the layout each request named:
+`GetObject: tag current link`, `ListObjectsV2: blobs/ prefix, one directory`, ...), the store's ceiling
+(small GETs per second straight to Swift on 1 and 32 threads; `--no-ceiling` skips it), the ratios
+audit/gc of requests (target <= 0.05)
 and of wall time (target <= 0.2) with PASS or FAIL (a FAIL is a result: the exit code speaks only of
 correctness), and the checks, MATCH or MISMATCH (exit 1 on any MISMATCH):
 
