@@ -32,9 +32,8 @@ queue). Per latency, in this order (best of `--rounds`, default 1, no warm-up):
 It prints wall seconds and requests by kind of each (and by the part of the layout each request named:
 `GetObject: tag current link`, `ListObjectsV2: blobs/ prefix, one directory`, ...), the store's ceiling
 (small GETs per second straight to Swift on 1 and 32 threads; `--no-ceiling` skips it), the ratios
-audit/gc of requests (target <= 0.05)
-and of wall time (target <= 0.2) with PASS or FAIL (a FAIL is a result: the exit code speaks only of
-correctness), and the checks, MATCH or MISMATCH (exit 1 on any MISMATCH):
+audit/gc of requests (target <= 0.05) and of wall time (target <= 0.2) with PASS or FAIL (a FAIL is a
+result: the exit code speaks only of correctness), and the checks, MATCH or MISMATCH (exit 1 on any MISMATCH):
 
 - the GC's `blob eligible for deletion:` digests = 2.8's --delete-untagged rules applied to the tree
   on disk (a revision is kept only when a tag's `current` names it; a kept manifest marks its
