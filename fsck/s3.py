@@ -9,13 +9,14 @@ bounded pool of threads, into a tree in memory (each key's size, ETag and time) 
 answers directory by directory: every request after that is a GET of an object's content.
 
 A link whose listing shows the size of `sha256:<hex>` and, as ETag, the MD5 of the text its path
-implies (a revision, tag-index or sha256 `_layers` link) is as good as read: S3's ETag of a
+implies (a revision, tag-index or sha256 `_layers` link; for a tag's `current` link, one of the
+digests in the tag's index) is as good as read: S3's ETag of a
 single-part upload without SSE-KMS is the MD5 of the content (an ETag with a `-N` suffix, a
-multipart upload's, is not, nor is a KMS one, which never equals the MD5 but by chance). Only a
-tag's `current` link, the manifests, and the links the listing cannot vouch for are fetched.
+multipart upload's, is not, nor is a KMS one, which never equals the MD5 but by chance). Only the
+manifests and the links the listing cannot vouch for are fetched.
 
-Changing (repair, undo, purge): a move is a server-side copy, conditional on the ETag the listing
-showed (so only what was judged is taken), checked against its source's MD5, then a delete; the
+Changing (repair, undo, purge): a move is a server-side copy, refused if the object was modified since
+the listing (so only what was judged is taken), checked by its MD5 or its size, then a delete; the
 deletes wait in the store until `settle()`, which sends them as multi-object deletes of up to 1,000
 keys (`apply` settles at every change of plan step and at the end of every batch, so the deletes of a
 step follow its copies, and no delete precedes the copies it depends on). A journal is one object per
@@ -68,6 +69,7 @@ _LINK_BYTES = len("sha256:") + 64
 _SELF_NAMING_LINK = re.compile(
     r"(?:/_layers|/_manifests/revisions|/_manifests/tags/[^/]+/index)/sha256/([0-9a-f]{64})/link$"
 )
+_CURRENT_LINK = "/current/link"
 DELETE_KEYS = 1000  # S3's most keys per multi-object delete
 COPY_LIMIT = 5 * 1024**3  # the largest single-request copy; larger objects are copied in parts
 _COPY_PART = 512 * 1024**2
@@ -439,13 +441,24 @@ class S3Store:
             self.requests.add("empty_objects")
             return b""
         if size == _LINK_BYTES and isinstance(etag, bytes):
-            implied = _SELF_NAMING_LINK.search(path)
-            if implied is not None:
-                text = b"sha256:" + implied.group(1).encode()
+            for text in self._candidates(path):
                 if hashlib.md5(text, usedforsecurity=False).digest() == etag:
                     self.requests.add("links_vouched")
                     return text[:limit]
         return self._get(path, limit if limit < size else None)
+
+    def _candidates(self, path: str) -> Iterator[bytes]:
+        """What a link's content can be, from its path: the digest it names, or for a tag's `current` link the
+        digests of the tag's index (its current target is one of them, unless the tag is damaged)."""
+        implied = _SELF_NAMING_LINK.search(path)
+        if implied is not None:
+            yield b"sha256:" + implied.group(1).encode()
+        elif path.endswith(_CURRENT_LINK):
+            index = self._find(path[: -len(_CURRENT_LINK)] + "/index/sha256")
+            if isinstance(index, dict):
+                for name in index:
+                    if len(name) == 64:
+                        yield b"sha256:" + name.encode()
 
     def _get(self, path: str, limit: int | None) -> bytes:
         arguments = {"Bucket": self.location.bucket, "Key": self.prefix + path}
