@@ -7,6 +7,7 @@ collector: config, layers, index children and schema1 fsLayers reference blobs;
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -100,14 +101,22 @@ def _shared(text: str) -> str:
 
 
 _Canonical = Callable[[Digest], Digest]
+_Shared = Callable[[Reference], Reference]
 
 
 def _same(digest: Digest) -> Digest:
     return digest
 
 
-def parse_manifest(raw: bytes, canonical: _Canonical = _same) -> Manifest | InvalidManifest:
-    """`canonical` may return an equal digest object already held elsewhere, to share it."""
+def _same_reference(reference: Reference) -> Reference:
+    return reference
+
+
+def parse_manifest(
+    raw: bytes, canonical: _Canonical = _same, shared: _Shared = _same_reference
+) -> Manifest | InvalidManifest:
+    """`canonical` may return an equal digest object already held elsewhere, to share it; `shared`
+    the same for a whole reference (images share most of their layers)."""
     if not raw:
         return InvalidManifest("empty")
     if len(raw) > layout.MAX_MANIFEST_BYTES:
@@ -119,12 +128,12 @@ def parse_manifest(raw: bytes, canonical: _Canonical = _same) -> Manifest | Inva
     if not isinstance(document, dict):
         return InvalidManifest("not a JSON object")
     try:
-        return _parse_document(document, canonical)
+        return _parse_document(document, canonical, shared)
     except _Malformed as error:
         return InvalidManifest(str(error))
 
 
-def _parse_document(document: dict, canonical: _Canonical) -> Manifest | InvalidManifest:
+def _parse_document(document: dict, canonical: _Canonical, shared: _Shared) -> Manifest | InvalidManifest:
     media_type = document.get("mediaType")
     if media_type is not None and not isinstance(media_type, str):
         raise _Malformed("mediaType is not a string")
@@ -132,27 +141,27 @@ def _parse_document(document: dict, canonical: _Canonical) -> Manifest | Invalid
         media_type = _shared(media_type)
     schema_version = document.get("schemaVersion")
     if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED) or (media_type is None and schema_version == 1):
-        return _schema1(document, media_type, canonical)
+        return _schema1(document, media_type, canonical, shared)
     if media_type in (DOCKER_LIST, OCI_INDEX) or (media_type is None and "manifests" in document):
-        children = _descriptors(document, "manifests", Role.CHILD, canonical)
+        children = _descriptors(document, "manifests", Role.CHILD, canonical, shared)
         return Manifest(Kind.INDEX, media_type, children, _subject(document, canonical))
     if media_type in (DOCKER_SCHEMA2, OCI_MANIFEST) or (media_type is None and "config" in document):
         config = document.get("config")
         if not isinstance(config, dict):
             raise _Malformed("image manifest without a config descriptor")
-        references = (_descriptor(config, Role.CONFIG, canonical),) + _descriptors(
-            document, "layers", Role.LAYER, canonical
+        references = (shared(_descriptor(config, Role.CONFIG, canonical)),) + _descriptors(
+            document, "layers", Role.LAYER, canonical, shared
         )
         return Manifest(Kind.IMAGE, media_type, references, _subject(document, canonical))
     if media_type == OCI_ARTIFACT:
-        blobs = _descriptors(document, "blobs", Role.LAYER, canonical)
+        blobs = _descriptors(document, "blobs", Role.LAYER, canonical, shared)
         return Manifest(Kind.ARTIFACT, media_type, blobs, _subject(document, canonical))
     if media_type is None:
         return InvalidManifest("no mediaType and no known schema")
     return InvalidManifest(f"unknown media type {media_type!r}")
 
 
-def _schema1(document: dict, media_type: str | None, canonical: _Canonical) -> Manifest:
+def _schema1(document: dict, media_type: str | None, canonical: _Canonical, shared: _Shared) -> Manifest:
     fs_layers = document.get("fsLayers")
     if not isinstance(fs_layers, list):
         raise _Malformed("schema1 manifest without fsLayers")
@@ -163,17 +172,19 @@ def _schema1(document: dict, media_type: str | None, canonical: _Canonical) -> M
         digest = layout.parse_digest(entry["blobSum"])
         if digest is None:
             raise _Malformed(f"invalid blobSum {entry['blobSum'][:80]!r}")
-        references.append(Reference(canonical(digest), Role.LAYER))
+        references.append(shared(Reference(canonical(digest), Role.LAYER)))
     return Manifest(Kind.SCHEMA1, media_type, tuple(references))
 
 
-def _descriptors(document: dict, field: str, role: Role, canonical: _Canonical) -> tuple[Reference, ...]:
+def _descriptors(
+    document: dict, field: str, role: Role, canonical: _Canonical, shared: _Shared
+) -> tuple[Reference, ...]:
     entries = document.get(field, [])
     if entries is None:
         return ()
     if not isinstance(entries, list):
         raise _Malformed(f"{field} is not a list")
-    return tuple(_descriptor(entry, role, canonical) for entry in entries)
+    return tuple(shared(_descriptor(entry, role, canonical)) for entry in entries)
 
 
 def _descriptor(entry: object, role: Role, canonical: _Canonical = _same) -> Reference:
@@ -239,9 +250,21 @@ def read_manifests(
     # References to stored blobs share the inventory's digest objects (one per blob, not one
     # per reference); the table is dropped when reading is done.
     stored = {digest: digest for digest in sizes} if wanted else {}
+    # Equal references, one object: most layers are in several images. A size that is the stored one
+    # is the inventory's own int object.
+    references: dict[Reference, Reference] = {}
 
     def canonical(digest: Digest) -> Digest:
         return stored.get(digest, digest)
+
+    def shared(reference: Reference) -> Reference:
+        found = references.get(reference)
+        if found is not None:
+            return found
+        size = sizes.get(reference.digest)
+        if size is not None and size == reference.size and size is not reference.size:
+            reference = dataclasses.replace(reference, size=size)
+        return references.setdefault(reference, reference)
 
     def load(digest: Digest) -> Manifest | InvalidManifest:
         size = sizes[digest]
@@ -252,7 +275,7 @@ def read_manifests(
             raw = store.read(layout.blob_data(digest), layout.MAX_MANIFEST_BYTES + 1, size)
         except OSError as error:
             return InvalidManifest(f"unreadable: {error.strerror}", unreadable=True)
-        return parse_manifest(raw, canonical)
+        return parse_manifest(raw, canonical, shared)
 
     def load_batch(batch: list[Digest]) -> list[tuple[Digest, Manifest | InvalidManifest]]:
         return [(digest, load(digest)) for digest in batch]
