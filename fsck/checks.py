@@ -492,19 +492,19 @@ def _blob_verdicts(state: _State) -> tuple[list[Digest], list[Digest]]:
 
 def _add_blob_verdicts(
     state: _State, orphans: list[Digest], unreachable: list[Digest],
-    users: Mapping[Digest, tuple[str, ...] | set[str]],
+    users: Mapping[Digest, str | set[str]],
 ) -> None:
     """Each with the repositories using it: named in an unreachable blob's message, and the owner of
     its bytes where there is one alone."""
     blobs = state.blobs
     for digest in orphans:
-        names = users.get(digest, ())
+        names = _names(users.get(digest))
         state.add(Finding(
             Id.BLOB_ORPHAN, layout.Blob(digest), "no manifest references this blob", digest=digest,
             bytes=blobs[digest], owner=next(iter(names)) if len(names) == 1 else None,
         ))
     for digest in unreachable:
-        names = users.get(digest, ())
+        names = _names(users.get(digest))
         message = "referenced only by manifests that are not live"
         if names:
             message += f" (in {_some(sorted(names))})"
@@ -514,21 +514,25 @@ def _add_blob_verdicts(
         ))
 
 
+def _names(users: str | set[str] | None) -> tuple[str, ...] | set[str]:
+    return () if users is None else (users,) if isinstance(users, str) else users
+
+
 def _users(
     graph: Graph, inventory: Inventory, unreachable: set[Digest], orphans: set[Digest]
-) -> dict[Digest, tuple[str, ...] | set[str]]:
+) -> dict[Digest, str | set[str]]:
     """The repositories that use each garbage blob: for an unreachable blob, those whose stored manifests
     are or reference it; for an orphan (no manifest does), those whose _layers link it. Most have one
-    user: a tuple of one name (the repository's own str) until a second comes, a set only then."""
-    users: dict[Digest, tuple[str, ...] | set[str]] = {}
+    user: its name alone (the repository's own str object) until a second comes, a set only then."""
+    users: dict[Digest, str | set[str]] = {}
 
     def use(digest: Digest, name: str) -> None:
         names = users.get(digest)
         if names is None:
-            users[digest] = (name,)
-        elif isinstance(names, tuple):
-            if names[0] != name:
-                users[digest] = {names[0], name}
+            users[digest] = name
+        elif isinstance(names, str):
+            if names != name:
+                users[digest] = {names, name}
         else:
             names.add(name)
 
