@@ -70,20 +70,25 @@ class RecentUpload:
 @dataclass(frozen=True, slots=True)
 class UntaggedOnly:
     """The layer-link-unused paths that only --untagged frees, as a set of paths: held per repository
-    as digests (the inventory's own objects), not as one path string per link."""
+    as a list of digests (the inventory's own objects), not as one path string per link; a lookup
+    table is built at the first question (the text report's, once the checks are done)."""
 
-    by_repository: dict[str, set[Digest]]
+    by_repository: dict[str, list[Digest]]
+    _lookup: dict[str, set[Digest]] = field(default_factory=dict, compare=False)
 
     def add(self, repository: str, digest: Digest) -> None:
-        self.by_repository.setdefault(repository, set()).add(digest)
+        self.by_repository.setdefault(repository, []).append(digest)
 
     def __contains__(self, path: object) -> bool:
         if not isinstance(path, str) or f"/{layout.LAYERS}/" not in path:
             return False
         location = layout.locate(path)
-        return isinstance(location, layout.LayerLink) and location.digest in self.by_repository.get(
-            location.repository, ()
-        )
+        if not isinstance(location, layout.LayerLink) or location.repository not in self.by_repository:
+            return False
+        found = self._lookup.get(location.repository)
+        if found is None:
+            found = self._lookup[location.repository] = set(self.by_repository[location.repository])
+        return location.digest in found
 
     def __iter__(self) -> Iterator[str]:
         for name, digests in self.by_repository.items():
@@ -190,9 +195,10 @@ def audit(
     empty_repositories: list[str] = []
     for repository in inventory.repositories.values():
         recent += _repository(state, repository, policy, unknown.get(repository.name, _NONE), empty_repositories)
-    orphans, unreachable = _blob_verdicts(state)
+    orphans, unreachable, unkept, marked = _blob_verdicts(state)
     _leftovers(state, inventory, unread_paths, empty_repositories)
-    users = _users(state.graph, inventory, set(unreachable), set(orphans))
+    users = _users(state.graph, inventory, unkept, marked)
+    del unkept, marked
     del roots, kept_roots
     _add_blob_verdicts(state, orphans, unreachable, users)
     _name_users(state, inventory)
@@ -479,15 +485,16 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
             ))
 
 
-def _blob_verdicts(state: _State) -> tuple[list[Digest], list[Digest]]:
-    """The blobs nothing keeps: orphans (no stored manifest references them) and unreachable ones."""
+def _blob_verdicts(state: _State) -> tuple[list[Digest], list[Digest], AbstractSet[Digest], set[Digest]]:
+    """The blobs nothing keeps: orphans (no stored manifest references them) and unreachable ones, in the
+    inventory's order; and as sets, what nothing keeps and which of it the GC marks (the unreachable)."""
     damaged, kept, protected = state.blob_damage, state.kept.blobs, state.protected.blobs
-    unkept = [d for d in state.blobs if not (d in damaged or d in kept or d in protected)]
-    marked = marked_among(state.graph, set(unkept))
+    unkept = dict.fromkeys(d for d in state.blobs if not (d in damaged or d in kept or d in protected)).keys()
+    marked = marked_among(state.graph, unkept)
     orphans, unreachable = [], []
     for digest in unkept:
         (orphans if digest not in marked else unreachable).append(digest)
-    return orphans, unreachable
+    return orphans, unreachable, unkept, marked
 
 
 def _add_blob_verdicts(
@@ -519,10 +526,11 @@ def _names(users: str | set[str] | None) -> tuple[str, ...] | set[str]:
 
 
 def _users(
-    graph: Graph, inventory: Inventory, unreachable: set[Digest], orphans: set[Digest]
+    graph: Graph, inventory: Inventory, garbage: AbstractSet[Digest], unreachable: AbstractSet[Digest]
 ) -> dict[Digest, str | set[str]]:
-    """The repositories that use each garbage blob: for an unreachable blob, those whose stored manifests
-    are or reference it; for an orphan (no manifest does), those whose _layers link it. Most have one
+    """The repositories that use each garbage blob (`garbage`: orphans and `unreachable` ones): for an
+    unreachable blob, those whose stored manifests are or reference it; for an orphan (no manifest
+    does), those whose _layers link it. Most have one
     user: its name alone (the repository's own str object) until a second comes, a set only then."""
     users: dict[Digest, str | set[str]] = {}
 
@@ -543,10 +551,11 @@ def _users(
                 for used in (digest, *(r.digest for r in manifest.references)) if manifest is not None else (digest,):
                     if used in unreachable:
                         use(used, name)
-    if orphans:
+    if len(garbage) > len(unreachable):  # some orphans
         for name, repository in inventory.repositories.items():
-            for digest in repository.layer_links & orphans:
-                use(digest, name)
+            for digest in repository.layer_links & garbage:
+                if digest not in unreachable:
+                    use(digest, name)
     return users
 
 
