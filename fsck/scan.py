@@ -242,6 +242,12 @@ def _unpacked(packed: bytes) -> list[Digest]:
     return digests
 
 
+def _compact(digests: set[Digest]) -> set[Digest]:
+    """The same set in a table sized for it: one grown an entry at a time may be up to four times
+    too large (a set quadruples its table as it grows), one copied from a set is sized once."""
+    return set(digests) if len(digests) > 4 else digests  # up to 4 fit in the set's own small table
+
+
 def _pack_inventory(inventory: Inventory) -> _Packed:
     return _Packed(
         _pack(inventory.blobs), array("q", inventory.blobs.values()),
@@ -594,7 +600,8 @@ class _Walker:
              tags, uploads, bad_links, aliases, fully_read) = packed
             mine.repositories[name] = Repository(
                 name, has_layers_dir, has_manifests_dir, has_tags_dir, has_uploads_dir,
-                {intern(d, d) for d in _unpacked(layer_links)}, {intern(d, d) for d in _unpacked(revisions)},
+                _compact({intern(d, d) for d in _unpacked(layer_links)}),
+                _compact({intern(d, d) for d in _unpacked(revisions)}),
                 {
                     tag_name: Tag(
                         tag_name, None if current is None else intern(current, current), has_current_file,
