@@ -4,6 +4,7 @@
     python benchmarks/profile_audit.py ROOT --verify        # and of re-hashing every blob
     python benchmarks/profile_audit.py ROOT --cprofile 20   # and cProfile's top 20 by cumulative time
     python benchmarks/profile_audit.py --memory ROOT        # tracemalloc: bytes held after each stage
+    python benchmarks/profile_audit.py --rss ROOT           # peak RSS in each stage, the report streamed as the CLI does
     python benchmarks/profile_audit.py --collapsed FILE     # top 20 of a `py-spy record -f raw` profile
 
 The stages are the ones `fsck.service` wires for `audit --json`: scan → manifests →
@@ -145,6 +146,66 @@ def memory(root: str) -> dict:
     return {"held_mib": held, "top_lines": top}
 
 
+def rss_stages(root: str) -> dict:
+    """Peak resident memory in each stage, sampled every 5 ms by a thread (the kernel's high-water mark
+    for the whole run beside it), with the report streamed to /dev/null as `audit --json -o` writes it:
+    where the audit's peak RSS comes from. Starts after the CLI's imports, as a run does."""
+    import threading
+
+    import fsck.cli  # noqa: F401  (the imports every run pays, in the first row)
+    from fsck import checks, report, service
+
+    def resident_mib() -> float:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    stage = ["imports"]
+    peaks: dict[str, float] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            now, where = resident_mib(), stage[0]
+            peaks[where] = max(peaks.get(where, 0.0), now)
+            done.wait(0.005)
+
+    class Stage:
+        def counter(self, description: str, unit: str, total: int | None = None, scale: bool = False):
+            class _Counter:
+                def __enter__(self):
+                    stage[0] = description
+                    return self
+
+                def update(self, _n: int = 1) -> None:
+                    pass
+
+                def __exit__(self, *_exc) -> None:
+                    stage[0] = f"after {description}"
+
+            return _Counter()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    done.wait(0.05)
+    target = service.resolve_target(root, None)
+    loaded = service.load(target, progress=Stage())
+    stage[0] = "analyze"
+    policy = checks.Policy(now=datetime.now(timezone.utc))
+    audit = service.judge(loaded, policy).released()
+    del loaded
+    stage[0] = "report"
+    context = report.Context(target.root, target.v2, policy.now, False)
+    with open(os.devnull, "wb") as out:
+        report.write_json(audit, context, 4, out)
+    done.wait(0.05)
+    done.set()
+    sampler.join()
+    return {
+        "peak_rss_mib_by_stage": {name: round(mib, 1) for name, mib in peaks.items()},
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
 def collapsed_summary(path: str, count: int = 20, main_only: bool = False) -> str:
     """Top functions of a py-spy raw (collapsed-stack) profile, by inclusive and by own samples.
 
@@ -181,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cprofile", type=int, metavar="N", help="print cProfile's top N by cumulative time")
     parser.add_argument("--sort", default="cumulative", help="pstats sort key (default cumulative)")
     parser.add_argument("--memory", action="store_true", help="tracemalloc: Python heap held after each stage")
+    parser.add_argument("--rss", action="store_true", help="peak RSS in each stage, the report streamed")
     parser.add_argument("--verify", action="store_true", help="also time re-hashing every blob (audit --verify)")
     parser.add_argument("--collapsed", metavar="FILE", help="summarize a `py-spy record -f raw` output file")
     parser.add_argument("--top", type=int, default=20, help="lines in --collapsed summaries (default 20)")
@@ -193,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("give ROOT")
     if args.memory:
         print(json.dumps(memory(args.root), indent=1))
+    elif args.rss:
+        print(json.dumps(rss_stages(args.root), indent=1))
     elif args.cprofile:
         profiler = cProfile.Profile()
         profiler.enable()

@@ -14,7 +14,8 @@ data exists marks the manifest and its config, layers and children), and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -24,12 +25,13 @@ from .layout import Digest
 from .manifests import InvalidManifest, Manifest, Role
 from .reach import (
     Graph,
-    Marks,
     Reach,
     Roots,
+    build_graph,
     damaged_link_roots,
-    graph_and_marks,
+    marked_among,
     reach,
+    referenced_among,
     revision_roots,
     tag_roots,
     tags_using_each,
@@ -66,6 +68,44 @@ class RecentUpload:
 
 
 @dataclass(frozen=True, slots=True)
+class UntaggedOnly:
+    """The layer-link-unused paths that only --untagged frees, as a set of paths: held per repository
+    as a list of digests (the inventory's own objects), not as one path string per link; a lookup
+    table is built at the first question (the text report's, once the checks are done)."""
+
+    by_repository: dict[str, list[Digest]]
+    _lookup: dict[str, set[Digest]] = field(default_factory=dict, compare=False)
+
+    def add(self, repository: str, digest: Digest) -> None:
+        self.by_repository.setdefault(repository, []).append(digest)
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, str) or f"/{layout.LAYERS}/" not in path:
+            return False
+        location = layout.locate(path)
+        if not isinstance(location, layout.LayerLink) or location.repository not in self.by_repository:
+            return False
+        found = self._lookup.get(location.repository)
+        if found is None:
+            found = self._lookup[location.repository] = set(self.by_repository[location.repository])
+        return location.digest in found
+
+    def __iter__(self) -> Iterator[str]:
+        for name, digests in self.by_repository.items():
+            for digest in digests:
+                yield layout.layer_link_dir(name, digest)
+
+    def __len__(self) -> int:
+        return sum(len(digests) for digests in self.by_repository.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.by_repository)
+
+
+_NONE: frozenset[Digest] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Audit:
     findings: FindingLog  # in report order; or any iterable of findings a caller builds
     totals: Totals
@@ -83,7 +123,7 @@ class Audit:
     # Garbage blobs whose bytes belong to one repository: its manifests alone are or reference them.
     blob_owners: Mapping[Digest, str] = field(default_factory=dict)
     # layer-link-unused whose blob an untagged manifest of the repository references: only --untagged frees it
-    untagged_only: frozenset[str] = frozenset()
+    untagged_only: AbstractSet[str] = frozenset()
 
     @property
     def recent_uploads(self) -> int:
@@ -131,13 +171,15 @@ def audit(
     unverified: tuple[Oddity, ...] = (),
 ) -> Audit:
     """`corrupt_blobs` and `unverified` (blobs that could not be read) come from --verify."""
-    graph, marks = graph_and_marks(inventory, manifests)
+    graph = build_graph(inventory, manifests)
     unread_paths = (*inventory.unreadable, *unverified)
     roots = tag_roots(inventory)
     live = reach(graph, roots)
+    # Per repository (only those with any): the manifests it names whose data is invalid or unreadable.
     unknown = {
-        name: {d for d in repository.named_manifests() if isinstance(manifests.get(d), InvalidManifest)}
+        name: invalid
         for name, repository in inventory.repositories.items()
+        if (invalid := {d for d in repository.named_manifests() if isinstance(manifests.get(d), InvalidManifest)})
     }
     # What unreadable manifest data references is unknown: their repositories keep every revision.
     unread = [name for name, digests in unknown.items() if any(manifests[d].unreadable for d in digests)]
@@ -145,17 +187,19 @@ def audit(
     kept = reach(graph, kept_roots) if unread else live
     protected = reach(graph, damaged_link_roots(inventory))
     state = _State(
-        graph, marks, live, kept, protected,
+        graph, live, kept, protected,
         not_seen=frozenset(o.path for o in (*inventory.unknown, *unread_paths)),
     )
     _damaged_blobs(state, corrupt_blobs)
     recent: list[RecentUpload] = []
     empty_repositories: list[str] = []
     for repository in inventory.repositories.values():
-        recent += _repository(state, repository, policy, unknown[repository.name], empty_repositories)
-    orphans, unreachable = _blob_verdicts(state)
+        recent += _repository(state, repository, policy, unknown.get(repository.name, _NONE), empty_repositories)
+    orphans, unreachable, unkept, marked = _blob_verdicts(state)
     _leftovers(state, inventory, unread_paths, empty_repositories)
-    users = _users(state.graph, inventory, set(unreachable), set(orphans))
+    users = _users(state.graph, inventory, unkept, marked)
+    del unkept, marked
+    del roots, kept_roots
     _add_blob_verdicts(state, orphans, unreachable, users)
     _name_users(state, inventory)
     totals = Totals(
@@ -165,7 +209,8 @@ def audit(
         blobs=len(inventory.blobs),
         blob_bytes=sum(inventory.blobs.values()),
     )
-    used_as_content = {f.digest for f in state.damage if f.id is Id.MANIFEST_INVALID and f.digest in marks.referenced}
+    invalid = {f.digest for f in state.damage if f.id is Id.MANIFEST_INVALID}
+    used_as_content = referenced_among(graph, invalid)
     for finding in state.damage:
         state.findings.add(finding)
     findings, state.damage = state.findings, []
@@ -176,14 +221,13 @@ def audit(
         findings, totals, inventory.complete and not unverified and not unreadable, uncertain,
         graph, tuple(unread), protected, state.not_seen, frozenset(used_as_content),
         recent=tuple(sorted(recent, key=lambda r: r.started, reverse=True)),
-        untagged_only=frozenset(state.untagged_only),
+        untagged_only=state.untagged_only,
     )
 
 
 @dataclass(slots=True)
 class _State:
     graph: Graph
-    marks: Marks
     live: Reach  # what damage is looked for in
     kept: Reach  # what garbage verdicts spare
     protected: Reach  # what damaged links may name
@@ -194,7 +238,7 @@ class _State:
     blob_damage: set[Digest] = field(default_factory=set)  # blobs already given a damage finding
     # Paths not read or not followed (symbolic links the registry would follow): what is there is unknown.
     not_seen: frozenset[str] = frozenset()
-    untagged_only: set[str] = field(default_factory=set)  # layer-link-unused that only --untagged frees
+    untagged_only: UntaggedOnly = field(default_factory=lambda: UntaggedOnly({}))  # layer-link-unused only --untagged frees
 
     @property
     def blobs(self) -> Mapping[Digest, int]:
@@ -231,7 +275,7 @@ def _repository(
         manifest = state.graph.manifest(digest)
         if manifest is not None:
             _check_live_manifest(state, repo, digest, manifest, reported)
-    kept_references = state.kept.referenced(name)
+    kept_references = state.kept.references_of(name)
 
     _tags(state, repo)
     for digest in repo.revisions:
@@ -306,7 +350,7 @@ def _repository(
                 message = "no live manifest of this repository references this blob"
                 if digest in untagged_use:
                     message += "; an untagged one does (freed with --untagged)"
-                    state.untagged_only.add(location.path)
+                    state.untagged_only.add(name, digest)
                 state.add(Finding(Id.LAYER_LINK_UNUSED, location, message, name, digest=digest))
             else:
                 state.add(Finding(
@@ -320,7 +364,7 @@ def _protected_in(protected: Reach, name: str) -> set[Digest]:
     """What damaged links of the repository may name, with what that keeps."""
     if name not in protected.live and name not in protected.held:
         return set()
-    return {*protected.live.get(name, ()), *protected.referenced(name), *protected.held.get(name, ())}
+    return {*protected.live.get(name, ()), *protected.references_of(name), *protected.held.get(name, ())}
 
 
 def _check_live_manifest(
@@ -441,31 +485,33 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
             ))
 
 
-def _blob_verdicts(state: _State) -> tuple[list[Digest], list[Digest]]:
-    """The blobs nothing keeps: orphans (no stored manifest references them) and unreachable ones."""
-    damaged, kept, protected, marked = state.blob_damage, state.kept.blobs, state.protected.blobs, state.marks.marked
+def _blob_verdicts(state: _State) -> tuple[list[Digest], list[Digest], AbstractSet[Digest], set[Digest]]:
+    """The blobs nothing keeps: orphans (no stored manifest references them) and unreachable ones, in the
+    inventory's order; and as sets, what nothing keeps and which of it the GC marks (the unreachable)."""
+    damaged, kept, protected = state.blob_damage, state.kept.blobs, state.protected.blobs
+    unkept = dict.fromkeys(d for d in state.blobs if not (d in damaged or d in kept or d in protected)).keys()
+    marked = marked_among(state.graph, unkept)
     orphans, unreachable = [], []
-    for digest in state.blobs:
-        if digest in damaged or digest in kept or digest in protected:
-            continue
+    for digest in unkept:
         (orphans if digest not in marked else unreachable).append(digest)
-    return orphans, unreachable
+    return orphans, unreachable, unkept, marked
 
 
 def _add_blob_verdicts(
-    state: _State, orphans: list[Digest], unreachable: list[Digest], users: Mapping[Digest, set[str]]
+    state: _State, orphans: list[Digest], unreachable: list[Digest],
+    users: Mapping[Digest, str | set[str]],
 ) -> None:
     """Each with the repositories using it: named in an unreachable blob's message, and the owner of
     its bytes where there is one alone."""
     blobs = state.blobs
     for digest in orphans:
-        names = users.get(digest, ())
+        names = _names(users.get(digest))
         state.add(Finding(
             Id.BLOB_ORPHAN, layout.Blob(digest), "no manifest references this blob", digest=digest,
             bytes=blobs[digest], owner=next(iter(names)) if len(names) == 1 else None,
         ))
     for digest in unreachable:
-        names = users.get(digest, ())
+        names = _names(users.get(digest))
         message = "referenced only by manifests that are not live"
         if names:
             message += f" (in {_some(sorted(names))})"
@@ -475,21 +521,41 @@ def _add_blob_verdicts(
         ))
 
 
-def _users(graph: Graph, inventory: Inventory, unreachable: set[Digest], orphans: set[Digest]) -> dict[Digest, set[str]]:
-    """The repositories that use each garbage blob: for an unreachable blob, those whose stored manifests
-    are or reference it; for an orphan (no manifest does), those whose _layers link it."""
-    users: dict[Digest, set[str]] = {}
+def _names(users: str | set[str] | None) -> tuple[str, ...] | set[str]:
+    return () if users is None else (users,) if isinstance(users, str) else users
+
+
+def _users(
+    graph: Graph, inventory: Inventory, garbage: AbstractSet[Digest], unreachable: AbstractSet[Digest]
+) -> dict[Digest, str | set[str]]:
+    """The repositories that use each garbage blob (`garbage`: orphans and `unreachable` ones): for an
+    unreachable blob, those whose stored manifests are or reference it; for an orphan (no manifest
+    does), those whose _layers link it. Most have one
+    user: its name alone (the repository's own str object) until a second comes, a set only then."""
+    users: dict[Digest, str | set[str]] = {}
+
+    def use(digest: Digest, name: str) -> None:
+        names = users.get(digest)
+        if names is None:
+            users[digest] = name
+        elif isinstance(names, str):
+            if names != name:
+                users[digest] = {names, name}
+        else:
+            names.add(name)
+
     if unreachable:
         for name, revisions in graph.revisions.items():
             for digest in revisions:
                 manifest = graph.manifest(digest)
                 for used in (digest, *(r.digest for r in manifest.references)) if manifest is not None else (digest,):
                     if used in unreachable:
-                        users.setdefault(used, set()).add(name)
-    if orphans:
+                        use(used, name)
+    if len(garbage) > len(unreachable):  # some orphans
         for name, repository in inventory.repositories.items():
-            for digest in repository.layer_links & orphans:
-                users.setdefault(digest, set()).add(name)
+            for digest in repository.layer_links & garbage:
+                if digest not in unreachable:
+                    use(digest, name)
     return users
 
 

@@ -106,8 +106,23 @@ def _same(digest: Digest) -> Digest:
     return digest
 
 
-def parse_manifest(raw: bytes, canonical: _Canonical = _same) -> Manifest | InvalidManifest:
-    """`canonical` may return an equal digest object already held elsewhere, to share it."""
+class Sharing:
+    """Equal descriptors, one `Reference` (images share most of their layers): the first reference
+    made to each digest, handed out again to every equal one. A size equal to the stored one is the
+    stored int object."""
+
+    __slots__ = ("references", "sizes")
+
+    def __init__(self, sizes: Mapping[Digest, int]) -> None:
+        self.references: dict[Digest, Reference] = {}
+        self.sizes = sizes
+
+
+def parse_manifest(
+    raw: bytes, canonical: _Canonical = _same, sharing: Sharing | None = None
+) -> Manifest | InvalidManifest:
+    """`canonical` may return an equal digest object already held elsewhere, to share it; `sharing`
+    the same for whole references, across the manifests parsed with it."""
     if not raw:
         return InvalidManifest("empty")
     if len(raw) > layout.MAX_MANIFEST_BYTES:
@@ -119,12 +134,12 @@ def parse_manifest(raw: bytes, canonical: _Canonical = _same) -> Manifest | Inva
     if not isinstance(document, dict):
         return InvalidManifest("not a JSON object")
     try:
-        return _parse_document(document, canonical)
+        return _parse_document(document, canonical, sharing)
     except _Malformed as error:
         return InvalidManifest(str(error))
 
 
-def _parse_document(document: dict, canonical: _Canonical) -> Manifest | InvalidManifest:
+def _parse_document(document: dict, canonical: _Canonical, sharing: Sharing | None) -> Manifest | InvalidManifest:
     media_type = document.get("mediaType")
     if media_type is not None and not isinstance(media_type, str):
         raise _Malformed("mediaType is not a string")
@@ -134,18 +149,18 @@ def _parse_document(document: dict, canonical: _Canonical) -> Manifest | Invalid
     if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED) or (media_type is None and schema_version == 1):
         return _schema1(document, media_type, canonical)
     if media_type in (DOCKER_LIST, OCI_INDEX) or (media_type is None and "manifests" in document):
-        children = _descriptors(document, "manifests", Role.CHILD, canonical)
+        children = _descriptors(document, "manifests", Role.CHILD, canonical, sharing)
         return Manifest(Kind.INDEX, media_type, children, _subject(document, canonical))
     if media_type in (DOCKER_SCHEMA2, OCI_MANIFEST) or (media_type is None and "config" in document):
         config = document.get("config")
         if not isinstance(config, dict):
             raise _Malformed("image manifest without a config descriptor")
-        references = (_descriptor(config, Role.CONFIG, canonical),) + _descriptors(
-            document, "layers", Role.LAYER, canonical
+        references = (_descriptor(config, Role.CONFIG, canonical, sharing),) + _descriptors(
+            document, "layers", Role.LAYER, canonical, sharing
         )
         return Manifest(Kind.IMAGE, media_type, references, _subject(document, canonical))
     if media_type == OCI_ARTIFACT:
-        blobs = _descriptors(document, "blobs", Role.LAYER, canonical)
+        blobs = _descriptors(document, "blobs", Role.LAYER, canonical, sharing)
         return Manifest(Kind.ARTIFACT, media_type, blobs, _subject(document, canonical))
     if media_type is None:
         return InvalidManifest("no mediaType and no known schema")
@@ -167,16 +182,20 @@ def _schema1(document: dict, media_type: str | None, canonical: _Canonical) -> M
     return Manifest(Kind.SCHEMA1, media_type, tuple(references))
 
 
-def _descriptors(document: dict, field: str, role: Role, canonical: _Canonical) -> tuple[Reference, ...]:
+def _descriptors(
+    document: dict, field: str, role: Role, canonical: _Canonical, sharing: Sharing | None
+) -> tuple[Reference, ...]:
     entries = document.get(field, [])
     if entries is None:
         return ()
     if not isinstance(entries, list):
         raise _Malformed(f"{field} is not a list")
-    return tuple(_descriptor(entry, role, canonical) for entry in entries)
+    return tuple(_descriptor(entry, role, canonical, sharing) for entry in entries)
 
 
-def _descriptor(entry: object, role: Role, canonical: _Canonical = _same) -> Reference:
+def _descriptor(
+    entry: object, role: Role, canonical: _Canonical = _same, sharing: Sharing | None = None
+) -> Reference:
     if not isinstance(entry, dict):
         raise _Malformed(f"{role.value} descriptor is not an object")
     text = entry.get("digest")
@@ -184,15 +203,26 @@ def _descriptor(entry: object, role: Role, canonical: _Canonical = _same) -> Ref
     if digest is None:
         raise _Malformed(f"{role.value} descriptor with invalid digest {str(text)[:80]!r}")
     size = entry.get("size")
+    size = size if isinstance(size, int) and not isinstance(size, bool) else None
     media_type = entry.get("mediaType")
+    media_type = _shared(media_type) if isinstance(media_type, str) else None
     urls = entry.get("urls")
-    return Reference(
-        canonical(digest),
-        role,
-        size if isinstance(size, int) and not isinstance(size, bool) else None,
-        _shared(media_type) if isinstance(media_type, str) else None,
-        foreign=isinstance(urls, list) and bool(urls),
-    )
+    foreign = isinstance(urls, list) and bool(urls)
+    digest = canonical(digest)
+    if sharing is None:
+        return Reference(digest, role, size, media_type, foreign=foreign)
+    found = sharing.references.get(digest)
+    if (
+        found is not None and found.role is role and found.size == size and found.media_type == media_type
+        and found.foreign is foreign
+    ):
+        return found
+    if size is not None and sharing.sizes.get(digest) == size:
+        size = sharing.sizes[digest]
+    reference = Reference(digest, role, size, media_type, foreign=foreign)
+    if found is None:
+        sharing.references[digest] = reference
+    return reference
 
 
 def _subject(document: dict, canonical: _Canonical) -> Digest | None:
@@ -239,6 +269,7 @@ def read_manifests(
     # References to stored blobs share the inventory's digest objects (one per blob, not one
     # per reference); the table is dropped when reading is done.
     stored = {digest: digest for digest in sizes} if wanted else {}
+    sharing = Sharing(sizes)
 
     def canonical(digest: Digest) -> Digest:
         return stored.get(digest, digest)
@@ -252,7 +283,7 @@ def read_manifests(
             raw = store.read(layout.blob_data(digest), layout.MAX_MANIFEST_BYTES + 1, size)
         except OSError as error:
             return InvalidManifest(f"unreadable: {error.strerror}", unreadable=True)
-        return parse_manifest(raw, canonical)
+        return parse_manifest(raw, canonical, sharing)
 
     def load_batch(batch: list[Digest]) -> list[tuple[Digest, Manifest | InvalidManifest]]:
         return [(digest, load(digest)) for digest in batch]

@@ -54,39 +54,74 @@ class Graph:
 
 @dataclass(frozen=True, slots=True)
 class Marks:
-    """Built with the graph, held only while judging: the sets are as large as the store."""
+    """What the registry's GC marks, as whole sets (the audit asks `marked_among` about its candidates
+    instead: these sets are as large as the store)."""
 
-    marked: frozenset[Digest]  # what the registry's GC marks: every stored revision and what it references
-    referenced: frozenset[Digest]  # named as config, layer or child by some stored revision
+    marked: AbstractSet[Digest]  # every stored revision and what it references
+    referenced: AbstractSet[Digest]  # named as config, layer or child by some stored revision
 
 
 def build_graph(inventory: Inventory, manifests: Mapping[Digest, Manifest | InvalidManifest]) -> Graph:
-    return graph_and_marks(inventory, manifests)[0]
+    blobs = inventory.blobs
+    referrers: dict[str, Referrers] = {}
+    for repository in inventory.repositories.values():
+        by_subject: dict[Digest, list[Digest]] = {}
+        for digest in repository.revisions:
+            if digest not in blobs:
+                continue
+            parsed = manifests.get(digest)
+            if isinstance(parsed, Manifest) and parsed.subject is not None:
+                by_subject.setdefault(parsed.subject, []).append(digest)
+        referrers[repository.name] = {subject: tuple(named) for subject, named in by_subject.items()}
+    return Graph(blobs, manifests, {name: r.revisions for name, r in inventory.repositories.items()}, referrers)
 
 
 def graph_and_marks(
     inventory: Inventory, manifests: Mapping[Digest, Manifest | InvalidManifest]
 ) -> tuple[Graph, Marks]:
-    blobs = inventory.blobs
+    graph = build_graph(inventory, manifests)
+    everything = set(graph.blobs)
+    for manifest in manifests.values():
+        if isinstance(manifest, Manifest):
+            everything.update(r.digest for r in manifest.references)
+    return graph, Marks(marked_among(graph, everything), referenced_among(graph, everything))
+
+
+def marked_among(graph: Graph, candidates: AbstractSet[Digest]) -> set[Digest]:
+    """Those of `candidates` the registry's GC marks: stored revisions, and what they reference as
+    config, layer or child. One pass over the revisions; nothing as large as the store is built."""
+    blobs, manifests = graph.blobs, graph.manifests
     marked: set[Digest] = set()
-    referenced: set[Digest] = set()
-    referrers: dict[str, Referrers] = {}
-    for repository in inventory.repositories.values():
-        by_subject: dict[Digest, list[Digest]] = defaultdict(list)
-        for digest in repository.revisions:
+    if not candidates:
+        return marked
+    for revisions in graph.revisions.values():
+        for digest in revisions:
             if digest not in blobs:
                 continue
-            marked.add(digest)
+            if digest in candidates:
+                marked.add(digest)
             parsed = manifests.get(digest)
             if isinstance(parsed, Manifest):
                 for reference in parsed.references:
-                    marked.add(reference.digest)
-                    referenced.add(reference.digest)
-                if parsed.subject is not None:
-                    by_subject[parsed.subject].append(digest)
-        referrers[repository.name] = {subject: tuple(named) for subject, named in by_subject.items()}
-    graph = Graph(blobs, manifests, {name: r.revisions for name, r in inventory.repositories.items()}, referrers)
-    return graph, Marks(frozenset(marked), frozenset(referenced))
+                    if reference.digest in candidates:
+                        marked.add(reference.digest)
+    return marked
+
+
+def referenced_among(graph: Graph, candidates: AbstractSet[Digest]) -> set[Digest]:
+    """Those of `candidates` some stored revision names as config, layer or child."""
+    blobs, manifests = graph.blobs, graph.manifests
+    referenced: set[Digest] = set()
+    if not candidates:
+        return referenced
+    for revisions in graph.revisions.values():
+        for digest in revisions:
+            parsed = manifests.get(digest) if digest in blobs else None
+            if isinstance(parsed, Manifest):
+                for reference in parsed.references:
+                    if reference.digest in candidates:
+                        referenced.add(reference.digest)
+    return referenced
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +149,23 @@ def _union(a: Mapping[str, AbstractSet[Digest]], b: Mapping[str, AbstractSet[Dig
 class Reach:
     graph: Graph
     live: Mapping[str, AbstractSet[Digest]]  # per repository: the manifests the roots keep
-    # Per repository: what its live manifests reference, the blobs its `_layers` must link.
-    referenced_in: Mapping[str, AbstractSet[Digest]]
     held: Mapping[str, AbstractSet[Digest]]  # per repository: blobs the roots keep as they are
     blobs: AbstractSet[Digest]  # every live manifest, what it references, and the held blobs
+    # Per repository, once asked: what its live manifests reference (the blobs its `_layers` must
+    # link). Built on demand: held for every repository, these sets together are as large as the store.
+    referenced_in: dict[str, AbstractSet[Digest]] = field(default_factory=dict, compare=False)
 
     def referenced(self, repository: str) -> AbstractSet[Digest]:
-        return self.referenced_in.get(repository, frozenset())
+        """What the repository's live manifests reference, kept for the next question."""
+        found = self.referenced_in.get(repository)
+        if found is None:
+            found = self.referenced_in[repository] = self.references_of(repository)
+        return found
+
+    def references_of(self, repository: str) -> AbstractSet[Digest]:
+        """The same, built afresh and not kept: for a caller that asks once per repository."""
+        live = self.live.get(repository)
+        return self.graph.references(live) if live is not None else frozenset()
 
     def keeps_manifest(self, repository: str, digest: Digest) -> bool:
         return digest in self.live.get(repository, ())
@@ -129,25 +174,23 @@ class Reach:
         """For each kept blob, the repositories whose live manifests are or reference it."""
         using: dict[Digest, list[str]] = defaultdict(list)
         for name, live in self.live.items():
-            for digest in {*live, *self.referenced_in[name]}:
+            for digest in {*live, *self.references_of(name)}:
                 using[digest].append(name)
         return {digest: tuple(sorted(names)) for digest, names in using.items()}
 
 
 def reach(graph: Graph, roots: Roots) -> Reach:
     live: dict[str, AbstractSet[Digest]] = {}
-    referenced: dict[str, AbstractSet[Digest]] = {}
     blobs: set[Digest] = set()
     for name, manifests in roots.manifests.items():
         kept = closure(graph, name, manifests)
         live[name] = kept
-        referenced[name] = graph.references(kept)
         blobs |= kept
-        blobs |= referenced[name]
+        blobs |= graph.references(kept)
     for held in roots.blobs.values():
         blobs |= held
     blobs |= roots.anywhere
-    return Reach(graph, live, referenced, roots.blobs, blobs)
+    return Reach(graph, live, roots.blobs, blobs)
 
 
 def closure(graph: Graph, repository: str, roots: Iterable[Digest]) -> set[Digest]:

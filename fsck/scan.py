@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import time
+from array import array
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -187,11 +188,81 @@ class _Unit:
 
 @dataclass(slots=True)
 class _Part:
-    """What a unit found: its own inventory, each item's answer, and how many directories it listed."""
+    """What a unit found: its own inventory, each item's answer, and how many directories it listed.
+    From a walker process, the inventory comes packed (`_Packed`)."""
 
-    inventory: Inventory
+    inventory: Inventory | _Packed
     answers: list
     listed: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Packed:
+    """A unit's inventory for the trip back from a walker process: the digests of each set joined into
+    one bytes object, blob sizes in one array. Unpickled, a part is a few large objects, not one per
+    digest: the walk's process then makes one object per digest, the one it keeps, and the parts'
+    copies leave no holes behind in its heap."""
+
+    blobs: bytes  # packed digests, in the dict's order
+    sizes: array  # of "q", the same order
+    repositories: tuple  # of _pack_repository's tuples, in the dict's order
+    oddities: list[Oddity]
+    unreadable: list[Oddity]
+    unknown: list[Oddity]
+    empty_dirs: list[str]
+    leftovers: list[LeftoverFile]
+
+
+_VARIABLE = 0  # the first byte of packed digests of several widths: each is preceded by its own
+
+
+def _pack(digests) -> bytes:
+    """Digests as one bytes object: a width byte, then each digest; or `_VARIABLE`, then each digest
+    after its own width byte."""
+    listed = list(digests)
+    if not listed:
+        return b""
+    width = len(listed[0])
+    if all(len(digest) == width for digest in listed):
+        return bytes((width,)) + b"".join(listed)
+    return bytes((_VARIABLE,)) + b"".join(bytes((len(digest),)) + digest for digest in listed)
+
+
+def _unpacked(packed: bytes) -> list[Digest]:
+    if not packed:
+        return []
+    width = packed[0]
+    if width != _VARIABLE:
+        return [packed[start : start + width] for start in range(1, len(packed), width)]
+    digests, at = [], 1
+    while at < len(packed):
+        width = packed[at]
+        digests.append(packed[at + 1 : at + 1 + width])
+        at += 1 + width
+    return digests
+
+
+def _compact(digests: set[Digest]) -> set[Digest]:
+    """The same set in a table sized for it: one grown an entry at a time may be up to four times
+    too large (a set quadruples its table as it grows), one copied from a set is sized once."""
+    return set(digests) if len(digests) > 4 else digests  # up to 4 fit in the set's own small table
+
+
+def _pack_inventory(inventory: Inventory) -> _Packed:
+    return _Packed(
+        _pack(inventory.blobs), array("q", inventory.blobs.values()),
+        tuple(_pack_repository(repository) for repository in inventory.repositories.values()),
+        inventory.oddities, inventory.unreadable, inventory.unknown, inventory.empty_dirs, inventory.leftovers,
+    )
+
+
+def _pack_repository(repository: Repository) -> tuple:
+    return (
+        repository.name, repository.has_layers_dir, repository.has_manifests_dir, repository.has_tags_dir,
+        repository.has_uploads_dir, _pack(repository.layer_links), _pack(repository.revisions),
+        tuple((tag.name, tag.current, tag.has_current_file, _pack(tag.index)) for tag in repository.tags.values()),
+        repository.uploads, repository.bad_links, _pack(repository.aliases), repository.fully_read,
+    )
 
 
 def _leave_ctrl_c() -> None:
@@ -201,7 +272,7 @@ def _leave_ctrl_c() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _walk_unit(unit: _Unit, store: Store) -> _Part:
+def _walk_unit(unit: _Unit, store: Store, packed: bool = False) -> _Part:
     listed = 0
 
     def count(n: int) -> None:
@@ -216,7 +287,7 @@ def _walk_unit(unit: _Unit, store: Store) -> _Part:
         for relative, name, parts in unit.items:
             walker.repository(relative, name, parts)
             answers.append(None)
-    return _Part(walker.inventory, answers, listed)
+    return _Part(_pack_inventory(walker.inventory) if packed else walker.inventory, answers, listed)
 
 
 # Units are queued until there is enough work to pay for starting a pool (a small tree is walked
@@ -237,6 +308,11 @@ class _Units:
         self.queued: list[tuple[_Unit, Callable[[list], None] | None]] = []
         self.pending: list[tuple[Future | _Unit, Callable[[list], None] | None]] = []
         self.batch: list[tuple] = []
+
+    @property
+    def _packed(self) -> bool:
+        """Whether parts cross a process boundary (pickled): then they come packed."""
+        return self.concurrency.kind is PoolKind.PROCESSES
 
     def _per_repository_unit(self) -> int:
         return _REPOSITORIES_PER_PROCESS_UNIT if self.concurrency.kind is PoolKind.PROCESSES else 1
@@ -262,7 +338,7 @@ class _Units:
         if self.pool is None:
             self.queued.append((unit, then))
         else:
-            self.pending.append((self.pool.submit(_walk_unit, unit, self.store), then))
+            self.pending.append((self.pool.submit(_walk_unit, unit, self.store, self._packed), then))
 
     def _start_pool(self) -> None:
         if self.concurrency.kind is PoolKind.THREADS:
@@ -282,7 +358,9 @@ class _Units:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def _submit_queued(self) -> None:
-        self.pending += [(self.pool.submit(_walk_unit, unit, self.store), then) for unit, then in self.queued]
+        self.pending += [
+            (self.pool.submit(_walk_unit, unit, self.store, self._packed), then) for unit, then in self.queued
+        ]
         self.queued = []
 
     def finish(self, walker: _Walker) -> None:
@@ -290,11 +368,14 @@ class _Units:
         self._flush_repositories()
         work = [*self.pending, *self.queued]
         self.pending, self.queued = [], []
-        for job, then in work:
+        for at, (job, then) in enumerate(work):
+            work[at] = None  # a part merged is let go at once, not when the whole walk is merged
             part = job.result() if isinstance(job, Future) else _walk_unit(job, self.store)
+            del job
             walker.merge(part)
             if then is not None:
                 then(part.answers)
+            del part
         if walker.seen is not None:
             walker._judge_stores(walker.seen)
 
@@ -482,6 +563,9 @@ class _Walker:
     def merge(self, part: _Part) -> None:
         """A unit's inventory into this walk's, every digest one object across the whole walk."""
         self.progress(part.listed)
+        if isinstance(part.inventory, _Packed):
+            self._merge_packed(part.inventory)
+            return
         mine, theirs = self.inventory, part.inventory
         intern = self.digests.setdefault
         blobs = mine.blobs
@@ -499,6 +583,34 @@ class _Walker:
                 for tag_name, tag in repository.tags.items()
             }
             mine.repositories[name] = repository  # in the place its discovery took
+        mine.oddities += theirs.oddities
+        mine.unreadable += theirs.unreadable
+        mine.unknown += theirs.unknown
+        mine.empty_dirs += theirs.empty_dirs
+        mine.leftovers += theirs.leftovers
+
+    def _merge_packed(self, theirs: _Packed) -> None:
+        mine = self.inventory
+        intern = self.digests.setdefault
+        blobs = mine.blobs
+        for digest, size in zip(_unpacked(theirs.blobs), theirs.sizes, strict=True):
+            blobs[intern(digest, digest)] = size
+        for packed in theirs.repositories:
+            (name, has_layers_dir, has_manifests_dir, has_tags_dir, has_uploads_dir, layer_links, revisions,
+             tags, uploads, bad_links, aliases, fully_read) = packed
+            mine.repositories[name] = Repository(
+                name, has_layers_dir, has_manifests_dir, has_tags_dir, has_uploads_dir,
+                _compact({intern(d, d) for d in _unpacked(layer_links)}),
+                _compact({intern(d, d) for d in _unpacked(revisions)}),
+                {
+                    tag_name: Tag(
+                        tag_name, None if current is None else intern(current, current), has_current_file,
+                        frozenset(intern(d, d) for d in _unpacked(index)),
+                    )
+                    for tag_name, current, has_current_file, index in tags
+                },
+                uploads, bad_links, {intern(d, d) for d in _unpacked(aliases)}, fully_read,
+            )  # in the place its discovery took
         mine.oddities += theirs.oddities
         mine.unreadable += theirs.unreadable
         mine.unknown += theirs.unknown
