@@ -47,7 +47,8 @@ class Context:
     generated_at: datetime
     verified: bool
     verified_subset: str | None = None  # "N/M" with --verify-subset: the slice of the blobs re-hashed
-    repairable: bool = True  # False: no repair on this store yet (a bucket), so the report suggests none
+    repairable: bool = True  # False: the store cannot be repaired, so the report suggests no repair
+    store: dict | None = None  # on a bucket: {"kind": "s3", "requests": {kind: count}}; None on disk (no key)
 
 
 def reclaimable_bytes(findings: Iterable[Finding]) -> int:
@@ -167,6 +168,7 @@ def _document(audit: Audit, context: Context, exit_code: int, log: FindingLog) -
         ],
         "exit_code": exit_code,
         "summary": summary(audit, log),
+        **({"store": context.store} if context.store is not None else {}),
         "findings": [],
     }
 

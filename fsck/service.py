@@ -183,9 +183,20 @@ def judge(loaded: Loaded, policy: checks.Policy, ignore: frozenset[Id] | None = 
 def audit(
     target: Target, policy: checks.Policy, *, verify_blobs: bool = False, ignore: frozenset[Id] | None = None,
     progress: Progress = Silent(), jobs: int | None = None, subset: verify.Subset | None = None,
+    loaded_with: Callable[[Loaded], None] | None = None,
 ) -> checks.Audit:
+    """`loaded_with(loaded)`, before judging: what the caller keeps of the load (the store's request counts)."""
     loaded = load(target, verify_blobs=verify_blobs, progress=progress, jobs=jobs, subset=subset)
+    if loaded_with is not None:
+        loaded_with(loaded)
     return judge(loaded, policy, ignore).released()
+
+
+def store_facts(loaded: Loaded) -> dict | None:
+    """What the report says of the store: on a bucket, the requests made of it by kind; None on disk."""
+    if not isinstance(loaded.store, buckets.S3Store):
+        return None
+    return {"kind": "s3", "requests": loaded.store.requests.as_dict()}
 
 
 # Repair.
@@ -600,11 +611,14 @@ def audit_and_usage(
     target: Target, policy: checks.Policy, *, namespaces: tuple[str, ...] = (), verify_blobs: bool = False,
     ignore: frozenset[Id] | None = None, progress: Progress = Silent(), jobs: int | None = None,
     subset: verify.Subset | None = None, names_check: Callable[[list[str]], None] | None = None,
+    loaded_with: Callable[[Loaded], None] | None = None,
 ) -> tuple[checks.Audit, usage.Usage]:
     """The audit (released, `ignore` applied) and the usage of every repository, with a subtotal per prefix
     in `namespaces`; the usage reads every finding, ignored or not. `names_check` is given the repository
     names before any accounting: it raises to refuse names that match none."""
     loaded = load(target, verify_blobs=verify_blobs, progress=progress, jobs=jobs, subset=subset)
+    if loaded_with is not None:
+        loaded_with(loaded)
     if names_check is not None:
         names_check(sorted(loaded.inventory.repositories))
     judged = judge(loaded, policy)

@@ -292,3 +292,19 @@ def test_du_and_ls_read_a_bucket_by_url_as_by_config(built: Built, command: list
     url_doc.pop("generated_at", None)
     config_doc.pop("generated_at", None)
     assert url_doc == config_doc and url_doc["repositories"]
+
+
+def test_the_json_report_on_a_bucket_counts_the_requests_by_kind(built: Built) -> None:
+    """What the audit asked of the store, as `S3Store.requests` counted it; a report on disk has no `store` key."""
+    import orjson
+
+    pushed = built("orphans")
+    on_bucket = run_cli("audit", "--json", "--config", str(pushed.config))
+    on_disk = run_cli("audit", "--json", str(pushed.disk_root))
+    assert on_bucket.returncode == on_disk.returncode == 4, on_bucket.stderr + on_disk.stderr
+    document = orjson.loads(on_bucket.stdout)
+    _, requests = _s3_records(pushed)
+    counted = requests.as_dict()
+    assert document["store"] == {"kind": "s3", "requests": counted}
+    assert document["store"]["requests"]["gets"] > 0 and document["store"]["requests"]["copies"] == 0
+    assert list(document)[-1] == "findings" and "store" not in orjson.loads(on_disk.stdout)

@@ -82,18 +82,22 @@ def audit(
     if html_file is not None:
         refuse_inside(html_file, where.root)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
+    store: list[dict | None] = []
+    keep = lambda loaded: store.append(service.store_facts(loaded))  # noqa: E731
     if html_file is None:
         result = service.audit(
             where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
+            loaded_with=keep,
         )
     else:
         result, usage = service.audit_and_usage(
             where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
+            loaded_with=keep,
         )
     code = int(service.exit_code(result, fail_on=Severity(fail_on.value)))
     context = report.Context(
         where.root, where.v2, policy.now, verify_blobs and subset is None,
-        verified_subset=str(subset) if subset is not None else None,
+        verified_subset=str(subset) if subset is not None else None, store=store[0] if store else None,
     )
     prometheus.record(prometheus_file, prometheus_repositories, result, where, policy.now, code)
     if html_file is not None:
