@@ -47,7 +47,6 @@ class Context:
     generated_at: datetime
     verified: bool
     verified_subset: str | None = None  # "N/M" with --verify-subset: the slice of the blobs re-hashed
-    repairable: bool = True  # False: the store cannot be repaired, so the report suggests no repair
     store: dict | None = None  # on a bucket: {"kind": "s3", "requests": {kind: count}}; None on disk (no key)
 
 
@@ -277,8 +276,6 @@ def _next_lines(found: set[Id], audit: Audit, context: Context, held: Held | Non
     found |= {Id.MANIFEST_UNTAGGED} if audit.untagged_only else set()
     target = shlex.quote(display(context.root))
     steps = []
-    if not context.repairable:
-        found = set()
     if found & DEFAULT_IDS:
         steps.append((f"registry-fsck repair --dry-run {target}", "what a repair removes by default"))
     if found & UNTAGGED_IDS:
