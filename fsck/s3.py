@@ -3,10 +3,13 @@
 Keys are the file-system layout below `<rootdirectory without its leading />/docker/registry/v2/`;
 a "directory" is only a prefix of keys. The walk in `scan` asks for one directory at a time, as
 the registry's own GC does on S3 (one or more requests per directory: days on a large bucket).
-Here the bucket is listed once, without a delimiter, in pages, over contiguous key ranges (a range
-per blob fan-out prefix `blobs/sha256/00`..`ff`, one per first character of a repository name) on a
-bounded pool of threads, into a tree in memory (each key's size, ETag and time) from which `list`
-answers directory by directory: every request after that is a GET of an object's content.
+Here the bucket is listed once, without a delimiter, in pages, into a tree in memory (each key's size,
+ETag and time) from which `list` answers directory by directory: every request after that is a GET of an
+object's content. One page from the start holds a small registry. Where more follows, the rest is split
+as it is found: a delimiter listing shows the child prefixes after the page's last key (blob fan-out
+`sha256/00`..`ff`, repository namespaces, ...), each listed on a bounded pool of threads, on its own
+when the page suggests it holds many keys, else in runs of children listed as one range, a page a run.
+Each key is listed by one part; only a run's last page can show keys past the run's end.
 
 A link whose listing shows the size of `sha256:<hex>` and, as ETag, the MD5 of the text its path
 implies (a revision, tag-index or sha256 `_layers` link; for a tag's `current` link, one of the
@@ -62,8 +65,6 @@ from .store import (
 
 V2_PREFIX = "docker/registry/v2/"
 PAGE_KEYS = 1000  # S3's most per page
-_HEX = "0123456789abcdef"
-_NAME_STARTS = "0123456789abcdefghijklmnopqrstuvwxyz"  # a repository name's first character: [a-z0-9]
 _LINK_BYTES = len("sha256:") + 64
 # Links whose content is the digest in their own path (not `current`, which names its tag's target).
 _SELF_NAMING_LINK = re.compile(
@@ -185,6 +186,8 @@ def _client_errors() -> tuple[type[BaseException], ...]:
 # The tree: a directory is a dict of names; an object a tuple (size, ETag, mtime), the ETag as
 # 16 bytes when it is a plain MD5 (the only kind that can vouch for content), else as listed.
 _Object = tuple
+# A listed key: below the store's prefix, its size, ETag as listed, and time.
+_Listed = tuple[str, int, str, float]
 
 
 def _etag(listed: str) -> bytes | str:
@@ -264,17 +267,19 @@ class Requests:
         }
 
 
-def key_ranges(v2_prefix: str) -> list[tuple[str, str | None]]:
-    """Contiguous ranges [start, end) that together hold every key below `v2_prefix`, each once."""
-    bounds = [f"{v2_prefix}blobs/sha256/{a}{b}" for a in _HEX for b in _HEX][1:]
-    bounds += [f"{v2_prefix}repositories/{c}" for c in _NAME_STARTS[1:]]
-    starts = [v2_prefix, *bounds]
-    return list(zip(starts, [*bounds, None], strict=True))
-
-
 def _just_before(key: str) -> str:
     """A key that sorts after every key below `key` (for StartAfter, which is exclusive); `key` ends in ASCII."""
     return key[:-1] + chr(ord(key[-1]) - 1) + "\U0010ffff"
+
+
+_PAST_EVERY_KEY = "\U0010ffff"  # the largest character: `p + _PAST_EVERY_KEY` sorts after every key below `p`
+_OWN_LISTING_KEYS = PAGE_KEYS // 4  # a child prefix expected to hold this many keys is listed on its own
+
+
+def _child(relative: str) -> str | None:
+    """The first part of `relative` with its slash, when it has one ("a/b/c" -> "a/"): the child prefix it lies in."""
+    head, slash, _ = relative.partition("/")
+    return head + slash if slash else None
 
 
 @dataclass(slots=True)
@@ -330,70 +335,132 @@ class S3Store:
         self.requests.add("list_pages")
         return int(answer.get("KeyCount", len(answer.get("Contents", ()))))
 
-    def _list_range(
-        self, after: str | None, end: str | None, pages: int | None = None
-    ) -> tuple[list[tuple[str, int, str, float]], bool]:
-        """The keys after `after` (None: from the first) and before `end` (None: to the last), up to `pages`
-        pages; and whether keys of the range are left."""
-        arguments: dict = {"Bucket": self.location.bucket, "Prefix": self.prefix, "MaxKeys": PAGE_KEYS}
-        if after is not None:
+    def _page(self, prefix: str, *, after: str | None = None, token: str | None = None,
+              delimiter: bool = False) -> dict:
+        arguments: dict = {"Bucket": self.location.bucket, "Prefix": prefix, "MaxKeys": PAGE_KEYS}
+        if token is not None:
+            arguments["ContinuationToken"] = token
+        elif after is not None:
             arguments["StartAfter"] = after
-        found = []
-        skip = len(self.prefix)
+        if delimiter:
+            arguments["Delimiter"] = "/"
+        try:
+            page = self.client.list_objects_v2(**arguments)
+        except _client_errors() as error:
+            raise as_os_error(error, f"s3://{self.location.bucket}/{prefix}") from None
+        self.requests.add("list_pages")
+        return page
+
+    def _entry(self, item: dict) -> _Listed:
+        return item["Key"][len(self.prefix):], item["Size"], item["ETag"], item["LastModified"].timestamp()
+
+    def _walk(self, prefix: str, after: str | None, pool: ThreadPoolExecutor) -> list:
+        """The keys below `prefix` after `after`, in key order, as entries and futures of such lists: one
+        page, and if more keys follow, the rest split over the child prefixes on `pool`."""
+        page = self._page(prefix, after=after)
+        found = [self._entry(item) for item in page.get("Contents", ())]
+        if not page.get("IsTruncated") or not found:
+            return found
+        return [*found, *self._split(prefix, found, pool)]
+
+    def _split(self, prefix: str, found: list[_Listed], pool: ThreadPoolExecutor) -> list:
+        # `found`: the first page below `prefix`; the rest is what follows its last key. The child prefix
+        # that key lies in is walked on from it; the ones after it come from a listing with a delimiter,
+        # each walked on its own when the page suggests it holds many keys, else in runs listed as one
+        # range (a page a run), so that a wide, shallow fan-out is not a request per child.
+        skip = len(prefix) - len(self.prefix)
+        children = {_child(relative[skip:]) for relative, *_ in found}
+        per_child = len(found) / max(1, len(children - {None}))
+        last = self.prefix + found[-1][0]
+        partial = _child(last[len(prefix):])
+        parts: list = []
+        after = last
+        if partial is not None:
+            parts.append(pool.submit(self._walk, prefix + partial, last, pool))
+            after = prefix + partial + _PAST_EVERY_KEY
+        following = self._children(prefix, after)
+        run: list[str] = []
+        run_keys = max(1, int(PAGE_KEYS * 0.8 / per_child))
+        for i, item in enumerate(following):
+            if isinstance(item, tuple):
+                parts.append(item)
+                continue
+            if per_child >= _OWN_LISTING_KEYS:
+                parts.append(pool.submit(self._walk, item, None, pool))
+                continue
+            run.append(item)
+            nxt = following[i + 1] if i + 1 < len(following) else None
+            if len(run) == run_keys or not isinstance(nxt, str):
+                end = nxt if isinstance(nxt, str) else (self.prefix + nxt[0] if nxt is not None else None)
+                parts.append(pool.submit(self._run, prefix, run[0], end))
+                run = []
+        return parts
+
+    def _children(self, prefix: str, after: str) -> list:
+        """What a delimiter listing shows below `prefix` after `after`, in key order: the objects directly
+        below it (entries) and the child prefixes (strings)."""
+        shown: list = []
+        token = None
         while True:
-            try:
-                page = self.client.list_objects_v2(**arguments)
-            except _client_errors() as error:
-                raise as_os_error(error, f"s3://{self.location.bucket}/{self.prefix}") from None
-            self.requests.add("list_pages")
+            page = self._page(prefix, after=after, token=token, delimiter=True)
+            objects = [self._entry(item) for item in page.get("Contents", ())]
+            prefixes = [common["Prefix"] for common in page.get("CommonPrefixes", ())]
+            shown += sorted([*objects, *prefixes], key=lambda x: x if isinstance(x, str) else self.prefix + x[0])
+            if not page.get("IsTruncated"):
+                return shown
+            token = page["NextContinuationToken"]
+
+    def _run(self, prefix: str, first: str, end: str | None) -> list[_Listed]:
+        """The keys below `prefix` from the child prefix `first` on, before `end` (the next item a delimiter showed)."""
+        found: list[_Listed] = []
+        token = None
+        while True:
+            page = self._page(prefix, after=_just_before(first), token=token)
             for item in page.get("Contents", ()):
                 key = item["Key"]
                 if end is not None and key >= end:
-                    return found, False
-                found.append((key[skip:], item["Size"], item["ETag"], item["LastModified"].timestamp()))
+                    return found
+                found.append(self._entry(item))
             if not page.get("IsTruncated"):
-                return found, False
-            if pages is not None:
-                pages -= 1
-                if pages == 0:
-                    return found, True
-            arguments["ContinuationToken"] = page["NextContinuationToken"]
-            arguments.pop("StartAfter", None)
+                return found
+            token = page["NextContinuationToken"]
+
+    def _listing(self) -> list[_Listed]:
+        # One page from the start: a small registry is all there. Otherwise the rest, split as it is found.
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="s3-list") as pool:
+            pending = [self._walk(self.prefix, None, pool)]
+            listed: list[_Listed] = []
+            while pending:
+                parts = pending.pop()
+                for index, part in enumerate(parts):
+                    if isinstance(part, tuple):
+                        listed.append(part)
+                    else:  # a future: its list comes before the rest of `parts`
+                        pending.append(parts[index + 1:])
+                        pending.append(part.result())
+                        break
+        return listed
 
     def _build(self) -> dict:
-        # A first page from the start: a small registry is all there. Otherwise the rest, from the last key
-        # seen, in ranges on the pool.
-        first, more = self._list_range(None, None, pages=1)
-        parts = [first]
-        if more:
-            last = self.prefix + first[-1][0]
-            ranges = [
-                (last if start <= last else _just_before(start), end)
-                for start, end in key_ranges(self.prefix)
-                if end is None or end > last
-            ]
-            with ThreadPoolExecutor(min(self.jobs, len(ranges)), thread_name_prefix="s3-list") as pool:
-                parts += [found for found, _ in pool.map(lambda r: self._list_range(*r), ranges)]
         top: dict = {}
-        for part in parts:  # in key order: every listing then comes in S3's order
-            for relative, size, etag, mtime in part:
-                *directories, name = relative.split("/")
-                node = top
-                for directory in directories:
-                    child = node.get(directory)
-                    if not isinstance(child, dict):
-                        # A key that is also a prefix ("a/b" beside "a/b/c"): the directory wins the
-                        # name; the object is kept under a name no key can have, and listed as well.
-                        if child is not None:
-                            node["\0" + directory] = child
-                        child = node[directory] = {}
-                    node = child
-                if name == "":
-                    continue  # "a/b/": a folder marker some tools write; its directory now exists
-                if isinstance(node.get(name), dict):
-                    node["\0" + name] = (size, _etag(etag), mtime)
-                else:
-                    node[name] = (size, _etag(etag), mtime)
+        for relative, size, etag, mtime in self._listing():  # in key order, so every listing is in S3's order
+            *directories, name = relative.split("/")
+            node = top
+            for directory in directories:
+                child = node.get(directory)
+                if not isinstance(child, dict):
+                    # A key that is also a prefix ("a/b" beside "a/b/c"): the directory wins the
+                    # name; the object is kept under a name no key can have, and listed as well.
+                    if child is not None:
+                        node["\0" + directory] = child
+                    child = node[directory] = {}
+                node = child
+            if name == "":
+                continue  # "a/b/": a folder marker some tools write; its directory now exists
+            if isinstance(node.get(name), dict):
+                node["\0" + name] = (size, _etag(etag), mtime)
+            else:
+                node[name] = (size, _etag(etag), mtime)
         return top
 
     def tree(self) -> dict:

@@ -95,19 +95,52 @@ def test_the_audit_writes_nothing_into_the_bucket(built: Built) -> None:
     assert built.swift.keys(BUCKET) == before
 
 
-def test_listing_in_key_ranges_on_the_pool_finds_what_one_page_finds(
-    built: Built, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Pages of three keys: the first page, then every range after its last key, each key once."""
+# Keys a damaged or hand-edited bucket can hold beside the layout: objects that are also prefixes, a
+# folder marker, names outside the fan-out, keys before and after every part of the layout.
+ODD_KEYS = (
+    "0-before-blobs", "blobs/sha256/ab", "blobs/sha256/zz/stray", "blobs/sha256/9g/x/data", "blobs/stray",
+    "blobs/sha512/aa/x/data", "repositories/plain", "repositories/plain/app/_layers/sha256/",
+    "repositories/plain.d/x", "repositories/~tilde/y", "zz-after-repositories", "blobs/sha256/ab/\u00e9/data",
+)
+
+
+@pytest.mark.parametrize("page_keys", [1, 2, 3, 7, 40])
+def test_the_split_listing_finds_each_key_once_in_order(built: Built, page_keys: int, monkeypatch) -> None:
+    """Small pages, so that every prefix is split: the listing on the pool is the bucket's plain listing,
+    key for key in S3's order, odd keys included; and it lists few keys twice (a run's last page only)."""
     pushed = built("plain_tags")
     location = service.resolve_target(None, str(pushed.config)).s3
-    whole = s3.S3Store(location)
-    tree = whole.tree()
-    monkeypatch.setattr(s3, "PAGE_KEYS", 3)
-    ranged = s3.S3Store(location, jobs=8)
-    assert ranged.tree() == tree
-    keys = built.swift.keys(BUCKET, location.v2_prefix)
-    assert whole.requests.list_pages == 1 and ranged.requests.list_pages > len(keys) // 3
+    odd_root = f"odd-listing/{page_keys}/"
+    client = built.swift.client()
+    for key in built.swift.keys(BUCKET, location.v2_prefix):
+        client.copy_object(Bucket=BUCKET, Key=odd_root + key, CopySource={"Bucket": BUCKET, "Key": key})
+    v2 = odd_root + location.v2_prefix
+    for key in ODD_KEYS:
+        client.put_object(Bucket=BUCKET, Key=v2 + key, Body=b"odd")
+    expected = [(key[len(v2):], size, etag) for key, (size, etag) in built.swift.keys(BUCKET, v2).items()]
+    store = s3.S3Store(location, jobs=4, prefix=v2)
+    shown = 0
+    lister = store.client.list_objects_v2
+
+    def counting(**arguments):
+        nonlocal shown
+        page = lister(**arguments)
+        shown += len(page.get("Contents", ()))
+        return page
+
+    monkeypatch.setattr(store.client, "list_objects_v2", counting)
+    monkeypatch.setattr(s3, "PAGE_KEYS", page_keys)
+    listed = [(relative, size, etag.strip('"')) for relative, size, etag, _ in store._listing()]
+    assert listed == expected
+    assert shown <= 1.5 * len(expected) + page_keys * store.requests.list_pages / 4, (shown, len(expected))
+    assert store.tree()["blobs"]["sha256"]["\0ab"][0] == 3  # the object beside the prefix, kept
+
+
+def test_a_small_registry_is_listed_in_one_page(built: Built) -> None:
+    pushed = built("plain_tags")
+    store = s3.S3Store(service.resolve_target(None, str(pushed.config)).s3)
+    store.tree()
+    assert store.requests.list_pages == 1
 
 
 def test_a_link_its_etag_cannot_vouch_for_is_read(built: Built, tmp_path: Path) -> None:
