@@ -1,9 +1,12 @@
 """Repair on real registry trees: every intact tag still pulls, garbage is gone, undo restores the tree."""
 
 import fcntl
+import multiprocessing
 import os
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -259,8 +262,19 @@ def test_crash_at_first_middle_and_last_change(crash_base, tmp_path, quiet_demo)
 @pytest.mark.slow
 def test_crash_after_every_change(crash_base, tmp_path, quiet_demo):
     base, total = crash_base
-    for k in range(1, total + 1):
-        crash_and_check(base, k, tmp_path, quiet_demo.scenario, deep=True)
+    # Each k on its own copy and registry, in a process of its own (`invoke` runs the CLI in-process, and
+    # its output capture is not thread-safe); most of the time is the registry's and skopeo's. The
+    # arguments reach the forked processes as they are (the scenario does not pickle).
+    _FORKED_CHECK[:] = [partial(crash_and_check, base, tmp_path=tmp_path, scenario=quiet_demo.scenario, deep=True)]
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("fork")) as pool:
+        list(pool.map(_forked_check, range(1, total + 1)))
+
+
+_FORKED_CHECK: list = []
+
+
+def _forked_check(k: int) -> None:
+    _FORKED_CHECK[0](k)
 
 
 def test_incomplete_audit_removes_only_what_does_not_depend_on_the_unread_part(quiet_demo):
