@@ -86,7 +86,8 @@ from tests.harness.swift import ACCESS_KEY, PACKAGES, REGION, SECRET_KEY, Swift 
 from tests.harness.swift import missing_binaries as missing_swift  # noqa: E402
 
 SHAPES = {
-    "default": synth.params_from("default", repos=500, tags=5, seed=1),
+    "default": synth.params_from("default", repos=250, tags=10, seed=1),
+    "five-tags": synth.params_from("default", repos=500, tags=5, seed=1),  # the first runs' shape
     "smoke": synth.params_from("smoke", repos=3, tags=3, seed=4),
 }
 BUCKET = "registry"
@@ -637,6 +638,8 @@ def own_request_counts(report_path: str) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoke", action="store_true", help="the smoke shape (200 objects), latency 0")
+    p.add_argument("--shape", choices=[name for name in SHAPES if name != "smoke"], default="default",
+                   help="the tree's shape (default: 250 repositories of 10 tags; five-tags: 500 of 5)")
     p.add_argument("--latency-ms", help="comma-separated latencies added per request (default 0,5; --smoke: 0)")
     p.add_argument("--rounds", type=int, default=1, help="timed runs of each command per latency, best kept")
     p.add_argument("--dir", help="keep the tree and the store here, and reuse them when their shape matches")
@@ -663,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(v < 0 for v in latencies) or args.rounds < 1 or args.workers < 1:
         print("s3bench: latencies must be >= 0, --rounds and --workers >= 1", file=sys.stderr)
         return 2
-    shape_name = "smoke" if args.smoke else "default"
+    shape_name = "smoke" if args.smoke else args.shape
     if args.dir:
         work = os.path.abspath(args.dir)
         os.makedirs(work, exist_ok=True)
