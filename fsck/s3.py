@@ -40,6 +40,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -74,6 +75,8 @@ _CURRENT_LINK = "/current/link"
 DELETE_KEYS = 1000  # S3's most keys per multi-object delete
 COPY_LIMIT = 5 * 1024**3  # the largest single-request copy; larger objects are copied in parts
 _COPY_PART = 512 * 1024**2
+RANGE_BYTES = 8 * 1024**2  # a blob larger than this is read by ranged GETs of this size, several at once
+RANGE_AHEAD = 4  # ranged GETs of one blob in flight ahead of its hashing
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,7 +565,8 @@ class S3Store:
 
     @contextmanager
     def reader(self, held_open: Iterable[str]) -> Iterator[Reader]:
-        yield _S3Reader(self)
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="s3-range") as parts:
+            yield _S3Reader(self, parts, threading.BoundedSemaphore(self.jobs))
 
     def linked_parents(self, path: str) -> list[str]:
         return []  # a bucket has no links
@@ -943,13 +947,23 @@ class _S3Journal:
 
 @dataclass(frozen=True, slots=True)
 class _S3Reader:
+    """Reads a blob with one GET, or one larger than `RANGE_BYTES` with ranged GETs on `parts`, up to
+    `RANGE_AHEAD` of them ahead of the hashing; `in_flight` bounds the parts held across all blobs
+    (each is held whole until hashed: at most the store's jobs times `RANGE_BYTES` in memory)."""
+
     store: S3Store
+    parts: ThreadPoolExecutor
+    in_flight: threading.BoundedSemaphore
 
     def digest(self, directory: str, below: str, algorithm: str, buffer: memoryview, progress: Progress) -> bytes:
         store = self.store
         path = f"{directory}/{below}"
         hasher = hashlib.new(algorithm)
         try:
+            size = store._object(path)[0]
+            if size > RANGE_BYTES:
+                self._ranged(store.prefix + path, size, hasher, progress)
+                return hasher.digest()
             store.requests.add("gets")
             body = store.client.get_object(Bucket=store.location.bucket, Key=store.prefix + path)["Body"]
             try:
@@ -961,3 +975,38 @@ class _S3Reader:
         except _client_errors() as error:
             raise as_os_error(error, f"{store.root}/{path}") from None
         return hasher.digest()
+
+    def _part(self, key: str, start: int, end: int) -> bytes:
+        self.store.requests.add("gets")
+        answer = self.store.client.get_object(Bucket=self.store.location.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        data = answer["Body"].read()
+        if len(data) != end - start:
+            raise OSError(errno.EIO, f"s3://{self.store.location.bucket}/{key}: bytes {start}-{end - 1}: {len(data)} bytes came")
+        return data
+
+    def _ranged(self, key: str, size: int, hasher, progress: Progress) -> None:
+        starts = iter(range(0, size, RANGE_BYTES))
+        ahead: deque = deque()
+        try:
+            while True:
+                # The first part waits for room; more go ahead only while there is room, so no reader
+                # holding parts waits on others that do.
+                while len(ahead) < RANGE_AHEAD and self.in_flight.acquire(blocking=not ahead):
+                    start = next(starts, None)
+                    if start is None:
+                        self.in_flight.release()
+                        break
+                    ahead.append(self.parts.submit(self._part, key, start, min(size, start + RANGE_BYTES)))
+                if not ahead:
+                    return
+                arriving = ahead.popleft()
+                try:
+                    data = arriving.result()
+                finally:
+                    self.in_flight.release()
+                hasher.update(data)
+                progress(len(data))
+        finally:
+            for pending in ahead:
+                pending.cancel()
+                self.in_flight.release()

@@ -108,9 +108,11 @@ def verify_blobs(
     """`processes`: hash the small blobs in worker processes (default: where the store is best read by
     processes, a local disk, and over one core; on network storage threads wait on it as well)."""
     report = progress or (lambda _n: None)
-    workers = workers or os.cpu_count() or 2
+    concurrency = store.concurrency()
+    # Where each read waits on the network, as many in flight as the store suits; else a hasher per core.
+    workers = workers or (concurrency.jobs if concurrency.kind is PoolKind.THREADS else os.cpu_count() or 2)
     if processes is None:
-        processes = store.concurrency().kind is PoolKind.PROCESSES and workers > 1 and hasattr(os, "fork")
+        processes = concurrency.kind is PoolKind.PROCESSES and workers > 1 and hasattr(os, "fork")
     small = {d: s for d, s in blobs.items() if s <= SMALL} if processes else {}
     large = {d: s for d, s in blobs.items() if s > SMALL} if processes else blobs
     algorithm_dirs = {algorithm: layout.join(layout.BLOBS, algorithm) for algorithm in layout.HEX_LENGTH}

@@ -303,6 +303,40 @@ def test_verify_streams_every_blob_and_finds_a_corrupt_one_as_on_disk(built: Bui
     assert loaded.store.requests.gets >= blobs
 
 
+def test_verify_reads_a_large_blob_by_ranges_and_finds_a_change_in_its_last_part(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ranges of 100 bytes, so that most blobs are read by ranged GETs: one GET per range, the findings
+    those on disk, a changed last byte found."""
+    pushed = built("orphans")
+    client = built.swift.client()
+    source = pushed.storage.rootdirectory.strip("/") + "/"
+    copy = "verify-ranged/orphans/"
+    keys = built.swift.keys(BUCKET, source)
+    for key in keys:
+        client.copy_object(Bucket=BUCKET, Key=copy + key[len(source):], CopySource={"Bucket": BUCKET, "Key": key})
+    disk = tmp_path / "root"
+    shutil.copytree(pushed.disk_root, disk, symlinks=True)
+    blobs = {k[len(source):]: size for k, (size, _) in keys.items() if k.endswith("/data") and "/blobs/" in k}
+    largest = max(blobs, key=blobs.get)
+    assert blobs[largest] > 1000
+    changed = bytearray((disk / largest).read_bytes())
+    changed[-1] ^= 1
+    (disk / largest).write_bytes(bytes(changed))
+    client.put_object(Bucket=BUCKET, Key=copy + largest, Body=bytes(changed))
+    monkeypatch.setattr(s3, "RANGE_BYTES", 100)
+    location = s3.Location(BUCKET, "verify-ranged/orphans", built.swift.endpoint, "us-east-1", ACCESS_KEY, SECRET_KEY)
+    target = service.Target(location.root_address, location.v2_address, None, location)
+    plain = service.load(target).store.requests.gets
+    loaded = service.load(target, verify_blobs=True)
+    on_bucket = [report.finding_record(f) for f in service.judge(loaded, checks.Policy(now=datetime.now(timezone.utc))).findings]
+    mismatched = [r for r in on_bucket if r["id"] == "blob-digest-mismatch"]
+    assert [r["digest"] for r in mismatched] == ["sha256:" + largest.split("/")[-2]], mismatched
+    assert _comparable(on_bucket) == _comparable(audit_records(disk, verify=True))
+    ranges = sum(-(-size // 100) if size > 100 else 1 for size in blobs.values())
+    assert loaded.store.requests.gets - plain == ranges
+
+
 def test_the_text_report_on_a_bucket_suggests_the_repair(built: Built) -> None:
     pushed = built("deleted_manifests")
     result = run_cli("audit", "--config", str(pushed.config))
