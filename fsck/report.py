@@ -388,9 +388,10 @@ def plan_document(plan: Plan, context: Context, quarantine: str | None, outcome:
 
 def plan_to_text(
     plan: Plan, context: Context, limit: int, quarantine: str | None, delete: bool,
-    elsewhere: Sequence[tuple[str, str]] = (), command: str = "repair",
+    elsewhere: Sequence[tuple[str, str]] = (), command: str = "repair", *, directories: bool = True,
 ) -> str:
-    """`elsewhere`: (followed link, quarantine) for links on other file systems than v2's."""
+    """`elsewhere`: (followed link, quarantine) for links on other file systems than v2's; `directories`:
+    whether the store has any (a bucket has not: a prefix ends with its last key)."""
     lines = [f"registry-fsck {command} of {display(context.v2)}"]
     if not plan.actions:
         lines.append("nothing to do")
@@ -407,7 +408,8 @@ def plan_to_text(
         lines.extend("  " + _action_line(a) for a in shown)
         if len(shown) < len(plan.actions):
             lines.append(f"  ... and {len(plan.actions) - len(shown)} more (--limit 0 shows all, --json lists all)")
-        lines.append("  then: directories this leaves empty")
+        if directories:
+            lines.append("  then: directories this leaves empty")
     if plan.skipped:
         lines.append("")
         lines.append(f"skipped ({len(plan.skipped)}):")
@@ -465,10 +467,12 @@ def removal_record(removal: RemovalPlan) -> dict:
 
 def removal_to_text(
     removal: RemovalPlan, context: Context, limit: int, quarantine: str | None, delete: bool,
-    elsewhere: Sequence[tuple[str, str]] = (), command: str = "rm",
+    elsewhere: Sequence[tuple[str, str]] = (), command: str = "rm", *, directories: bool = True,
 ) -> str:
     """What the removal takes (tags, manifests, repositories) and leaves, then its plan."""
-    planned = plan_to_text(removal.plan, context, limit, quarantine, delete, elsewhere, command).split("\n")
+    planned = plan_to_text(
+        removal.plan, context, limit, quarantine, delete, elsewhere, command, directories=directories
+    ).split("\n")
     lines = [planned[0]]
     counts = (f"{len(removal.tags)} {'tag' if len(removal.tags) == 1 else 'tags'}, "
               f"{len(removal.manifests)} {'manifest' if len(removal.manifests) == 1 else 'manifests'}, "
@@ -493,8 +497,12 @@ def removal_to_text(
     return "\n".join([*lines, *planned[1:]])
 
 
-def outcome_to_text(outcome: Outcome, quarantine: str, elsewhere: Sequence[tuple[str, str]] = ()) -> str:
-    lines = [f"run {outcome.run}: {len(outcome.done)} done, {outcome.directories_removed} empty directories removed"]
+def outcome_to_text(
+    outcome: Outcome, quarantine: str, elsewhere: Sequence[tuple[str, str]] = (), *, directories: bool = True
+) -> str:
+    """`directories`: whether the store has any (a bucket has not)."""
+    removed = f", {outcome.directories_removed} empty directories removed" if directories else ""
+    lines = [f"run {outcome.run}: {len(outcome.done)} done{removed}"]
     if outcome.deleted:
         lines.append(f"freed {size(outcome.bytes)}")
     else:

@@ -77,7 +77,7 @@ def act(
                 where, the_plan, acting.quarantine, now=now, delete=delete, progress=bar.update,
                 stop_requested=interrupted, options=options,
             )
-        done_text = report.outcome_to_text(applied, acting.quarantine, elsewhere)
+        done_text = report.outcome_to_text(applied, acting.quarantine, elsewhere, directories=where.s3 is None)
         if applied.interrupted:
             left = len(the_plan.actions) - len(applied.done) - len(applied.vanished) - len(applied.failed)
             done_text += f"interrupted: {left} of {len(the_plan.actions)} actions not carried out ({acting.again})\n"

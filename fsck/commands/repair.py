@@ -124,7 +124,9 @@ def repair(
     elsewhere = [(e.link, e.quarantine) for e in service.quarantines_for(where, kept_in, the_plan.followed)]
     act(
         Acting(
-            where, kept_in, the_audit, the_plan, report.plan_to_text(the_plan, context, limit, kept_in, delete, elsewhere),
+            where, kept_in, the_audit, the_plan, report.plan_to_text(
+                the_plan, context, limit, kept_in, delete, elsewhere, directories=where.s3 is None
+            ),
             document=lambda applied, code: report.plan_document(the_plan, context, kept_in, applied, code, elsewhere),
             code=lambda applied, refused: service.exit_code(RepairOutcome(the_audit, the_plan, applied, refused)),
             again="`registry-fsck repair` again finishes the job, `registry-fsck undo` puts back what was done",

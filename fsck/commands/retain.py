@@ -131,7 +131,9 @@ def retain(
             "retain": _record(retaining, freed, pulls),
         }
 
-    removal_text = report.removal_to_text(planned, context, limit, kept_in, delete, elsewhere, "retain")
+    removal_text = report.removal_to_text(
+        planned, context, limit, kept_in, delete, elsewhere, "retain", directories=where.s3 is None
+    )
     first, _, rest = removal_text.partition("\n")
     act(
         Acting(

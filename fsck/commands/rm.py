@@ -117,7 +117,9 @@ def rm(
     act(
         Acting(
             where, kept_in, removing.audit, planned.plan,
-            report.removal_to_text(planned, context, limit, kept_in, delete, elsewhere, "rm"),
+            report.removal_to_text(
+                planned, context, limit, kept_in, delete, elsewhere, "rm", directories=where.s3 is None
+            ),
             document=document,
             code=lambda applied, refused: service.removal_exit_code(removing, applied, refused),
             again="`registry-fsck undo` puts back what was done; what is left is garbage `registry-fsck repair "
