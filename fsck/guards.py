@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import http.client
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 REGISTRY_COMMANDS = frozenset({"registry", "docker-registry"})
@@ -206,33 +206,48 @@ class _Use:
     cwd: str | None = None  # its working directory, under the tree
 
 
-def liveness(
-    root: str, served_root: ServedRoot, *, proc: str = "/proc", exclude: Iterable[int] | None = None
-) -> Liveness:
-    """Who uses the tree at `root`: every process but `exclude` (by default this one and its ancestors)."""
-    tree = _Tree(_identity(root))
+def _processes(proc: str, exclude: Iterable[int] | None) -> Iterator[tuple[int, str, list[str] | None]]:
+    """Every process but `exclude` (by default this one and its ancestors) that has arguments (not a kernel
+    thread or a zombie), as (pid, /proc/PID, argv); argv None where it cannot be read (permission denied)."""
     excluded = own_lineage(proc) if exclude is None else frozenset(exclude)
-    ours = _identity("/")
-    serving: list[Process] = []
-    open_files: list[Holder] = []
-    cwd_under: list[Holder] = []
-    unknown: list[Unknown] = []
-    uninspected = 0
     for name in os.listdir(proc):
         if not name.isdigit() or int(name) in excluded:
             continue
         process_dir = f"{proc}/{name}"
         try:
             argv = _arguments(_read(f"{process_dir}/cmdline"))
-            if not argv:
-                continue  # a kernel thread or a zombie: it holds no file
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended meanwhile
+        except OSError:
+            yield int(name), process_dir, None
+            continue
+        if argv:
+            yield int(name), process_dir, argv
+
+
+def liveness(
+    root: str, served_root: ServedRoot, *, proc: str = "/proc", exclude: Iterable[int] | None = None
+) -> Liveness:
+    """Who uses the tree at `root`: every process but `exclude` (by default this one and its ancestors)."""
+    tree = _Tree(_identity(root))
+    ours = _identity("/")
+    serving: list[Process] = []
+    open_files: list[Holder] = []
+    cwd_under: list[Holder] = []
+    unknown: list[Unknown] = []
+    uninspected = 0
+    for pid, process_dir, argv in _processes(proc, exclude):
+        if argv is None:
+            uninspected += 1
+            continue
+        try:
             use = _inspect(argv, process_dir, tree, served_root, ours)
         except (FileNotFoundError, ProcessLookupError):
             continue  # it ended meanwhile
         except OSError:  # permission denied, mostly
             uninspected += 1
             continue
-        process = Process(int(name), " ".join(argv))
+        process = Process(pid, " ".join(argv))
         if use.serving:
             serving.append(process)
             continue
@@ -309,28 +324,26 @@ ServedBucket = Callable[[str, Mapping[str, str]], bool]  # (its config path, its
 def bucket_liveness(serves: ServedBucket, *, proc: str = "/proc", exclude: Iterable[int] | None = None) -> Liveness:
     """The registries here whose config (with their environment's overrides) `serves` names a bucket: on S3 no
     file is held open to find them by, so only `serving` and `unknown` are filled."""
-    excluded = own_lineage(proc) if exclude is None else frozenset(exclude)
     serving: list[Process] = []
     unknown: list[Unknown] = []
     uninspected = 0
-    for name in os.listdir(proc):
-        if not name.isdigit() or int(name) in excluded:
+    for pid, process_dir, argv in _processes(proc, exclude):
+        if argv is None:
+            uninspected += 1
             continue
-        process_dir = f"{proc}/{name}"
+        if os.path.basename(argv[0]) not in REGISTRY_COMMANDS:
+            continue
         try:
-            argv = _arguments(_read(f"{process_dir}/cmdline"))
-            if not argv or os.path.basename(argv[0]) not in REGISTRY_COMMANDS:
-                continue
             environ = _environment(_read(f"{process_dir}/environ"))
             config = registry_config_path(argv, environ)
             if config is None:
                 continue
             if serves(resolve_in(process_dir, config), environ):
-                serving.append(Process(int(name), " ".join(argv)))
+                serving.append(Process(pid, " ".join(argv)))
         except (FileNotFoundError, ProcessLookupError):
             continue
         except UnknownRoot as error:
-            unknown.append(Unknown(Process(int(name), " ".join(argv)), str(error)))
+            unknown.append(Unknown(Process(pid, " ".join(argv)), str(error)))
         except OSError:
             uninspected += 1
     return Liveness(tuple(serving), (), (), tuple(unknown), uninspected)
