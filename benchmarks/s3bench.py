@@ -12,10 +12,11 @@ then every file is uploaded with boto3 on a thread pool as the key `<rootdirecto
 Swift). Keys the listing does not show afterwards are uploaded again (Swift updates its container
 listing after the object; an update that times out would wait for an updater this store does not run).
 
-Shape, fixed (the GC's request count grows with the tags per repository and the manifests): synth.py
-`--repos 500 --tags 5 --seed 1`, its other parameters at their defaults: 502 repositories (500 and
-two namespaces that are repositories too), 2,510 tags, 4,342 manifest revisions, 16,396 blobs
-(21.9 MiB), 103 orphan blobs: 41,887 objects. `--smoke`: synth.py's smoke preset with `--repos 3 --tags 3
+Shape, fixed (the GC's request count grows with the tags per repository times the manifests): synth.py
+`--repos 250 --tags 10 --seed 1`, its other parameters at their defaults: 251 repositories (250 and
+one namespace that is a repository too), 2,510 tags, 4,477 manifest revisions, 16,945 blobs
+(22.8 MiB), 109 orphan blobs: 42,539 objects. `--shape five-tags`, the first runs' shape: `--repos 500
+--tags 5 --seed 1` (502 repositories, 2,510 tags, 4,342 revisions, 16,396 blobs, 41,887 objects). `--smoke`: synth.py's smoke preset with `--repos 3 --tags 3
 --seed 4` (4 repositories, 12 tags, 21 revisions, 86 blobs, 200 objects; chosen to hold image indexes,
 untagged manifests and orphans).
 
@@ -43,10 +44,9 @@ result: the exit code speaks only of correctness), and the checks, MATCH or MISM
   audit follows them from their tagged index);
 - the audit's blob-orphan = the generator's orphans (synth.json) = the blobs no revision references;
 - the audit on the bucket = the audit of the same tree on disk, finding by finding (but for the ids a
-  bucket cannot hold: empty directories).
-
-The audit's JSON report is looked at for request counts of its own; it has none (fsck/s3.py counts them
-in `S3Store.requests`, which no report shows yet), and the output says so.
+  bucket cannot hold: empty directories);
+- the requests the audit's JSON report counts (`store.requests`: list pages, GETs, ...), plus the one
+  page of one key that checks the target before the audit begins, = the proxy's count of the audit's.
 """
 
 from __future__ import annotations
@@ -620,16 +620,24 @@ def parts_table(runs: dict[float, dict[str, Timed]]) -> list[str]:
     return lines
 
 
-def own_request_counts(report_path: str) -> str:
+# The report's counts that are requests (links vouched, empty objects and deleted keys are not).
+REQUEST_KINDS = ("list_pages", "gets", "copies", "puts", "delete_batches", "other")
+
+
+def own_request_counts(report_path: str, proxied: int) -> str:
+    """MATCH when the requests the audit's JSON report counts (`store.requests`), and the one-key page that
+    checks the target before the audit begins, are the proxy's count."""
     try:
         document = run.load_json(report_path)
     except (OSError, ValueError):
-        return "no readable report"
-    for where in (document, document.get("summary", {})):
-        for key in ("requests", "store_requests", "s3_requests"):
-            if isinstance(where, dict) and key in where:
-                return json.dumps(where[key], sort_keys=True)
-    return "none: the JSON report holds no request counts (fsck/s3.py counts them in S3Store.requests; no report shows them)"
+        return "MISMATCH (no readable report)"
+    counted = document.get("store", {}).get("requests")
+    if not isinstance(counted, dict):
+        return "MISMATCH (the report has no store.requests)"
+    own = sum(counted.get(kind, 0) for kind in REQUEST_KINDS) + 1
+    shown = ", ".join(f"{kind} {counted[kind]}" for kind in sorted(counted) if counted[kind])
+    verdict = "MATCH" if own == proxied else "MISMATCH"
+    return f"{verdict} (report {shown}, and the probe; proxy {proxied})"
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -746,12 +754,13 @@ def bench(args, params: synth.Params, shape_name: str, latencies: list[float], w
                         made = measure(timed, proxy, env, stdout)
                         say(f"  {latency:g} ms round {round_number} {timed.name:<6} {timed.runs[-1]:8.2f} s "
                             f"{made:>8} requests  exit {timed.exit_code}")
+                    checks[f"audit's own request counts = the proxy's @{latency:g}ms"] = own_request_counts(
+                        report_path, made)
                     # Each run's answers, checked at every latency: the proxy must not change them.
                     checks.update(correctness(latency, gc, audit, gc_path, report_path, expected, facts, notes))
                 if gc.errors or audit.errors:
                     notes[f"error answers @{latency:g}ms"] = (
                         f"gc {dict(sorted(gc.errors.items()))}, audit {dict(sorted(audit.errors.items()))}")
-            notes["audit's own request counts"] = own_request_counts(report_path)
         if not args.no_ceiling:
             notes["store ceiling (GetObject/s, direct)"] = ceiling_line(swift.endpoint, BUCKET, keys)
 
