@@ -412,7 +412,7 @@ def _guard_blobs(actions: list[Action], inventory: Inventory) -> tuple[list[Acti
     for repository in inventory.repositories.values():
         if repository.name in moved_repositories:
             continue
-        still_linked |= repository.aliases
+        still_linked.update(repository.aliases)
         for digest in repository.layer_links:
             if layout.LayerLink(repository.name, digest) not in moved_links:
                 still_linked.add(digest)

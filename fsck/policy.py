@@ -534,7 +534,7 @@ def _live_after(
     for tag in tags:
         decision = decided.get(tag.name)
         if tag.current is None:
-            roots |= tag.index
+            roots.update(tag.index)
         elif decision is not None and decision.kept:
             roots.add(tag.current)
     roots |= {d for d in repository.revisions if d in protection.digests or (repository.name, d) in protection.in_repository}

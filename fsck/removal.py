@@ -262,9 +262,9 @@ def _roots_after(
             elif tag.current is not None:
                 kept.add(tag.current)
             else:
-                kept |= tag.index  # a broken tag may still need what its index names
+                kept.update(tag.index)  # a broken tag may still need what its index names
         if name in unread or not repository.fully_read:
-            kept |= repository.revisions
+            kept.update(repository.revisions)
         manifests[name] = kept
     return Roots(manifests)
 
@@ -390,7 +390,7 @@ def _plan(audit: Audit, inventory: Inventory, removal: Removal, cascade: _Cascad
     still_linked: set[Digest] = set()
     for name, repository in repositories.items():
         if name not in cascade.whole:
-            still_linked |= repository.aliases
+            still_linked.update(repository.aliases)
             still_linked |= {d for d in repository.layer_links if (name, d) not in removed_links}
     skipped: list[Skipped] = []
     for digest in sorted(set(cascade.before.blobs) - set(cascade.after.blobs)):

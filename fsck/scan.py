@@ -16,14 +16,15 @@ import multiprocessing
 import signal
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import layout
-from .layout import Digest, LinkContent, LinkDefect
+from .layout import Digest, Digests, LinkContent, LinkDefect
 from .store import Concurrency, Entry, EntryKind, PoolKind, Store
 
 
@@ -55,7 +56,7 @@ class Tag:
     name: str
     current: Digest | None  # None: missing or invalid (see the repository's bad_links)
     has_current_file: bool
-    index: frozenset[Digest]  # entries whose link is valid and matches its path
+    index: Digests  # entries whose link is valid and matches its path
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +74,21 @@ class Repository:
     has_manifests_dir: bool = False
     has_tags_dir: bool = False
     has_uploads_dir: bool = False
-    layer_links: set[Digest] = field(default_factory=set)
-    revisions: set[Digest] = field(default_factory=set)
+    # Sets while the walk fills them, `Digests` once the repository is walked.
+    layer_links: AbstractSet[Digest] = field(default_factory=set)
+    revisions: AbstractSet[Digest] = field(default_factory=set)
     tags: dict[str, Tag] = field(default_factory=dict)
     uploads: list[Upload] = field(default_factory=list)
     bad_links: list[BadLink] = field(default_factory=list)
     # Canonical digests that links under another algorithm name (legitimate aliases): never judged.
-    aliases: set[Digest] = field(default_factory=set)
+    aliases: AbstractSet[Digest] = field(default_factory=set)
     fully_read: bool = True  # False: part of it was unreadable, so nothing in it can be judged garbage
 
     def named_manifests(self) -> set[Digest]:
         """Every digest its valid manifest links name: revisions, tag index entries, current targets."""
         named = set(self.revisions)
         for tag in self.tags.values():
-            named |= tag.index
+            named.update(tag.index)
             if tag.current is not None:
                 named.add(tag.current)
         return named
@@ -240,12 +242,6 @@ def _unpacked(packed: bytes) -> list[Digest]:
         digests.append(packed[at + 1 : at + 1 + width])
         at += 1 + width
     return digests
-
-
-def _compact(digests: set[Digest]) -> set[Digest]:
-    """The same set in a table sized for it: one grown an entry at a time may be up to four times
-    too large (a set quadruples its table as it grows), one copied from a set is sized once."""
-    return set(digests) if len(digests) > 4 else digests  # up to 4 fit in the set's own small table
 
 
 def _pack_inventory(inventory: Inventory) -> _Packed:
@@ -556,9 +552,9 @@ class _Walker:
             size = 0
         self.inventory.leftovers.append(LeftoverFile(relative, size))
 
-    def _interned(self, digests: set[Digest]) -> set[Digest]:
+    def _interned(self, digests: Iterable[Digest]) -> Digests:
         intern = self.digests.setdefault
-        return {intern(digest, digest) for digest in digests}
+        return Digests(intern(digest, digest) for digest in digests)
 
     def merge(self, part: _Part) -> None:
         """A unit's inventory into this walk's, every digest one object across the whole walk."""
@@ -578,7 +574,7 @@ class _Walker:
             repository.tags = {
                 tag_name: Tag(
                     tag.name, None if tag.current is None else intern(tag.current, tag.current), tag.has_current_file,
-                    frozenset(self._interned(set(tag.index))),
+                    self._interned(tag.index),
                 )
                 for tag_name, tag in repository.tags.items()
             }
@@ -600,16 +596,16 @@ class _Walker:
              tags, uploads, bad_links, aliases, fully_read) = packed
             mine.repositories[name] = Repository(
                 name, has_layers_dir, has_manifests_dir, has_tags_dir, has_uploads_dir,
-                _compact({intern(d, d) for d in _unpacked(layer_links)}),
-                _compact({intern(d, d) for d in _unpacked(revisions)}),
+                self._interned(_unpacked(layer_links)),
+                self._interned(_unpacked(revisions)),
                 {
                     tag_name: Tag(
                         tag_name, None if current is None else intern(current, current), has_current_file,
-                        frozenset(intern(d, d) for d in _unpacked(index)),
+                        self._interned(_unpacked(index)),
                     )
                     for tag_name, current, has_current_file, index in tags
                 },
-                uploads, bad_links, {intern(d, d) for d in _unpacked(aliases)}, fully_read,
+                uploads, bad_links, self._interned(_unpacked(aliases)), fully_read,
             )  # in the place its discovery took
         mine.oddities += theirs.oddities
         mine.unreadable += theirs.unreadable
@@ -770,6 +766,9 @@ class _Walker:
         self.inventory.repositories[name] = repository
         unknown_before = len(self.inventory.unreadable) + len(self.inventory.unknown)
         self._repository_parts(repository, parts)
+        repository.layer_links = Digests(repository.layer_links)
+        repository.revisions = Digests(repository.revisions)
+        repository.aliases = Digests(repository.aliases)
         repository.fully_read = len(self.inventory.unreadable) + len(self.inventory.unknown) == unknown_before
 
     def _repository_parts(self, repository: Repository, parts: tuple[tuple[str, str], ...]) -> None:
@@ -909,7 +908,7 @@ class _Walker:
                 if what != "odd":
                     self._odd(path, "not part of a tag directory")
         if holds:
-            repository.tags[name] = Tag(name, current, has_current_file, frozenset(index))
+            repository.tags[name] = Tag(name, current, has_current_file, Digests(index))
         return holds
 
     def current(self, relative: str, repository: Repository, tag: str) -> tuple[Digest | None, bool, bool]:

@@ -135,3 +135,18 @@ def test_at_or_under_is_by_whole_path_components(path, places, inside):
 def test_blob_data_in_its_algorithm_directory_is_the_tail_of_its_path():
     digest = bytes.fromhex("ab" * 32)
     assert layout.blob_data(digest) == "blobs/sha256/" + layout.blob_data_in_algorithm_dir(digest)
+
+
+def test_digests_answer_as_the_set_of_their_digests_would():
+    a, b, c, z = (bytes([n]) * 32 for n in (1, 2, 3, 26))
+    held = layout.Digests([c, a, b, a])
+    as_set = {a, b, c}
+    assert len(held) == 3 and list(held) == [a, b, c]
+    assert a in held and z not in held and "not a digest" not in held and a[:31] not in held
+    assert held == as_set and frozenset(as_set) == held and held <= {a, b, c, z}
+    assert hash(held) == hash(frozenset(as_set))
+    assert held - {a} == {b, c} and {a, z} - held == {z}
+    assert held & {a, z} == {a} and {a, z} & held == {a} and held & {a, b, c, z} == as_set
+    assert held | {z} == {a, b, c, z} and {z} | held == {a, b, c, z}
+    assert type(held - {a}) is set and type(held & [a]) is set
+    assert not layout.Digests() and layout.Digests() == set()
