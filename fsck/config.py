@@ -6,8 +6,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import yaml
-
 from . import layout
 
 ROOTDIRECTORY_ENV = "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"
@@ -72,6 +70,8 @@ def load_storage(path: str, environ: Mapping[str, str] = os.environ) -> Registry
     if not isinstance(given, dict):
         raise ConfigError(f"{path}: storage.s3 is not a mapping")
     values = {name: given.get(name) for name in S3_PARAMETERS}
+    import yaml  # here, as in _read: only a run given a config file pays for the parser
+
     for name in S3_PARAMETERS:
         if S3_ENV + name.upper() in environ:
             # The registry reads an environment value as YAML: `false` is a boolean, `8080` a number.
@@ -113,6 +113,8 @@ def _http_addr(document: dict, environ: Mapping[str, str]) -> str | None:
 
 
 def _read(path: str) -> tuple[dict, dict, list[str]]:
+    import yaml  # here: only a run given a config file (or guarding against a live registry) reads YAML
+
     try:
         with open(path, "rb") as handle:
             document = yaml.safe_load(handle)

@@ -11,7 +11,6 @@ Roots and paths are compared by device and inode, never as strings.
 
 from __future__ import annotations
 
-import http.client
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ Identity = tuple[int, int]  # (st_dev, st_ino)
 
 def registry_answers(http_addr: str, timeout: float = 1.0) -> bool:
     """Whether anything answers HTTP at the registry's `http.addr` (`:5000` means this host)."""
+    import http.client  # here: it loads ssl as well (6 MiB), and only a run given --config asks
+
     host, _, port = http_addr.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if host in ("0.0.0.0", "::"):

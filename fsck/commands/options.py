@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import BinaryIO, NoReturn, Optional
 
 import typer
-from tqdm import tqdm
 
 from .. import durations, plan, report, service, verify
 from ..catalogue import Id, UnknownId, parse_ids
@@ -64,6 +63,8 @@ class Bars:
         self.enabled = not quiet and sys.stderr.isatty()
 
     def counter(self, description: str, unit: str, total: int | None = None, scale: bool = False):
+        from tqdm import tqdm  # here: 4 MiB of imports that a run off a terminal would carry for nothing
+
         return tqdm(
             total=total, desc=description, unit=unit, unit_scale=scale, file=sys.stderr,
             disable=not self.enabled, leave=False, mininterval=0.25,
