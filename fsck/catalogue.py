@@ -155,7 +155,10 @@ CATALOGUE: tuple[Check, ...] = (
 )
 
 BY_ID: dict[Id, Check] = {check.id: check for check in CATALOGUE}
-_ORDER: dict[Id, int] = {check.id: position for position, check in enumerate(CATALOGUE)}
+# A finding's sort key begins with its severity's rank and its id's place in the catalogue.
+_KEY_PREFIX: dict[Id, tuple[int, int]] = {
+    check.id: (check.severity.rank, position) for position, check in enumerate(CATALOGUE)
+}
 
 
 def ids_repaired(repair: Repair) -> frozenset[Id]:
@@ -198,4 +201,5 @@ class Finding:
         return BY_ID[self.id].severity
 
     def sort_key(self) -> tuple:
-        return (self.severity.rank, _ORDER[self.id], self.repository or "", self.path)
+        rank, order = _KEY_PREFIX[self.id]
+        return (rank, order, self.repository or "", self.location.path)

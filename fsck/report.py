@@ -33,6 +33,8 @@ _CONTROL = {code: f"\\x{code:02x}" for code in (*range(32), 127)}
 def display(text: str) -> str:
     """Names that are not valid UTF-8 arrive with surrogate escapes: show their bytes escaped, never crash.
     Control characters are escaped too, so a name never breaks a line of the report."""
+    if text.isprintable():  # no surrogate and no control character: nothing to escape (nearly every name)
+        return text
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace").translate(_CONTROL)
 
 
