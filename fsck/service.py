@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import IntFlag
 from typing import Protocol
@@ -77,10 +77,14 @@ class Target:
     v2: str
     http_addr: str | None = None  # from --config: where the registry would answer if it is running
     s3: buckets.Location | None = None  # the registry's keys in a bucket; None: a directory
+    # The client that probed the bucket, for every store of the run: making one costs a service model.
+    s3_client: object | None = field(default=None, compare=False, repr=False)
 
     def store(self, after_change: Callable[[str], None] | None = None) -> Store:
         """`after_change(kind)`: on a bucket, after every change to it (the crash tests stop there)."""
-        return LocalStore(self.v2) if self.s3 is None else buckets.S3Store(self.s3, after_change=after_change)
+        if self.s3 is None:
+            return LocalStore(self.v2)
+        return buckets.S3Store(self.s3, client=self.s3_client, after_change=after_change)
 
 
 def quarantine_store(target: Target, where: str, registry: Store | None = None) -> Store:
@@ -118,13 +122,14 @@ def resolve_target(path: str | None, config: str | None, *, endpoint_url: str | 
 
 def _s3_target(location: buckets.Location, http_addr: str | None) -> Target:
     """The bucket answers these credentials, and holds keys under the registry's prefix: else one line, exit 8."""
+    probing = buckets.S3Store(location)
     try:
-        found = buckets.S3Store(location).probe()
+        found = probing.probe()
     except OSError as error:
         raise OperationalError(error.strerror or str(error)) from None
     if not found:
         raise OperationalError(f"{location.v2_address}: not a registry's storage (no keys below {location.v2_prefix})")
-    return Target(location.root_address, location.v2_address, http_addr, location)
+    return Target(location.root_address, location.v2_address, http_addr, location, probing.client)
 
 
 # Loading and auditing.

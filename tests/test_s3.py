@@ -143,6 +143,15 @@ def test_a_small_registry_is_listed_in_one_page(built: Built) -> None:
     assert store.requests.list_pages == 1
 
 
+def test_every_store_of_a_run_shares_the_client_that_probed_the_bucket(built: Built) -> None:
+    pushed = built("plain_tags")
+    target = service.resolve_target(None, str(pushed.config))
+    store = target.store()
+    assert store.client is target.s3_client is not None
+    assert service.quarantine_store(target, f"s3://{target.s3.bucket}/registry-fsck-quarantine").client is target.s3_client
+    assert store.requests.list_pages == 0  # the probe's page is not the audit's: the report counts the audit's
+
+
 def test_a_link_its_etag_cannot_vouch_for_is_read(built: Built, tmp_path: Path) -> None:
     """The same damage on the bucket and on disk: a revision link naming another digest (71 bytes: the
     size of a good one) is fetched, not vouched for, and found as on disk; so are a multipart link and a tag's
