@@ -8,10 +8,15 @@ libraries catches `Interrupted`, so every command ends the same way: one line, e
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 
 INTERRUPTED = 32  # service.ExitCode.INTERRUPTED, which cannot be imported before the handler is in place
+# An audit builds millions of objects that live to the end of the run, none of them garbage: at
+# Python's default (a collection every 700 new containers) the cycle collector goes over them again and
+# again, 5-10% of a large audit's time. Cycles are still collected, a hundred times less often.
+COLLECT_AFTER = (100_000, 50, 100)
 
 
 class Interrupted(BaseException):
@@ -37,6 +42,7 @@ def main() -> None:
     # raised inside a C extension's initialisation can crash the interpreter (orjson 3.8 does).
     received: list[int] = []
     signal.signal(signal.SIGINT, lambda signum, _frame: received.append(signum))
+    gc.set_threshold(*COLLECT_AFTER)
     from .cli import main as run
 
     try:

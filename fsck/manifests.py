@@ -299,11 +299,14 @@ def read_manifests(
     done = 0
     slow_before = False
     for batch in batches:
-        started = time.perf_counter()
+        started, computing = time.perf_counter(), time.thread_time()
         parsed.update(load_batch(batch))
         done += 1
-        slow = time.perf_counter() - started > _SLOW_READ * len(batch)
-        if workers > 1 and slow and slow_before:  # two in a row: one alone may be a pause of the GC
+        # Waiting, not computing: a busy machine or a pause of Python's collector spends this thread's
+        # CPU time, storage that makes each read wait does not.
+        waited = (time.perf_counter() - started) - (time.thread_time() - computing)
+        slow = waited > _SLOW_READ * len(batch)
+        if workers > 1 and slow and slow_before:  # two in a row: one alone may be another process's turn
             break
         slow_before = slow
     rest = batches[done:]
