@@ -302,8 +302,8 @@ def read_manifests(
         started, computing = time.perf_counter(), time.thread_time()
         parsed.update(load_batch(batch))
         done += 1
-        # Waiting, not computing: a busy machine or a pause of Python's collector spends this thread's
-        # CPU time, storage that makes each read wait does not.
+        # Waiting, not computing: a pause of Python's cycle collector is this thread's CPU time, a read
+        # that waits on storage is not.
         waited = (time.perf_counter() - started) - (time.thread_time() - computing)
         slow = waited > _SLOW_READ * len(batch)
         if workers > 1 and slow and slow_before:  # two in a row: one alone may be another process's turn
