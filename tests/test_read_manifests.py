@@ -33,7 +33,7 @@ def test_threads_and_one_thread_read_the_same(tmp_path, monkeypatch, count):
         raw = image(n)
         sizes[store(v2, raw)] = len(raw)
     serial = m.read_manifests(LocalStore(v2), sizes, sizes, workers=1)
-    monkeypatch.setattr(m, "_SLOW_READ", 0.0)  # every batch counts as slow: the rest go to threads
+    monkeypatch.setattr(m, "_SLOW_READ", -1.0)  # every batch counts as slow: the rest go to threads
     threaded = m.read_manifests(LocalStore(v2), sizes, sizes, workers=8)
     assert threaded == serial
     assert set(threaded) == set(sizes)
