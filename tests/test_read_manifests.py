@@ -2,6 +2,8 @@
 
 import hashlib
 import os
+import threading
+import time
 
 import orjson
 import pytest
@@ -79,7 +81,7 @@ def test_fast_reads_stay_in_this_thread(tmp_path, monkeypatch):
     assert len(m.read_manifests(LocalStore(v2), sizes, sizes, workers=8)) == 600
 
 
-@pytest.mark.parametrize("slow", [0.0, 3600.0])
+@pytest.mark.parametrize("slow", [-1.0, 3600.0])
 def test_unreadable_data_among_many(tmp_path, monkeypatch, slow):
     monkeypatch.setattr(m, "_SLOW_READ", slow)
     v2 = str(tmp_path)
@@ -93,3 +95,34 @@ def test_unreadable_data_among_many(tmp_path, monkeypatch, slow):
     parsed = m.read_manifests(LocalStore(v2), sizes, sizes)
     assert parsed[broken].unreadable
     assert sum(isinstance(p, m.Manifest) for p in parsed.values()) == 300
+
+
+class _Paced:
+    """A directory's reads, 1 ms longer each: spent computing (as a pause of the cycle collector) or waiting."""
+
+    def __init__(self, root: str, waiting: bool) -> None:
+        self.store = LocalStore(root)
+        self.waiting = waiting
+        self.threads: set[str] = set()
+
+    def read(self, path: str, limit: int, expected: int) -> bytes:
+        self.threads.add(threading.current_thread().name)
+        if self.waiting:
+            time.sleep(0.001)
+        else:
+            until = time.thread_time() + 0.001
+            while time.thread_time() < until:
+                pass
+        return self.store.read(path, limit, expected)
+
+
+@pytest.mark.parametrize("waiting", [False, True])
+def test_reads_go_to_threads_when_they_wait_not_when_they_compute(tmp_path, waiting):
+    v2 = str(tmp_path)
+    sizes = {}
+    for n in range(400):
+        raw = image(n)
+        sizes[store(v2, raw)] = len(raw)
+    paced = _Paced(v2, waiting)
+    assert len(m.read_manifests(paced, sizes, sizes, workers=4)) == 400
+    assert (len(paced.threads) > 1) is waiting, paced.threads
