@@ -97,6 +97,13 @@ class Check:
     step: Step | None  # None: repair never acts on it
     safe_when_incomplete: bool  # acting does not depend on what could not be read
     meaning: str
+    # Whether it can occur on a bucket: a bucket has no directories (a prefix ends with its last key).
+    on_buckets: bool = True
+
+    @property
+    def stores(self) -> str:
+        """Where it can occur, as the README's table of findings says it."""
+        return "disk, S3" if self.on_buckets else "disk"
 
 
 G, D, N = Severity.GARBAGE, Severity.DAMAGE, Severity.NOTICE
@@ -123,7 +130,7 @@ CATALOGUE: tuple[Check, ...] = (
           "a repository with no tags, no manifest revisions and no recent upload (still in /v2/_catalog)"),
     Check(Id.UPLOAD_STALE, G, DEFAULT, S.UPLOADS, True, "an unfinished upload older than --upload-age"),
     Check(Id.DIR_EMPTY, G, DEFAULT, S.DIRECTORIES, True,
-          "an empty directory left behind (API deletes leave empty revision directories)"),
+          "an empty directory left behind (API deletes leave empty revision directories)", on_buckets=False),
     Check(Id.TMP_LEFTOVER, G, DEFAULT, S.UPLOADS, True, "a *.tmp file left by an interrupted write"),
     Check(Id.LINK_INVALID, D, DAMAGE, S.MEND, True,
           "a link file that is empty, not a valid digest, or not a regular file"),
@@ -159,6 +166,9 @@ BY_ID: dict[Id, Check] = {check.id: check for check in CATALOGUE}
 _KEY_PREFIX: dict[Id, tuple[int, int]] = {
     check.id: (check.severity.rank, position) for position, check in enumerate(CATALOGUE)
 }
+
+
+NOT_ON_BUCKETS: frozenset[Id] = frozenset(check.id for check in CATALOGUE if not check.on_buckets)
 
 
 def ids_repaired(repair: Repair) -> frozenset[Id]:

@@ -18,6 +18,7 @@ import pytest
 from clirun import REPO, audit_records, run_cli
 
 from fsck import checks, layout, manifests, report, s3, service
+from fsck.catalogue import NOT_ON_BUCKETS
 from tests.harness.registry import S3Storage, garbage_collect, parse_gc_output, write_config
 from tests.harness.s3_fixtures import BUCKET, Built, Pushed, storage_of
 from tests.harness.swift import ACCESS_KEY, SECRET_KEY, Swift
@@ -25,8 +26,8 @@ from tests.harness.swift import ACCESS_KEY, SECRET_KEY, Swift
 pytestmark = pytest.mark.registry
 
 TOPICS = ("plain_tags", "deleted_manifests", "multiarch", "orphans")
-# What a bucket cannot hold: a directory exists only while a key is below it.
-NOT_ON_S3 = frozenset({"dir-empty"})
+# What a bucket cannot hold (a directory exists only while a key is below it), as the catalogue says.
+NOT_ON_S3 = frozenset(finding_id.value for finding_id in NOT_ON_BUCKETS)
 
 
 def _audit(target: service.Target) -> tuple[list[dict], service.Loaded]:
