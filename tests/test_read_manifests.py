@@ -27,13 +27,19 @@ def image(n: int) -> bytes:
     return orjson.dumps({"schemaVersion": 2, "mediaType": m.OCI_MANIFEST, "config": config, "layers": []})
 
 
-@pytest.mark.parametrize("count", [1, 31, 33, 257, 1500])
-def test_threads_and_one_thread_read_the_same(tmp_path, monkeypatch, count):
-    v2 = str(tmp_path)
+def stored_images(v2: str, count: int) -> dict[bytes, int]:
+    """`count` image manifests stored as blobs in `v2`: digest -> size, as the scan would give them."""
     sizes = {}
     for n in range(count):
         raw = image(n)
         sizes[store(v2, raw)] = len(raw)
+    return sizes
+
+
+@pytest.mark.parametrize("count", [1, 31, 33, 257, 1500])
+def test_threads_and_one_thread_read_the_same(tmp_path, monkeypatch, count):
+    v2 = str(tmp_path)
+    sizes = stored_images(v2, count)
     serial = m.read_manifests(LocalStore(v2), sizes, sizes, workers=1)
     monkeypatch.setattr(m, "_SLOW_READ", -1.0)  # every batch counts as slow: the rest go to threads
     threaded = m.read_manifests(LocalStore(v2), sizes, sizes, workers=8)
@@ -67,10 +73,7 @@ def test_data_over_the_limit_is_invalid_unread(tmp_path):
 
 def test_fast_reads_stay_in_this_thread(tmp_path, monkeypatch):
     v2 = str(tmp_path)
-    sizes = {}
-    for n in range(600):
-        raw = image(n)
-        sizes[store(v2, raw)] = len(raw)
+    sizes = stored_images(v2, 600)
     monkeypatch.setattr(m, "_SLOW_READ", 3600.0)
 
     class NoThreads:
@@ -85,10 +88,7 @@ def test_fast_reads_stay_in_this_thread(tmp_path, monkeypatch):
 def test_unreadable_data_among_many(tmp_path, monkeypatch, slow):
     monkeypatch.setattr(m, "_SLOW_READ", slow)
     v2 = str(tmp_path)
-    sizes = {}
-    for n in range(300):
-        raw = image(n)
-        sizes[store(v2, raw)] = len(raw)
+    sizes = stored_images(v2, 300)
     broken = hashlib.sha256(b"broken").digest()
     os.makedirs(os.path.join(v2, layout.blob_data(broken)))  # a directory where data should be
     sizes[broken] = 4096
@@ -119,10 +119,7 @@ class _Paced:
 @pytest.mark.parametrize("waiting", [False, True])
 def test_reads_go_to_threads_when_they_wait_not_when_they_compute(tmp_path, waiting):
     v2 = str(tmp_path)
-    sizes = {}
-    for n in range(400):
-        raw = image(n)
-        sizes[store(v2, raw)] = len(raw)
+    sizes = stored_images(v2, 400)
     paced = _Paced(v2, waiting)
     assert len(m.read_manifests(paced, sizes, sizes, workers=4)) == 400
     assert (len(paced.threads) > 1) is waiting, paced.threads
