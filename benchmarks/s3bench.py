@@ -80,6 +80,7 @@ sys.path.insert(1, REPO)
 import run  # noqa: E402
 import synth  # noqa: E402
 
+from fsck.catalogue import NOT_ON_BUCKETS  # noqa: E402
 from tests.harness.registry import S3Storage  # noqa: E402
 from tests.harness.registry import missing_binaries as missing_registry  # noqa: E402
 from tests.harness.swift import ACCESS_KEY, PACKAGES, REGION, SECRET_KEY, Swift  # noqa: E402
@@ -94,7 +95,7 @@ BUCKET = "registry"
 ROOTDIRECTORY = "bench"  # keys: bench/docker/registry/v2/...
 UPLOAD_WORKERS = 16
 UPLOAD_ATTEMPTS = 4
-NOT_ON_S3 = frozenset({"dir-empty"})  # what a bucket cannot hold: a prefix ends with its last key
+NOT_ON_S3 = frozenset(finding_id.value for finding_id in NOT_ON_BUCKETS)  # as the catalogue says
 MARKER = "uploaded.json"
 
 

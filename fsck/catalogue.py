@@ -166,8 +166,6 @@ BY_ID: dict[Id, Check] = {check.id: check for check in CATALOGUE}
 _KEY_PREFIX: dict[Id, tuple[int, int]] = {
     check.id: (check.severity.rank, position) for position, check in enumerate(CATALOGUE)
 }
-
-
 NOT_ON_BUCKETS: frozenset[Id] = frozenset(check.id for check in CATALOGUE if not check.on_buckets)
 
 
@@ -212,4 +210,4 @@ class Finding:
 
     def sort_key(self) -> tuple:
         rank, order = _KEY_PREFIX[self.id]
-        return (rank, order, self.repository or "", self.location.path)
+        return (rank, order, self.repository or "", self.path)
