@@ -49,3 +49,22 @@ def test_quiet_silences_progress():
     result, stderr = run_with_terminal_stderr("audit", str(DEMO), "--quiet")
     assert result.returncode == 4
     assert stderr == ""
+
+
+def test_a_run_off_a_terminal_does_not_load_the_progress_bars():
+    # What a run without bars would carry for nothing (2 MiB of tqdm); on a terminal they are loaded.
+    probe = (
+        "import atexit, sys, runpy\n"
+        "atexit.register(lambda: sys.stderr.write('tqdm loaded: %s\\n' % ('tqdm' in sys.modules)))\n"
+        "sys.argv = ['registry-fsck', *sys.argv[1:]]\n"
+        "runpy.run_module('fsck', run_name='__main__')\n"
+    )
+    for quiet in ((), ("--quiet",)):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, "audit", str(DEMO), "--verify", *quiet], capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, cwd=REPO, timeout=120,
+        )
+        assert result.returncode == 4, result.stderr
+        assert result.stderr.splitlines()[-1] == "tqdm loaded: False"
+    result, stderr = run_with_terminal_stderr("audit", str(DEMO), "--verify")
+    assert result.returncode == 4 and "scanning" in stderr
