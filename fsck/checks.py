@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from . import layout
 from .catalogue import Finding, Id
@@ -193,8 +194,11 @@ def audit(
     _damaged_blobs(state, corrupt_blobs)
     recent: list[RecentUpload] = []
     empty_repositories: list[str] = []
-    for repository in inventory.repositories.values():
-        recent += _repository(state, repository, policy, unknown.get(repository.name, _NONE), empty_repositories)
+    # Repositories, tags and digests are visited in the report's order: the log then reads each id's
+    # findings back one run after the other, with no merge.
+    for name in sorted(inventory.repositories):
+        repository = inventory.repositories[name]
+        recent += _repository(state, repository, policy, unknown.get(name, _NONE), empty_repositories)
     orphans, unreachable, unkept, marked = _blob_verdicts(state)
     _leftovers(state, inventory, unread_paths, empty_repositories)
     users = _users(state.graph, inventory, unkept, marked)
@@ -342,7 +346,7 @@ def _repository(
         unused = repo.layer_links - kept_references - protected
         # What its untagged manifests reference: the links a repair keeps unless --untagged.
         untagged_use = state.graph.references(repo.revisions - kept) if unused else set()
-        for digest in unused:
+        for digest in sorted(unused):
             if not repo.fully_read or unknown_references:
                 break  # what the unread or unparsed manifests use is unknown
             if digest in blobs:
@@ -439,7 +443,7 @@ def _bad_links(state: _State, repo: Repository) -> None:
 
 def _tags(state: _State, repo: Repository) -> None:
     name = repo.name
-    for tag in repo.tags.values():
+    for tag in sorted(repo.tags.values(), key=attrgetter("name")):
         where = layout.TagDir(name, tag.name)
         current = tag.current
         if current is None:
@@ -462,7 +466,7 @@ def _tags(state: _State, repo: Repository) -> None:
                 Id.TAG_BROKEN, where, f"names {layout.format_digest(current)}, which {problem}", name, tag.name,
                 current,
             ))
-        for entry in tag.index - {current}:
+        for entry in sorted(tag.index - {current}):
             stale = entry in repo.revisions
             state.add(Finding(
                 Id.TAG_INDEX_STALE if stale else Id.TAG_INDEX_DANGLING,
@@ -486,15 +490,15 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
 
 
 def _blob_verdicts(state: _State) -> tuple[list[Digest], list[Digest], AbstractSet[Digest], set[Digest]]:
-    """The blobs nothing keeps: orphans (no stored manifest references them) and unreachable ones, in the
-    inventory's order; and as sets, what nothing keeps and which of it the GC marks (the unreachable)."""
+    """The blobs nothing keeps: orphans (no stored manifest references them) and unreachable ones, in
+    digest order (their paths'); and as sets, what nothing keeps and which of it the GC marks (the unreachable)."""
     damaged, kept, protected = state.blob_damage, state.kept.blobs, state.protected.blobs
     unkept = dict.fromkeys(d for d in state.blobs if not (d in damaged or d in kept or d in protected)).keys()
     marked = marked_among(state.graph, unkept)
     orphans, unreachable = [], []
     for digest in unkept:
         (orphans if digest not in marked else unreachable).append(digest)
-    return orphans, unreachable, unkept, marked
+    return sorted(orphans), sorted(unreachable), unkept, marked
 
 
 def _add_blob_verdicts(

@@ -60,9 +60,15 @@ _UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 
 def digest_key(algorithm: str, hex_part: str) -> Digest | None:
     """The key for a digest given as algorithm and hex, or None when it is not canonical."""
-    if HEX_LENGTH.get(algorithm) != len(hex_part) or not _HEX.fullmatch(hex_part):
+    if HEX_LENGTH.get(algorithm) != len(hex_part):
         return None
-    return bytes.fromhex(hex_part)
+    try:
+        digest = bytes.fromhex(hex_part)
+    except ValueError:
+        return None
+    # fromhex also takes upper case and spaces between pairs: only the exact round trip is canonical.
+    # (Cheaper than a regular expression: this runs for every name in the tree and every descriptor.)
+    return digest if digest.hex() == hex_part else None
 
 
 def parse_digest(text: str) -> Digest | None:
@@ -213,7 +219,8 @@ def join(*parts: str) -> str:
 
 
 def blob_dir(digest: Digest) -> str:
-    return join(BLOBS, algorithm_of(digest), _fan_out(digest))
+    hex_part = digest.hex()  # one string, not four joins: asked for every manifest read and blob reported
+    return f"{BLOBS}/{ALGORITHM_BY_SIZE[len(digest)]}/{hex_part[:2]}/{hex_part}"
 
 
 def blob_data_in_algorithm_dir(digest: Digest) -> str:
@@ -227,7 +234,7 @@ def _fan_out(digest: Digest) -> str:
 
 
 def blob_data(digest: Digest) -> str:
-    return join(blob_dir(digest), DATA)
+    return f"{blob_dir(digest)}/{DATA}"
 
 
 def repository_dir(repository: str) -> str:

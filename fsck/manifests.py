@@ -60,6 +60,22 @@ class Reference:
         return self.media_type in MANIFEST_MEDIA_TYPES
 
 
+_REFERENCE_FIELDS = tuple(getattr(Reference, name).__set__ for name in ("digest", "role", "size", "media_type", "foreign"))
+
+
+def _reference(digest: Digest, role: Role, size: int | None, media_type: str | None, foreign: bool) -> Reference:
+    """`Reference(...)` at half the cost, for the parser's hundreds of thousands: the slots are set
+    directly, where the frozen class's own `__init__` goes through `object.__setattr__`."""
+    reference = object.__new__(Reference)
+    set_digest, set_role, set_size, set_media_type, set_foreign = _REFERENCE_FIELDS
+    set_digest(reference, digest)
+    set_role(reference, role)
+    set_size(reference, size)
+    set_media_type(reference, media_type)
+    set_foreign(reference, foreign)
+    return reference
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
     kind: Kind
@@ -210,7 +226,7 @@ def _descriptor(
     urls = entry.get("urls")
     foreign = isinstance(urls, list) and bool(urls)
     if sharing is None:
-        return Reference(canonical(digest), role, size, media_type, foreign=foreign)
+        return _reference(canonical(digest), role, size, media_type, foreign)
     found = sharing.references.get(digest)
     digest = canonical(digest) if found is None else found.digest
     if (
@@ -220,7 +236,7 @@ def _descriptor(
         return found
     if size is not None and sharing.sizes.get(digest) == size:
         size = sharing.sizes[digest]
-    reference = Reference(digest, role, size, media_type, foreign=foreign)
+    reference = _reference(digest, role, size, media_type, foreign)
     if found is None:
         sharing.references[digest] = reference
     return reference

@@ -62,13 +62,25 @@ class Counts:
 
 
 @dataclass(frozen=True, slots=True)
+class _Segment:
+    """The findings of one id in a run: batches `first` to `end` (no batch holds two ids), and the sort
+    keys of the first and last."""
+
+    first: int
+    end: int
+    first_key: tuple
+    last_key: tuple
+
+
+@dataclass(frozen=True, slots=True)
 class _Run:
     """One sorted run in a file of its own (unbuffered: each batch is one write, and open runs cost
-    no buffer each), and where each batch ends in it."""
+    no buffer each), where each batch ends in it, and where each id's findings are."""
 
     file: IO[bytes]
     ends: array  # of "q": a batch starts where the one before ends
     tier: int
+    segments: Mapping[int, _Segment]  # by the id's index in `_IDS`
 
 
 _IDS: tuple[Id, ...] = tuple(Id)
@@ -95,18 +107,22 @@ def _set(thing: object, value: object, name: str) -> None:
 _FINDING_NAMES, _, _FINDING_SETTERS = _fields_of(Finding)
 _FINDING_REST = tuple(name for name in _FINDING_NAMES if name not in ("id", "location"))
 _FINDING_REST_GETTER = operator.attrgetter(*_FINDING_REST)
-_FINDING_REST_SETTERS = tuple(
-    setter for name, setter in zip(_FINDING_NAMES, _FINDING_SETTERS, strict=True) if name not in ("id", "location")
+# Set one by one in `_Codec.decode` (a field added to Finding fails here, at import, until the codec knows it).
+_SET_MESSAGE, _SET_REPOSITORY, _SET_TAG, _SET_DIGEST, _SET_BYTES, _SET_OWNER = (
+    _FINDING_SETTERS[_FINDING_NAMES.index(name)] for name in ("message", "repository", "tag", "digest", "bytes", "owner")
 )
+if _FINDING_REST != ("message", "repository", "tag", "digest", "bytes", "owner"):
+    raise TypeError(f"the finding codec does not know Finding's fields {_FINDING_REST}")
 _FINDING_ID_SETTER = _FINDING_SETTERS[_FINDING_NAMES.index("id")]
 _FINDING_LOCATION_SETTER = _FINDING_SETTERS[_FINDING_NAMES.index("location")]
 _NOT_A_DATACLASS = -1
+_new = object.__new__
 
 
 class _Codec:
     """Findings as tuples of plain values for pickling: pickling the dataclasses themselves is several
     times slower. A location is any dataclass; each kind gets a number the first time one is seen, and
-    a location inside one (a link file's owner) is written as a list."""
+    a location inside one (a link file's owner) is written as a pair of its own."""
 
     __slots__ = ("kinds", "kind_index", "getters", "setters", "nesting")
 
@@ -121,39 +137,47 @@ class _Codec:
         return (_ID_INDEX[finding.id], self._encode_location(finding.location), _FINDING_REST_GETTER(finding))
 
     def decode(self, item: tuple) -> Finding:
-        finding = object.__new__(Finding)
-        _FINDING_ID_SETTER(finding, _IDS[item[0]])
-        _FINDING_LOCATION_SETTER(finding, self._decode_location(item[1]))
-        for setter, value in zip(_FINDING_REST_SETTERS, item[2], strict=True):
-            setter(finding, value)
+        # Unrolled: this runs once per finding read back, hundreds of thousands of times.
+        finding = _new(Finding)
+        index, location, (message, repository, tag, digest, size, owner) = item
+        _FINDING_ID_SETTER(finding, _IDS[index])
+        _FINDING_LOCATION_SETTER(finding, self._decode_location(location))
+        _SET_MESSAGE(finding, message)
+        _SET_REPOSITORY(finding, repository)
+        _SET_TAG(finding, tag)
+        _SET_DIGEST(finding, digest)
+        _SET_BYTES(finding, size)
+        _SET_OWNER(finding, owner)
         return finding
 
-    def _encode_location(self, location: object) -> list:
-        kind = type(location)
-        index = self.kind_index.get(kind)
+    def _encode_location(self, location: object) -> tuple:
+        index = self.kind_index.get(type(location))
         if index is None:
             if not dataclasses.is_dataclass(location):
-                return [_NOT_A_DATACLASS, location]
-            index = self.kind_index[kind] = len(self.kinds)
-            self.kinds.append(kind)
-            _, getter, setters = _fields_of(kind)
-            self.getters.append(getter)
-            self.setters.append(setters)
-            self.nesting.append(False)
+                return (_NOT_A_DATACLASS, location)
+            index = self._new_kind(type(location))
         values = self.getters[index](location)
-        plain = _PLAIN
-        if not all(type(value) in plain for value in values):
+        if not _PLAIN.issuperset(map(type, values)):
             self.nesting[index] = True
-            values = tuple(value if type(value) in plain else self._encode_location(value) for value in values)
-        return [index, values]
+            values = tuple(value if type(value) in _PLAIN else self._encode_location(value) for value in values)
+        return (index, values)
 
-    def _decode_location(self, encoded: list) -> object:
+    def _new_kind(self, kind: type) -> int:
+        index = self.kind_index[kind] = len(self.kinds)
+        self.kinds.append(kind)
+        _, getter, setters = _fields_of(kind)
+        self.getters.append(getter)
+        self.setters.append(setters)
+        self.nesting.append(False)
+        return index
+
+    def _decode_location(self, encoded: tuple) -> object:
         index, values = encoded
         if index == _NOT_A_DATACLASS:
             return values
-        location = object.__new__(self.kinds[index])
+        location = _new(self.kinds[index])
         if self.nesting[index]:
-            values = [self._decode_location(value) if type(value) is list else value for value in values]
+            values = [self._decode_location(value) if type(value) is tuple else value for value in values]
         for setter, value in zip(self.setters[index], values, strict=True):
             setter(location, value)
         return location
@@ -275,7 +299,7 @@ class FindingLog:
         while len(self._runs) >= fan_in and len({run.tier for run in self._runs[-fan_in:]}) == 1:
             merged = self._runs[-fan_in:]
             tier = merged[0].tier + 1
-            run = self._write(heapq.merge(*(self._read(r) for r in merged), key=Finding.sort_key), tier)
+            run = self._write(self._in_order(merged, []), tier)
             del self._runs[-fan_in:]
             for old in merged:
                 self._files.remove(old.file)
@@ -286,16 +310,31 @@ class FindingLog:
         file = tempfile.TemporaryFile(buffering=0, dir=self._directory)
         self._files.append(file)
         ends = array("q")
+        segments: dict[int, _Segment] = {}
         encode = self._codec.encode
         batch: list[tuple] = []
+        index = first = -1
+        first_key: tuple = ()
+        last: Finding | None = None
         for finding in findings:
+            finding_index = _ID_INDEX[finding.id]
+            if finding_index != index:  # an id's findings start a batch of their own
+                if batch:
+                    self._write_batch(file, batch, ends)
+                    batch = []
+                if index >= 0:
+                    segments[index] = _Segment(first, len(ends), first_key, last.sort_key())
+                index, first, first_key = finding_index, len(ends), finding.sort_key()
             batch.append(encode(finding))
+            last = finding
             if len(batch) == self._batch:
                 self._write_batch(file, batch, ends)
                 batch = []
         if batch:
             self._write_batch(file, batch, ends)
-        return _Run(file, ends, tier)
+        if index >= 0:
+            segments[index] = _Segment(first, len(ends), first_key, last.sort_key())
+        return _Run(file, ends, tier, segments)
 
     @staticmethod
     def _write_batch(file: IO[bytes], batch: list[tuple], ends: array) -> None:
@@ -306,15 +345,40 @@ class FindingLog:
             written += file.write(view[written:])
         ends.append((ends[-1] if ends else 0) + len(data))
 
-    def _read(self, run: _Run) -> Iterator[Finding]:
+    def _read(self, run: _Run, segment: _Segment) -> Iterator[Finding]:
         # pread: reads of one run side by side do not share a file position.
         descriptor = run.file.fileno()
         decode = self._codec.decode
-        start = 0
-        for end in run.ends:
+        ends = run.ends
+        start = ends[segment.first - 1] if segment.first else 0
+        for end in ends[segment.first : segment.end]:
             for item in pickle.loads(os.pread(descriptor, end - start, start)):
                 yield decode(item)
             start = end
+
+    def _in_order(self, runs: list[_Run], held: list[Finding]) -> Iterator[Finding]:
+        """The findings of these runs (in the order they were written) and of `held` (sorted), in
+        sort-key order: id by id, each id's parts one after the other where each ends at or before the
+        next begins (as findings made in order are), merged only where they overlap."""
+        held_by_id: dict[int, list[Finding]] = {}
+        for finding in held:
+            held_by_id.setdefault(_ID_INDEX[finding.id], []).append(finding)
+        starts = {index: segment.first_key for run in runs for index, segment in run.segments.items()}
+        starts.update((index, findings[0].sort_key()) for index, findings in held_by_id.items())
+        # A sort key begins with the id's place in the report: ids in the order of their keys' prefixes.
+        for index in sorted(starts, key=lambda index: starts[index][:2]):
+            parts: list[tuple[tuple, tuple, Iterator[Finding] | list[Finding]]] = [
+                (segment.first_key, segment.last_key, self._read(run, segment))
+                for run in runs if (segment := run.segments.get(index)) is not None
+            ]
+            mine = held_by_id.get(index)
+            if mine:
+                parts.append((mine[0].sort_key(), mine[-1].sort_key(), mine))
+            if all(before[1] <= after[0] for before, after in zip(parts, parts[1:], strict=False)):
+                for _, _, findings in parts:
+                    yield from findings
+            else:  # ties go to the earlier part, as `sorted` keeps them
+                yield from heapq.merge(*(findings for _, _, findings in parts), key=Finding.sort_key)
 
     # Reading.
 
@@ -329,7 +393,7 @@ class FindingLog:
             self._sealed = True
         if not self._runs:
             return iter(self._held)
-        return heapq.merge(*(self._read(run) for run in self._runs), self._held, key=Finding.sort_key)
+        return self._in_order(self._runs, self._held)
 
     @property
     def ignored(self) -> Mapping[Id, int] | None:

@@ -78,6 +78,27 @@ def test_findings_come_back_in_sorted_order_across_the_spill_boundary(added, siz
         assert log.spilled == (len(added) >= sizes["memory_bound"])
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(findings(), max_size=120), st.randoms(use_true_random=False), bounds)
+def test_findings_made_in_order_id_by_id_come_back_as_made(made, shuffle, sizes):
+    """As checks make them: each id's findings in report order, the ids interleaved. An id's runs then
+    follow one another and are read one after the other; where they overlap (ties included), merged."""
+    by_id: dict[Id, list[Finding]] = {}
+    for finding in sorted(made, key=Finding.sort_key):
+        by_id.setdefault(finding.id, []).append(finding)
+    queues = [list(reversed(findings)) for findings in by_id.values()]
+    added = []
+    while queues:
+        queue = shuffle.choice(queues)
+        added.append(queue.pop())
+        if not queue:
+            queues.remove(queue)
+    with FindingLog(**sizes) as log:
+        for finding in added:
+            log.add(finding)
+        assert [whole(f) for f in log] == [whole(f) for f in sorted(added, key=Finding.sort_key)]
+
+
 def recount(added: list[Finding], ignore: frozenset[Id] = frozenset()) -> dict:
     kept = [f for f in added if f.id not in ignore]
     by_id: dict[Id, list[int]] = {}
