@@ -9,7 +9,7 @@ spelled anywhere else in the package: code names `Id` members.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum, IntEnum
 
 from .layout import Digest, Location
@@ -187,7 +187,7 @@ def parse_ids(text: str) -> frozenset[Id]:
     return frozenset(known[name] for name in names)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Finding:
     id: Id
     location: Location  # where it is; its path (relative to the v2 directory) is for output only
@@ -200,6 +200,22 @@ class Finding:
     # sums read it). Not part of the finding's record.
     owner: str | None = field(default=None, compare=False)
 
+    def __init__(
+        self, id: Id, location: Location, message: str, repository: str | None = None, tag: str | None = None,
+        digest: Digest | None = None, bytes: int = 0, owner: str | None = None,
+    ) -> None:
+        # The generated __init__ of a frozen class sets each field through object.__setattr__; the slots
+        # set directly cost half as much (an audit makes findings by the hundred thousand).
+        set_id, set_location, set_message, set_repository, set_tag, set_digest, set_bytes, set_owner = _FINDING_SLOTS
+        set_id(self, id)
+        set_location(self, location)
+        set_message(self, message)
+        set_repository(self, repository)
+        set_tag(self, tag)
+        set_digest(self, digest)
+        set_bytes(self, bytes)
+        set_owner(self, owner)
+
     @property
     def path(self) -> str:
         return self.location.path
@@ -211,3 +227,6 @@ class Finding:
     def sort_key(self) -> tuple:
         rank, order = _KEY_PREFIX[self.id]
         return (rank, order, self.repository or "", self.path)
+
+
+_FINDING_SLOTS = tuple(getattr(Finding, f.name).__set__ for f in fields(Finding))

@@ -72,10 +72,15 @@ def _with_owners(findings: Iterable[Finding], owners: Mapping[Digest, str]) -> I
         yield finding
 
 
+# Each id's text and its severity's, looked up once per finding instead of read through two enums.
+_ID_TEXTS = {check.id: (check.id.value, check.severity.value) for check in CATALOGUE}
+
+
 def finding_record(finding: Finding) -> dict:
+    finding_id, severity = _ID_TEXTS[finding.id]
     return {
-        "id": finding.id.value,
-        "severity": finding.severity.value,
+        "id": finding_id,
+        "severity": severity,
         "repository": display(finding.repository) if finding.repository is not None else None,
         "tag": display(finding.tag) if finding.tag is not None else None,
         "digest": layout.format_digest(finding.digest) if finding.digest is not None else None,
