@@ -129,6 +129,8 @@ class Digests(AbstractSet):
     def __sub__(self, other):
         if not isinstance(other, Iterable):
             return NotImplemented
+        if isinstance(other, (set, frozenset)):  # in C: each of ours asked of the other
+            return set(self._sorted).difference(other)
         if not isinstance(other, AbstractSet):
             other = set(other)
         return {digest for digest in self._sorted if digest not in other}

@@ -85,6 +85,7 @@ class _Run:
 
 _IDS: tuple[Id, ...] = tuple(Id)
 _ID_INDEX: dict[Id, int] = {finding_id: index for index, finding_id in enumerate(_IDS)}
+_GARBAGE_IDS: frozenset[Id] = frozenset(check.id for check in CATALOGUE if check.severity is Severity.GARBAGE)
 _PLAIN = frozenset({str, bytes, int, bool, float, type(None)})
 
 
@@ -266,7 +267,7 @@ class FindingLog:
             tally = self._by_id[finding_id] = [0, 0]
         tally[0] += 1
         tally[1] += size
-        garbage = finding_id.severity is Severity.GARBAGE
+        garbage = finding_id in _GARBAGE_IDS
         if garbage:
             self._reclaimable += size
         if finding.repository is not None:
