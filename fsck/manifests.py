@@ -18,7 +18,7 @@ import orjson
 
 from . import layout
 from .layout import Digest
-from .scan import Inventory, LinkKind
+from .scan import Inventory, LinkKind, Repository
 from .store import Store
 
 DOCKER_SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -255,10 +255,16 @@ def named_by_links(inventory: Inventory) -> set[Digest]:
     """Every digest a manifest link names, valid or damaged: what may be a manifest to read."""
     named: set[Digest] = set()
     for repository in inventory.repositories.values():
-        named |= repository.named_manifests()
-        for bad in repository.bad_links:
-            if bad.kind != LinkKind.LAYER:
-                named |= bad.may_name
+        named |= named_in(repository)
+    return named
+
+
+def named_in(repository: Repository) -> set[Digest]:
+    """What the repository's manifest links name, valid or damaged."""
+    named = repository.named_manifests()
+    for bad in repository.bad_links:
+        if bad.kind != LinkKind.LAYER:
+            named |= bad.may_name
     return named
 
 
@@ -272,6 +278,51 @@ _BATCH_MIN = 32
 _SLOW_READ = 0.0002
 
 
+class _Parser:
+    """Reads and parses stored manifests of one inventory's blobs, sharing its digest objects.
+
+    References to stored blobs share the inventory's digest objects (one per blob, not one per
+    reference), found by bisection in a sorted list (8 bytes a blob, where a dict would spend 50),
+    asked once per distinct digest (then the shared reference has it)."""
+
+    __slots__ = ("store", "sizes", "stored", "sharing")
+
+    def __init__(self, store: Store, sizes: Mapping[Digest, int]) -> None:
+        self.store = store
+        self.sizes = sizes
+        self.stored = sorted(sizes)
+        self.sharing = Sharing(sizes)
+
+    def canonical(self, digest: Digest) -> Digest:
+        stored = self.stored
+        at = bisect_left(stored, digest)
+        return stored[at] if at < len(stored) and stored[at] == digest else digest
+
+    def load(self, digest: Digest) -> Manifest | InvalidManifest:
+        size = self.sizes[digest]
+        if size > layout.MAX_MANIFEST_BYTES:
+            return InvalidManifest(f"larger than the registry's {layout.MAX_MANIFEST_BYTES} byte limit")
+        try:
+            # Asked for at its scanned size: one read of the right size, not a buffer of the limit.
+            raw = self.store.read(layout.blob_data(digest), layout.MAX_MANIFEST_BYTES + 1, size)
+        except OSError as error:
+            return InvalidManifest(f"unreadable: {error.strerror}", unreadable=True)
+        return parse_manifest(raw, self.canonical, self.sharing)
+
+    def load_batch(self, batch: list[Digest]) -> list[tuple[Digest, Manifest | InvalidManifest]]:
+        load = self.load
+        return [(digest, load(digest)) for digest in batch]
+
+
+def _timed(parser: _Parser, batch: list[Digest], into: dict) -> bool:
+    """Reads the batch into `into`; whether it was slow. Waiting, not computing: a pause of Python's
+    cycle collector is this thread's CPU time, a read that waits on storage is not."""
+    started, computing = time.perf_counter(), time.thread_time()
+    into.update(parser.load_batch(batch))
+    waited = (time.perf_counter() - started) - (time.thread_time() - computing)
+    return waited > _SLOW_READ * len(batch)
+
+
 def read_manifests(
     store: Store, digests: Iterable[Digest], sizes: Mapping[Digest, int], workers: int = 8
 ) -> dict[Digest, Manifest | InvalidManifest]:
@@ -283,51 +334,74 @@ def read_manifests(
     reads in flight.
     """
     wanted = [digest for digest in set(digests) if digest in sizes]
-    # References to stored blobs share the inventory's digest objects (one per blob, not one
-    # per reference), found by bisection in a sorted list (8 bytes a blob, where a dict would
-    # spend 50), asked once per distinct digest (then the shared reference has it); the list is
-    # dropped when reading is done.
-    stored = sorted(sizes) if wanted else []
-    sharing = Sharing(sizes)
+    parsed: dict[Digest, Manifest | InvalidManifest] = {}
+    if wanted:
+        _read_into(_Parser(store, sizes), wanted, workers, parsed)
+    return parsed
 
-    def canonical(digest: Digest) -> Digest:
-        at = bisect_left(stored, digest)
-        return stored[at] if at < len(stored) and stored[at] == digest else digest
 
-    def load(digest: Digest) -> Manifest | InvalidManifest:
-        size = sizes[digest]
-        if size > layout.MAX_MANIFEST_BYTES:
-            return InvalidManifest(f"larger than the registry's {layout.MAX_MANIFEST_BYTES} byte limit")
-        try:
-            # Asked for at its scanned size: one read of the right size, not a buffer of the limit.
-            raw = store.read(layout.blob_data(digest), layout.MAX_MANIFEST_BYTES + 1, size)
-        except OSError as error:
-            return InvalidManifest(f"unreadable: {error.strerror}", unreadable=True)
-        return parse_manifest(raw, canonical, sharing)
-
-    def load_batch(batch: list[Digest]) -> list[tuple[Digest, Manifest | InvalidManifest]]:
-        return [(digest, load(digest)) for digest in batch]
-
+def _read_into(parser: _Parser, wanted: list[Digest], workers: int, parsed: dict) -> None:
     # Enough batches to keep every worker busy to the end, none so small that hand-offs dominate.
     size = max(_BATCH_MIN, min(_BATCH_MAX, -(-len(wanted) // (max(workers, 1) * 4))))
     batches = [wanted[start : start + size] for start in range(0, len(wanted), size)]
-    parsed: dict[Digest, Manifest | InvalidManifest] = {}
     done = 0
     slow_before = False
     for batch in batches:
-        started, computing = time.perf_counter(), time.thread_time()
-        parsed.update(load_batch(batch))
+        slow = _timed(parser, batch, parsed)
         done += 1
-        # Waiting, not computing: a pause of Python's cycle collector is this thread's CPU time, a read
-        # that waits on storage is not.
-        waited = (time.perf_counter() - started) - (time.thread_time() - computing)
-        slow = waited > _SLOW_READ * len(batch)
         if workers > 1 and slow and slow_before:  # two in a row: one alone may be another process's turn
             break
         slow_before = slow
     rest = batches[done:]
     if rest:
         with ThreadPoolExecutor(max_workers=min(workers, len(rest))) as pool:
-            for loaded in pool.map(load_batch, rest):
+            for loaded in pool.map(parser.load_batch, rest):
                 parsed.update(loaded)
-    return parsed
+
+
+class WhileWalking:
+    """Manifests read while the walk goes on: each repository's, as the scan hands it over once every
+    blob is known (`walked`), in this thread, while the walker processes go on with the rest of the
+    tree; `finish` reads what is left and returns what `read_manifests` would have.
+
+    Only for a store whose reads do not wait (a local disk): the first two slow batches in a row stop it,
+    and the rest is read by `read_manifests`' threads after the walk."""
+
+    __slots__ = ("store", "inventory", "parser", "parsed", "slow_before", "stopped")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.inventory: Inventory | None = None
+        self.parser: _Parser | None = None
+        self.parsed: dict[Digest, Manifest | InvalidManifest] = {}
+        self.slow_before = False
+        self.stopped = False
+
+    def walked(self, inventory: Inventory, names: Iterable[str]) -> None:
+        if self.stopped:
+            return
+        if inventory is not self.inventory:  # a walk begun again (in one thread) has an inventory of its own
+            self.inventory, self.parser, self.parsed = inventory, _Parser(self.store, inventory.blobs), {}
+        parsed, sizes = self.parsed, inventory.blobs
+        wanted = [
+            digest
+            for digest in dict.fromkeys(d for name in names for d in named_in(inventory.repositories[name]))
+            if digest in sizes and digest not in parsed
+        ]
+        if not wanted:
+            return
+        slow = _timed(self.parser, wanted, parsed)
+        self.stopped = slow and self.slow_before
+        self.slow_before = slow
+
+    def finish(self, inventory: Inventory, workers: int = 8) -> dict[Digest, Manifest | InvalidManifest]:
+        named = named_by_links(inventory)
+        if inventory is not self.inventory:
+            return read_manifests(self.store, named, inventory.blobs, workers)
+        parsed, sizes = self.parsed, inventory.blobs
+        rest = [digest for digest in named if digest in sizes and digest not in parsed]
+        if rest:
+            _read_into(self.parser, rest, workers, parsed)
+        self.inventory = self.parser = None
+        self.parsed = {}
+        return parsed

@@ -145,12 +145,20 @@ class Inventory:
 Progress = Callable[[int], None]
 
 
-def scan(store: Store, progress: Progress | None = None, concurrency: Concurrency | None = None) -> Inventory:
+# Told of repositories as the walk merges them, once every blob is known: (the inventory, their names).
+Walked = Callable[[Inventory, list[str]], None]
+
+
+def scan(
+    store: Store, progress: Progress | None = None, concurrency: Concurrency | None = None,
+    walked: Walked | None = None,
+) -> Inventory:
     """The whole tree; with a concurrency of more than one job, blob fan-out directories and
     repositories are walked as units on a pool (processes or threads, as the store suits), the
     rest in this thread, and the parts merged in walk order: the inventory is the one a walk in
     one thread makes. A unit that meets a symbolic link cannot tell alone whether it is a loop
-    or an alias of what another unit walks: then the whole tree is walked again in one thread."""
+    or an alias of what another unit walks: then the whole tree is walked again in one thread.
+    `walked`: told of the repositories as a walk on a pool merges them (a walk in one thread tells none)."""
     report = progress or (lambda _n: None)
     chosen = concurrency or store.concurrency()
     if chosen.jobs > 1 and chosen.kind is not PoolKind.SERIAL:
@@ -158,7 +166,7 @@ def scan(store: Store, progress: Progress | None = None, concurrency: Concurrenc
         try:
             walker = _Walker(store, Inventory(store.root), report, units)
             walker.top()
-            units.finish(walker)
+            units.finish(walker, walked)
             units.close()
             return walker.inventory
         except _NeedsOneThread:
@@ -302,7 +310,7 @@ class _Units:
         self.started = time.perf_counter()
         self.pool: Executor | None = None
         self.queued: list[tuple[_Unit, Callable[[list], None] | None]] = []
-        self.pending: list[tuple[Future | _Unit, Callable[[list], None] | None]] = []
+        self.pending: list[tuple[Future | _Unit, Callable[[list], None] | None, str]] = []  # and the unit's kind
         self.batch: list[tuple] = []
 
     @property
@@ -334,7 +342,7 @@ class _Units:
         if self.pool is None:
             self.queued.append((unit, then))
         else:
-            self.pending.append((self.pool.submit(_walk_unit, unit, self.store, self._packed), then))
+            self.pending.append((self.pool.submit(_walk_unit, unit, self.store, self._packed), then, unit.kind))
 
     def _start_pool(self) -> None:
         if self.concurrency.kind is PoolKind.THREADS:
@@ -355,23 +363,32 @@ class _Units:
 
     def _submit_queued(self) -> None:
         self.pending += [
-            (self.pool.submit(_walk_unit, unit, self.store, self._packed), then) for unit, then in self.queued
+            (self.pool.submit(_walk_unit, unit, self.store, self._packed), then, unit.kind)
+            for unit, then in self.queued
         ]
         self.queued = []
 
-    def finish(self, walker: _Walker) -> None:
-        """Merge every unit, in the order queued, into the walker's inventory."""
+    def finish(self, walker: _Walker, walked: Walked | None = None) -> None:
+        """Merge every unit, in the order queued, into the walker's inventory; hand each repository merged
+        to `walked` once every blob is in too (what its manifests name can then be read)."""
         self._flush_repositories()
-        work = [*self.pending, *self.queued]
+        work = [*self.pending, *((unit, then, unit.kind) for unit, then in self.queued)]
         self.pending, self.queued = [], []
-        for at, (job, then) in enumerate(work):
+        last_blobs = max((at for at, (_, _, kind) in enumerate(work) if kind == "blobs"), default=-1)
+        waiting: list[str] = []  # repositories merged before the last blobs
+        for at, (job, then, _) in enumerate(work):
             work[at] = None  # a part merged is let go at once, not when the whole walk is merged
             part = job.result() if isinstance(job, Future) else _walk_unit(job, self.store)
             del job
-            walker.merge(part)
+            names = walker.merge(part)
             if then is not None:
                 then(part.answers)
             del part
+            if walked is not None:
+                waiting += names
+                if at >= last_blobs and waiting:
+                    walked(walker.inventory, waiting)
+                    waiting = []
         if walker.seen is not None:
             walker._judge_stores(walker.seen)
 
@@ -556,12 +573,12 @@ class _Walker:
         intern = self.digests.setdefault
         return Digests(intern(digest, digest) for digest in digests)
 
-    def merge(self, part: _Part) -> None:
-        """A unit's inventory into this walk's, every digest one object across the whole walk."""
+    def merge(self, part: _Part) -> list[str]:
+        """A unit's inventory into this walk's, every digest one object across the whole walk; the names
+        of the repositories it brought."""
         self.progress(part.listed)
         if isinstance(part.inventory, _Packed):
-            self._merge_packed(part.inventory)
-            return
+            return self._merge_packed(part.inventory)
         mine, theirs = self.inventory, part.inventory
         intern = self.digests.setdefault
         blobs = mine.blobs
@@ -584,8 +601,9 @@ class _Walker:
         mine.unknown += theirs.unknown
         mine.empty_dirs += theirs.empty_dirs
         mine.leftovers += theirs.leftovers
+        return list(theirs.repositories)
 
-    def _merge_packed(self, theirs: _Packed) -> None:
+    def _merge_packed(self, theirs: _Packed) -> list[str]:
         mine = self.inventory
         intern = self.digests.setdefault
         blobs = mine.blobs
@@ -612,6 +630,7 @@ class _Walker:
         mine.unknown += theirs.unknown
         mine.empty_dirs += theirs.empty_dirs
         mine.leftovers += theirs.leftovers
+        return [packed[0] for packed in theirs.repositories]
 
     # The tree
 
@@ -620,7 +639,9 @@ class _Walker:
         if children is None:
             return
         seen = set()
-        for entry, _, what in children:
+        # Blobs first, whatever the directory's order: the repositories' manifests can be read as soon as
+        # each repository is walked (see `walked`) only once every blob's size is known.
+        for entry, _, what in sorted(children, key=lambda child: child[0].name != layout.BLOBS):
             name = entry.name
             if what == "dir" and name == layout.BLOBS:
                 self.blobs(layout.BLOBS)

@@ -161,12 +161,19 @@ def load(
     `jobs`: storage operations in flight (the store's default when None)."""
     store = target.store()
     pool = concurrency(store, jobs)
+    # Where the walk runs in processes (a local disk), this thread reads the manifests of the repositories
+    # walked so far while the processes walk on: the cores share the work that would follow the walk.
+    early = manifests.WhileWalking(store) if pool.kind is PoolKind.PROCESSES else None
     with progress.counter("scanning", " dirs") as bar:
-        inventory = scan.scan(store, bar.update, pool)
-    named = manifests.named_by_links(inventory)
+        inventory = scan.scan(store, bar.update, pool, early.walked if early is not None else None)
     readers = max(pool.jobs, 8) if pool.kind is PoolKind.THREADS else 8 if jobs is None else jobs
-    with progress.counter("manifests", " manifests", total=len(named)):
-        parsed = manifests.read_manifests(store, named, inventory.blobs, workers=readers)
+    if early is not None:
+        with progress.counter("manifests", " manifests"):
+            parsed = early.finish(inventory, readers)
+    else:
+        named = manifests.named_by_links(inventory)
+        with progress.counter("manifests", " manifests", total=len(named)):
+            parsed = manifests.read_manifests(store, named, inventory.blobs, workers=readers)
     verification = None
     if verify_blobs or subset is not None:
         chosen = verify.in_subset(inventory.blobs, subset)

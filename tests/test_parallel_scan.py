@@ -14,7 +14,7 @@ import orjson
 import pytest
 from clirun import DEMO, REPO, run_cli, snapshot
 
-from fsck import scan
+from fsck import manifests, scan
 from fsck.store import Concurrency, LocalStore, PoolKind, concurrency_for, file_system_type
 from tests.harness import tree
 
@@ -94,6 +94,57 @@ def test_a_symbolic_link_inside_a_unit_gives_the_walk_of_one_thread(wide_tree, t
     assert [f.path for f in alone.followed] == ["repositories/copy03"]
     assert any("alias" in u.reason for u in alone.unknown)
     assert inventory_facts(pooled) == inventory_facts(alone)
+
+
+def read_while_walking(store, kind=PoolKind.PROCESSES):
+    """A walk on a pool with manifests read as it goes: (its inventory, what was read by the end of the
+    walk, how many blobs each call saw, what `finish` returns, whether reading during the walk stopped)."""
+    early = manifests.WhileWalking(store)
+    seen_blobs = []
+
+    def walked(inventory, names):
+        seen_blobs.append(len(inventory.blobs))
+        early.walked(inventory, names)
+
+    inventory = scan.scan(store, concurrency=Concurrency(kind, 2, "test"), walked=walked)
+    during = dict(early.parsed) if early.inventory is inventory else {}
+    return inventory, during, seen_blobs, early.finish(inventory), early.stopped
+
+
+def test_manifests_read_while_the_pool_walks_are_those_read_after_it(wide_tree):
+    store = LocalStore(str(wide_tree / V2))
+    inventory, during, seen_blobs, parsed, stopped = read_while_walking(store)
+    after = manifests.read_manifests(store, manifests.named_by_links(inventory), inventory.blobs)
+    assert parsed == after and len(after) > 20
+    # Read as repositories were merged, each time with every blob known (a manifest's size is its blob's).
+    assert len(during) == len(after)
+    assert seen_blobs and set(seen_blobs) == {len(inventory.blobs)} and not stopped
+
+
+def test_manifests_read_after_a_walk_begun_again_in_one_thread(wide_tree, tmp_path):
+    root = tree.copy_tree(wide_tree, tmp_path / "root")
+    first = sorted(p.parent for p in (root / V2 / "repositories" / "copy05").rglob("_layers"))[0]
+    layer = sorted((first / "_layers" / "sha256").iterdir())[0]
+    (first / "_layers" / "sha256" / ("0" * 64)).symlink_to(layer)  # inside a unit: the walk begins again
+    store = LocalStore(str(root / V2))
+    inventory, during, _, parsed, _ = read_while_walking(store)
+    assert parsed == manifests.read_manifests(store, manifests.named_by_links(inventory), inventory.blobs)
+    assert during == {}  # what was read of the first walk's inventory is not mixed in
+
+
+def test_reading_during_the_walk_stops_after_two_slow_batches_and_the_rest_is_read_after(wide_tree, monkeypatch):
+    store = LocalStore(str(wide_tree / V2))
+    inventory = scan.scan(store, concurrency=Concurrency(PoolKind.SERIAL, 1, "test"))
+    monkeypatch.setattr(manifests, "_SLOW_READ", -1.0)  # every read counted slow, as on a network mount
+    early = manifests.WhileWalking(store)
+    read = [0]
+    for name in inventory.repositories:
+        early.walked(inventory, [name])
+        read.append(len(early.parsed))
+    assert sum(after > before for before, after in zip(read, read[1:], strict=False)) == 2 and early.stopped
+    assert early.finish(inventory) == manifests.read_manifests(
+        store, manifests.named_by_links(inventory), inventory.blobs
+    )
 
 
 def report_without_clock(args):
