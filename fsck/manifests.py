@@ -11,7 +11,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 
 import orjson
@@ -47,7 +47,7 @@ class Role(str, Enum):
     CHILD = "child"  # an index entry: usually a manifest, sometimes a plain blob (buildkit cache)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Reference:
     digest: Digest
     role: Role
@@ -55,25 +55,25 @@ class Reference:
     media_type: str | None = None
     foreign: bool = False  # carries `urls`: non-distributable, normally not stored
 
+    def __init__(
+        self, digest: Digest, role: Role, size: int | None = None, media_type: str | None = None,
+        foreign: bool = False,
+    ) -> None:
+        # As Finding's: the slots set directly, where the generated __init__ of a frozen class goes
+        # through object.__setattr__ at twice the cost (the parser makes references by the hundred thousand).
+        set_digest, set_role, set_size, set_media_type, set_foreign = _REFERENCE_SLOTS
+        set_digest(self, digest)
+        set_role(self, role)
+        set_size(self, size)
+        set_media_type(self, media_type)
+        set_foreign(self, foreign)
+
     @property
     def names_manifest(self) -> bool:
         return self.media_type in MANIFEST_MEDIA_TYPES
 
 
-_REFERENCE_FIELDS = tuple(getattr(Reference, name).__set__ for name in ("digest", "role", "size", "media_type", "foreign"))
-
-
-def _reference(digest: Digest, role: Role, size: int | None, media_type: str | None, foreign: bool) -> Reference:
-    """`Reference(...)` at half the cost, for the parser's hundreds of thousands: the slots are set
-    directly, where the frozen class's own `__init__` goes through `object.__setattr__`."""
-    reference = object.__new__(Reference)
-    set_digest, set_role, set_size, set_media_type, set_foreign = _REFERENCE_FIELDS
-    set_digest(reference, digest)
-    set_role(reference, role)
-    set_size(reference, size)
-    set_media_type(reference, media_type)
-    set_foreign(reference, foreign)
-    return reference
+_REFERENCE_SLOTS = tuple(getattr(Reference, f.name).__set__ for f in fields(Reference))
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +226,7 @@ def _descriptor(
     urls = entry.get("urls")
     foreign = isinstance(urls, list) and bool(urls)
     if sharing is None:
-        return _reference(canonical(digest), role, size, media_type, foreign)
+        return Reference(canonical(digest), role, size, media_type, foreign)
     found = sharing.references.get(digest)
     digest = canonical(digest) if found is None else found.digest
     if (
@@ -236,7 +236,7 @@ def _descriptor(
         return found
     if size is not None and sharing.sizes.get(digest) == size:
         size = sharing.sizes[digest]
-    reference = _reference(digest, role, size, media_type, foreign)
+    reference = Reference(digest, role, size, media_type, foreign)
     if found is None:
         sharing.references[digest] = reference
     return reference

@@ -105,17 +105,8 @@ def _set(thing: object, value: object, name: str) -> None:
     object.__setattr__(thing, name, value)
 
 
-_FINDING_NAMES, _, _FINDING_SETTERS = _fields_of(Finding)
-_FINDING_REST = tuple(name for name in _FINDING_NAMES if name not in ("id", "location"))
+_FINDING_REST = tuple(field.name for field in dataclasses.fields(Finding) if field.name not in ("id", "location"))
 _FINDING_REST_GETTER = operator.attrgetter(*_FINDING_REST)
-# Set one by one in `_Codec.decode` (a field added to Finding fails here, at import, until the codec knows it).
-_SET_MESSAGE, _SET_REPOSITORY, _SET_TAG, _SET_DIGEST, _SET_BYTES, _SET_OWNER = (
-    _FINDING_SETTERS[_FINDING_NAMES.index(name)] for name in ("message", "repository", "tag", "digest", "bytes", "owner")
-)
-if _FINDING_REST != ("message", "repository", "tag", "digest", "bytes", "owner"):
-    raise TypeError(f"the finding codec does not know Finding's fields {_FINDING_REST}")
-_FINDING_ID_SETTER = _FINDING_SETTERS[_FINDING_NAMES.index("id")]
-_FINDING_LOCATION_SETTER = _FINDING_SETTERS[_FINDING_NAMES.index("location")]
 _NOT_A_DATACLASS = -1
 _new = object.__new__
 
@@ -138,18 +129,8 @@ class _Codec:
         return (_ID_INDEX[finding.id], self._encode_location(finding.location), _FINDING_REST_GETTER(finding))
 
     def decode(self, item: tuple) -> Finding:
-        # Unrolled: this runs once per finding read back, hundreds of thousands of times.
-        finding = _new(Finding)
-        index, location, (message, repository, tag, digest, size, owner) = item
-        _FINDING_ID_SETTER(finding, _IDS[index])
-        _FINDING_LOCATION_SETTER(finding, self._decode_location(location))
-        _SET_MESSAGE(finding, message)
-        _SET_REPOSITORY(finding, repository)
-        _SET_TAG(finding, tag)
-        _SET_DIGEST(finding, digest)
-        _SET_BYTES(finding, size)
-        _SET_OWNER(finding, owner)
-        return finding
+        index, location, rest = item  # rest: in Finding's field order, as its own __init__ takes them
+        return Finding(_IDS[index], self._decode_location(location), *rest)
 
     def _encode_location(self, location: object) -> tuple:
         index = self.kind_index.get(type(location))
