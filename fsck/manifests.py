@@ -7,6 +7,7 @@ collector: config, layers, index children and schema1 fsLayers reference blobs;
 
 from __future__ import annotations
 
+import resource
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
@@ -276,6 +277,15 @@ _BATCH_MIN = 32
 # disk here: about 40 us with the tree in the page cache, 130 us without; threads pay off only
 # where each read waits longer (a network mount: from a few hundred us).
 _SLOW_READ = 0.0002
+# A read that waits on storage gives up the CPU: a voluntary context switch. Time lost to other
+# processes on the same cores (the walkers, while the walk goes on) is taken by preemption and
+# costs few of them: a slow batch counts as slow storage only when this share of its reads switched.
+_SWITCHING_SHARE = 0.25
+_RUSAGE_THREAD = getattr(resource, "RUSAGE_THREAD", None)  # Linux: this thread's counts alone
+
+
+def _voluntary_switches() -> int:
+    return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw if _RUSAGE_THREAD is not None else 0
 
 
 class _Parser:
@@ -316,11 +326,14 @@ class _Parser:
 
 def _timed(parser: _Parser, batch: list[Digest], into: dict) -> bool:
     """Reads the batch into `into`; whether it was slow. Waiting, not computing: a pause of Python's
-    cycle collector is this thread's CPU time, a read that waits on storage is not."""
-    started, computing = time.perf_counter(), time.thread_time()
+    cycle collector is this thread's CPU time, a read that waits on storage is not; and waiting on
+    storage, not for a core: where switches are counted per thread, most reads must have blocked."""
+    started, computing, switched = time.perf_counter(), time.thread_time(), _voluntary_switches()
     into.update(parser.load_batch(batch))
     waited = (time.perf_counter() - started) - (time.thread_time() - computing)
-    return waited > _SLOW_READ * len(batch)
+    if waited <= _SLOW_READ * len(batch):
+        return False
+    return _RUSAGE_THREAD is None or _voluntary_switches() - switched >= _SWITCHING_SHARE * len(batch)
 
 
 def read_manifests(

@@ -136,6 +136,7 @@ def test_reading_during_the_walk_stops_after_two_slow_batches_and_the_rest_is_re
     store = LocalStore(str(wide_tree / V2))
     inventory = scan.scan(store, concurrency=Concurrency(PoolKind.SERIAL, 1, "test"))
     monkeypatch.setattr(manifests, "_SLOW_READ", -1.0)  # every read counted slow, as on a network mount
+    monkeypatch.setattr(manifests, "_SWITCHING_SHARE", 0.0)
     early = manifests.WhileWalking(store)
     read = [0]
     for name in inventory.repositories:

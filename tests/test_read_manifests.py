@@ -2,6 +2,8 @@
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -42,6 +44,7 @@ def test_threads_and_one_thread_read_the_same(tmp_path, monkeypatch, count):
     sizes = stored_images(v2, count)
     serial = m.read_manifests(LocalStore(v2), sizes, sizes, workers=1)
     monkeypatch.setattr(m, "_SLOW_READ", -1.0)  # every batch counts as slow: the rest go to threads
+    monkeypatch.setattr(m, "_SWITCHING_SHARE", 0.0)
     threaded = m.read_manifests(LocalStore(v2), sizes, sizes, workers=8)
     assert threaded == serial
     assert set(threaded) == set(sizes)
@@ -87,6 +90,7 @@ def test_fast_reads_stay_in_this_thread(tmp_path, monkeypatch):
 @pytest.mark.parametrize("slow", [-1.0, 3600.0])
 def test_unreadable_data_among_many(tmp_path, monkeypatch, slow):
     monkeypatch.setattr(m, "_SLOW_READ", slow)
+    monkeypatch.setattr(m, "_SWITCHING_SHARE", 0.0)
     v2 = str(tmp_path)
     sizes = stored_images(v2, 300)
     broken = hashlib.sha256(b"broken").digest()
@@ -123,3 +127,35 @@ def test_reads_go_to_threads_when_they_wait_not_when_they_compute(tmp_path, wait
     paced = _Paced(v2, waiting)
     assert len(m.read_manifests(paced, sizes, sizes, workers=4)) == 400
     assert (len(paced.threads) > 1) is waiting, paced.threads
+
+
+def test_time_lost_to_a_busy_core_is_not_slow_storage(tmp_path, monkeypatch):
+    """Another process on the same core (the walkers, while the walk goes on) makes reads from the page
+    cache take longer than they compute, yet none waits on storage: they stay in this thread."""
+    v2 = str(tmp_path)
+    sizes = stored_images(v2, 1500)
+    monkeypatch.setattr(m, "_SLOW_READ", 1e-7)  # any time not spent computing would count
+    # Three batches, each longer than the scheduler's slice: each is preempted, and the first two decide.
+    monkeypatch.setattr(m, "_BATCH_MIN", 500)
+    monkeypatch.setattr(m, "_BATCH_MAX", 500)
+
+    class NoThreads:
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("reads from the page cache went to threads")
+
+    monkeypatch.setattr(m, "ThreadPoolExecutor", NoThreads)
+    m.read_manifests(LocalStore(v2), sizes, sizes, workers=8)  # warm: every read from the page cache
+    cores = os.sched_getaffinity(0)
+    core = min(cores)
+    hog = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{core}}})\nwhile True: pass"])
+    try:
+        os.sched_setaffinity(0, {core})  # this thread alone, beside the busy process
+        time.sleep(0.2)
+        started, computing = time.perf_counter(), time.thread_time()
+        assert len(m.read_manifests(LocalStore(v2), sizes, sizes, workers=8)) == 1500
+        waited = (time.perf_counter() - started) - (time.thread_time() - computing)
+    finally:
+        os.sched_setaffinity(0, cores)
+        hog.kill()
+        hog.wait()
+    assert waited > 1e-7 * 1500 * 10, "the busy process never took the core: nothing was measured"
