@@ -163,7 +163,7 @@ CATALOGUE: tuple[Check, ...] = (
 
 BY_ID: dict[Id, Check] = {check.id: check for check in CATALOGUE}
 # A finding's sort key begins with its severity's rank and its id's place in the catalogue.
-_KEY_PREFIX: dict[Id, tuple[int, int]] = {
+KEY_PREFIX: dict[Id, tuple[int, int]] = {
     check.id: (check.severity.rank, position) for position, check in enumerate(CATALOGUE)
 }
 NOT_ON_BUCKETS: frozenset[Id] = frozenset(check.id for check in CATALOGUE if not check.on_buckets)
@@ -225,7 +225,7 @@ class Finding:
         return BY_ID[self.id].severity
 
     def sort_key(self) -> tuple:
-        rank, order = _KEY_PREFIX[self.id]
+        rank, order = KEY_PREFIX[self.id]
         return (rank, order, self.repository or "", self.path)
 
 

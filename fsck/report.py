@@ -22,7 +22,7 @@ from .checks import Audit
 from .layout import Digest
 from .plan import DAMAGE_IDS, DEFAULT_IDS, UNTAGGED_IDS, Action, Plan
 from .removal import Item, RemovalPlan
-from .spool import FindingLog
+from .spool import FindingLog, row_of
 
 FORMAT = "registry-fsck/report/1"
 
@@ -77,16 +77,22 @@ _ID_TEXTS = {check.id: (check.id.value, check.severity.value) for check in CATAL
 
 
 def finding_record(finding: Finding) -> dict:
-    finding_id, severity = _ID_TEXTS[finding.id]
+    return _row_record(row_of(finding))
+
+
+def _row_record(row: tuple) -> dict:
+    """The record of a finding given as a row (`spool.ROW_FIELDS`)."""
+    finding_id, path, message, repository, tag, digest, size, _ = row
+    id_text, severity = _ID_TEXTS[finding_id]
     return {
-        "id": finding_id,
+        "id": id_text,
         "severity": severity,
-        "repository": display(finding.repository) if finding.repository is not None else None,
-        "tag": display(finding.tag) if finding.tag is not None else None,
-        "digest": layout.format_digest(finding.digest) if finding.digest is not None else None,
-        "path": display(finding.path),
-        "bytes": finding.bytes,
-        "message": display(finding.message),
+        "repository": display(repository) if repository is not None else None,
+        "tag": display(tag) if tag is not None else None,
+        "digest": layout.format_digest(digest) if digest is not None else None,
+        "path": display(path),
+        "bytes": size,
+        "message": display(message),
     }
 
 
@@ -140,8 +146,8 @@ def write_json(audit: Audit, context: Context, exit_code: int, out: BinaryIO) ->
         return
     out.write(head[: -len(_NO_FINDINGS)] + b"[")
     separator = b"\n"
-    findings = iter(log)
-    while records := [finding_record(f) for f in islice(findings, _RECORDS_PER_WRITE)]:
+    rows = log.rows()
+    while records := [_row_record(row) for row in islice(rows, _RECORDS_PER_WRITE)]:
         # b"[\n  {\n    ...\n  }\n]": the list's items, indented one level more, as they sit in the document.
         items = orjson.dumps(records, option=orjson.OPT_INDENT_2)[2:-2]
         out.write(separator + b"  " + items.replace(b"\n", b"\n  "))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import IO
 
-from .catalogue import CATALOGUE, Finding, Id, Severity
+from .catalogue import CATALOGUE, KEY_PREFIX, Finding, Id, Severity
 
 DEFAULT_MEMORY_BOUND = 8192  # findings held as objects: a few MB
 DEFAULT_BATCH = 64  # findings per pickled batch: what a read holds of each run
@@ -107,7 +107,20 @@ def _set(thing: object, value: object, name: str) -> None:
 
 _FINDING_REST = tuple(field.name for field in dataclasses.fields(Finding) if field.name not in ("id", "location"))
 _FINDING_REST_GETTER = operator.attrgetter(*_FINDING_REST)
+# A row: a finding as the plain values a record of it shows, (id, path, *_FINDING_REST), read back from a
+# run without building the finding and its location again.
+ROW_FIELDS = ("id", "path", *_FINDING_REST)
+
+
+def row_of(finding: Finding) -> tuple:
+    return (finding.id, finding.path, *_FINDING_REST_GETTER(finding))
+
+
+def _row_key(row: tuple) -> tuple:
+    """`Finding.sort_key` of the row's finding."""
+    return (*KEY_PREFIX[row[0]], row[3] or "", row[1])
 _NOT_A_DATACLASS = -1
+_FINDINGS, _ROWS, _ENCODED = "findings", "rows", "encoded"  # what `FindingLog._in_order` yields
 _new = object.__new__
 
 
@@ -126,11 +139,29 @@ class _Codec:
         self.nesting: list[bool] = []  # whether a location of the kind has held another
 
     def encode(self, finding: Finding) -> tuple:
-        return (_ID_INDEX[finding.id], self._encode_location(finding.location), _FINDING_REST_GETTER(finding))
+        return (
+            _ID_INDEX[finding.id], self._encode_location(finding.location), _FINDING_REST_GETTER(finding),
+            finding.path,
+        )
 
     def decode(self, item: tuple) -> Finding:
-        index, location, rest = item  # rest: in Finding's field order, as its own __init__ takes them
+        index, location, rest, _ = item  # rest: in Finding's field order, as its own __init__ takes them
         return Finding(_IDS[index], self._decode_location(location), *rest)
+
+    @staticmethod
+    def decode_row(item: tuple) -> tuple:
+        index, _, rest, path = item
+        return (_IDS[index], path, *rest)
+
+    @staticmethod
+    def same(item: tuple) -> tuple:
+        return item
+
+    @staticmethod
+    def key(item: tuple) -> tuple:
+        """The sort key of the encoded finding's finding."""
+        index, _, rest, path = item
+        return (*KEY_PREFIX[_IDS[index]], rest[1] or "", path)
 
     def _encode_location(self, location: object) -> tuple:
         index = self.kind_index.get(type(location))
@@ -272,50 +303,52 @@ class FindingLog:
         return entry
 
     def _spill(self) -> None:
-        self._held.sort(key=Finding.sort_key)
-        self._runs.append(self._write(iter(self._held), tier=0))
+        held = self._held
+        held.sort(key=Finding.sort_key)
         self._held = []
+        self._runs.append(self._write(iter(held), self._codec.encode))
         fan_in = self._fan_in
         # Merge the last `fan_in` runs while they are of one tier: they were added one after the
         # other, so merging them in place keeps the order of ties.
         while len(self._runs) >= fan_in and len({run.tier for run in self._runs[-fan_in:]}) == 1:
             merged = self._runs[-fan_in:]
             tier = merged[0].tier + 1
-            run = self._write(self._in_order(merged, []), tier)
+            run = self._write(self._in_order(merged, [], _ENCODED), _Codec.same, tier)
             del self._runs[-fan_in:]
             for old in merged:
                 self._files.remove(old.file)
                 old.file.close()
             self._runs.append(run)
 
-    def _write(self, findings: Iterator[Finding], tier: int) -> _Run:
+    def _write(self, items: Iterator, encode: Callable[[object], tuple], tier: int = 0) -> _Run:
+        """A run of findings given in sort-key order, each encoded by `encode` (as it comes: what is
+        encoded is let go batch by batch)."""
         file = tempfile.TemporaryFile(buffering=0, dir=self._directory)
         self._files.append(file)
         ends = array("q")
         segments: dict[int, _Segment] = {}
-        encode = self._codec.encode
+        key = self._codec.key
         batch: list[tuple] = []
         index = first = -1
         first_key: tuple = ()
-        last: Finding | None = None
-        for finding in findings:
-            finding_index = _ID_INDEX[finding.id]
-            if finding_index != index:  # an id's findings start a batch of their own
+        last: tuple = ()
+        for item in map(encode, items):
+            if item[0] != index:  # an id's findings start a batch of their own
                 if batch:
                     self._write_batch(file, batch, ends)
                     batch = []
                 if index >= 0:
-                    segments[index] = _Segment(first, len(ends), first_key, last.sort_key())
-                index, first, first_key = finding_index, len(ends), finding.sort_key()
-            batch.append(encode(finding))
-            last = finding
+                    segments[index] = _Segment(first, len(ends), first_key, key(last))
+                index, first, first_key = item[0], len(ends), key(item)
+            batch.append(item)
+            last = item
             if len(batch) == self._batch:
                 self._write_batch(file, batch, ends)
                 batch = []
         if batch:
             self._write_batch(file, batch, ends)
         if index >= 0:
-            segments[index] = _Segment(first, len(ends), first_key, last.sort_key())
+            segments[index] = _Segment(first, len(ends), first_key, key(last))
         return _Run(file, ends, tier, segments)
 
     @staticmethod
@@ -327,10 +360,9 @@ class FindingLog:
             written += file.write(view[written:])
         ends.append((ends[-1] if ends else 0) + len(data))
 
-    def _read(self, run: _Run, segment: _Segment) -> Iterator[Finding]:
+    def _read(self, run: _Run, segment: _Segment, decode: Callable[[tuple], object]) -> Iterator:
         # pread: reads of one run side by side do not share a file position.
         descriptor = run.file.fileno()
-        decode = self._codec.decode
         ends = run.ends
         start = ends[segment.first - 1] if segment.first else 0
         for end in ends[segment.first : segment.end]:
@@ -338,29 +370,35 @@ class FindingLog:
                 yield decode(item)
             start = end
 
-    def _in_order(self, runs: list[_Run], held: list[Finding]) -> Iterator[Finding]:
+    def _in_order(self, runs: list[_Run], held: list[Finding], form: str = _FINDINGS) -> Iterator:
         """The findings of these runs (in the order they were written) and of `held` (sorted), in
-        sort-key order: id by id, each id's parts one after the other where each ends at or before the
-        next begins (as findings made in order are), merged only where they overlap."""
-        held_by_id: dict[int, list[Finding]] = {}
-        for finding in held:
-            held_by_id.setdefault(_ID_INDEX[finding.id], []).append(finding)
+        sort-key order, as findings, rows, or encoded for another run (`form`): id by id, each
+        id's parts one after the other where each ends at or before the next begins (as findings made in
+        order are), merged only where they overlap."""
+        decode, key, held_form = {
+            _FINDINGS: (self._codec.decode, Finding.sort_key, None),
+            _ROWS: (self._codec.decode_row, _row_key, row_of),
+            _ENCODED: (self._codec.same, self._codec.key, None),
+        }[form]
+        held_by_id: dict[int, list] = {}
+        for finding in held:  # none where runs are merged into one
+            held_by_id.setdefault(_ID_INDEX[finding.id], []).append(finding if held_form is None else held_form(finding))
         starts = {index: segment.first_key for run in runs for index, segment in run.segments.items()}
-        starts.update((index, findings[0].sort_key()) for index, findings in held_by_id.items())
+        starts.update((index, key(items[0])) for index, items in held_by_id.items())
         # A sort key begins with the id's place in the report: ids in the order of their keys' prefixes.
         for index in sorted(starts, key=lambda index: starts[index][:2]):
-            parts: list[tuple[tuple, tuple, Iterator[Finding] | list[Finding]]] = [
-                (segment.first_key, segment.last_key, self._read(run, segment))
+            parts: list[tuple[tuple, tuple, Iterator | list]] = [
+                (segment.first_key, segment.last_key, self._read(run, segment, decode))
                 for run in runs if (segment := run.segments.get(index)) is not None
             ]
             mine = held_by_id.get(index)
             if mine:
-                parts.append((mine[0].sort_key(), mine[-1].sort_key(), mine))
+                parts.append((key(mine[0]), key(mine[-1]), mine))
             if all(before[1] <= after[0] for before, after in zip(parts, parts[1:], strict=False)):
-                for _, _, findings in parts:
-                    yield from findings
+                for _, _, items in parts:
+                    yield from items
             else:  # ties go to the earlier part, as `sorted` keeps them
-                yield from heapq.merge(*(findings for _, _, findings in parts), key=Finding.sort_key)
+                yield from heapq.merge(*(items for _, _, items in parts), key=key)
 
     # Reading.
 
@@ -368,14 +406,25 @@ class FindingLog:
         return self._count
 
     def __iter__(self) -> Iterator[Finding]:
+        self._seal()
+        if not self._runs:
+            return iter(self._held)
+        return self._in_order(self._runs, self._held)
+
+    def rows(self) -> Iterator[tuple]:
+        """The findings in the same order as `row_of` gives them (`ROW_FIELDS`): what a report shows of
+        each, without building the spilled ones again."""
+        self._seal()
+        if not self._runs:
+            return map(row_of, self._held)
+        return self._in_order(self._runs, self._held, _ROWS)
+
+    def _seal(self) -> None:
         if self._closed:
             raise ValueError("the log is closed")
         if not self._sealed:
             self._held.sort(key=Finding.sort_key)
             self._sealed = True
-        if not self._runs:
-            return iter(self._held)
-        return self._in_order(self._runs, self._held)
 
     @property
     def ignored(self) -> Mapping[Id, int] | None:

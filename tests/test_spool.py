@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from fsck import layout
 from fsck.catalogue import Finding, Id, Severity
-from fsck.spool import FindingLog
+from fsck.spool import ROW_FIELDS, FindingLog, row_of
 
 REPOSITORIES = ("a", "a/b", "library/busybox", "z")
 DIGESTS = tuple(bytes([n]) * 32 for n in range(4)) + (b"\x07" * 64,)  # a sha512 too
@@ -74,6 +74,7 @@ def test_findings_come_back_in_sorted_order_across_the_spill_boundary(added, siz
         expected = [whole(f) for f in sorted(added, key=Finding.sort_key)]
         assert [whole(f) for f in log] == expected
         assert [whole(f) for f in log] == expected  # a second read
+        assert list(log.rows()) == [row_of(f) for f in sorted(added, key=Finding.sort_key)]
         assert len(log) == len(added)
         assert log.spilled == (len(added) >= sizes["memory_bound"])
 
@@ -97,6 +98,17 @@ def test_findings_made_in_order_id_by_id_come_back_as_made(made, shuffle, sizes)
         for finding in added:
             log.add(finding)
         assert [whole(f) for f in log] == [whole(f) for f in sorted(added, key=Finding.sort_key)]
+        assert list(log.rows()) == [row_of(f) for f in sorted(added, key=Finding.sort_key)]
+
+
+def test_a_row_holds_what_a_record_shows_in_its_fields_order():
+    location = layout.LinkFile(layout.TagCurrent("a/b", "v1"))
+    finding = Finding(Id.LINK_INVALID, location, "empty", "a/b", "v1", DIGESTS[0], 7, "z")
+    row = row_of(finding)
+    assert dict(zip(ROW_FIELDS, row, strict=True)) == {
+        "id": Id.LINK_INVALID, "path": location.path, "message": "empty", "repository": "a/b", "tag": "v1",
+        "digest": DIGESTS[0], "bytes": 7, "owner": "z",
+    }
 
 
 def recount(added: list[Finding], ignore: frozenset[Id] = frozenset()) -> dict:
