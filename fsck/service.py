@@ -141,6 +141,8 @@ class Loaded:
     inventory: scan.Inventory
     manifests: dict
     verification: verify.Verification | None  # with --verify
+    # Processes the checks may use: two where the walk ran on processes (a local disk, several cores).
+    checking: int = 1
 
 
 def concurrency(store: Store, jobs: int | None) -> Concurrency:
@@ -179,7 +181,8 @@ def load(
         chosen = verify.in_subset(inventory.blobs, subset)
         with progress.counter("verifying", "B", total=sum(chosen.values()), scale=True) as bar:
             verification = verify.verify_blobs(store, chosen, bar.update)
-    return Loaded(store, inventory, parsed, verification)
+    checking = 2 if pool.kind is PoolKind.PROCESSES and pool.jobs > 1 else 1
+    return Loaded(store, inventory, parsed, verification, checking)
 
 
 def judge(loaded: Loaded, policy: checks.Policy, ignore: frozenset[Id] | None = None) -> checks.Audit:
@@ -188,6 +191,7 @@ def judge(loaded: Loaded, policy: checks.Policy, ignore: frozenset[Id] | None = 
         loaded.inventory, loaded.manifests, policy,
         verification.corrupt if verification else frozenset(),
         tuple(Oddity(path, reason) for path, reason in verification.unreadable) if verification else (),
+        processes=loaded.checking,
     )
     return checks.ignore(result, ignore) if ignore is not None else result
 

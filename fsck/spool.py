@@ -75,12 +75,30 @@ class _Segment:
 @dataclass(frozen=True, slots=True)
 class _Run:
     """One sorted run in a file of its own (unbuffered: each batch is one write, and open runs cost
-    no buffer each), where each batch ends in it, and where each id's findings are."""
+    no buffer each), where each batch ends in it, where each id's findings are, and the codec that
+    encoded them (another log's, for a run it took over)."""
 
     file: IO[bytes]
     ends: array  # of "q": a batch starts where the one before ends
     tier: int
     segments: Mapping[int, _Segment]  # by the id's index in `_IDS`
+    codec: _Codec
+
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    """What a log held, for another log to take over (`FindingLog.export`, `FindingLog.absorb`): its
+    runs' files go beside it, as objects or, from another process, as descriptors."""
+
+    runs: tuple[tuple[array, int, Mapping[int, _Segment]], ...]  # each run's ends, tier and segments
+    kinds: tuple[type, ...]  # its codec's
+    nesting: tuple[bool, ...]
+    count: int
+    by_id: Mapping[Id, list[int]]
+    by_repository: Mapping[str, list[int]]
+    reclaimable: int
+    shared: int
+    ignored: Mapping[Id, int]
 
 
 _IDS: tuple[Id, ...] = tuple(Id)
@@ -119,8 +137,11 @@ def row_of(finding: Finding) -> tuple:
 def _row_key(row: tuple) -> tuple:
     """`Finding.sort_key` of the row's finding."""
     return (*KEY_PREFIX[row[0]], row[3] or "", row[1])
+
+
 _NOT_A_DATACLASS = -1
-_FINDINGS, _ROWS, _ENCODED = "findings", "rows", "encoded"  # what `FindingLog._in_order` yields
+# What `FindingLog._in_order` yields, with the codec method that reads a run's items so.
+_FINDINGS, _ROWS, _ENCODED = "decode", "decode_row", "same"
 _new = object.__new__
 
 
@@ -131,12 +152,17 @@ class _Codec:
 
     __slots__ = ("kinds", "kind_index", "getters", "setters", "nesting")
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Iterable[type] = (), nesting: Iterable[bool] = ()) -> None:
+        """`kinds` and `nesting`: another codec's, to read what it encoded."""
         self.kinds: list[type] = []
         self.kind_index: dict[type, int] = {}
         self.getters: list[Callable[[object], tuple]] = []
         self.setters: list[tuple[Callable, ...]] = []
         self.nesting: list[bool] = []  # whether a location of the kind has held another
+        for kind in kinds:
+            self._new_kind(kind)
+        for index, nests in enumerate(nesting):
+            self.nesting[index] = nests
 
     def encode(self, finding: Finding) -> tuple:
         return (
@@ -313,12 +339,72 @@ class FindingLog:
         while len(self._runs) >= fan_in and len({run.tier for run in self._runs[-fan_in:]}) == 1:
             merged = self._runs[-fan_in:]
             tier = merged[0].tier + 1
-            run = self._write(self._in_order(merged, [], _ENCODED), _Codec.same, tier)
+            if all(old.codec is self._codec for old in merged):  # passed through as encoded
+                run = self._write(self._in_order(merged, [], _ENCODED), _Codec.same, tier)
+            else:  # some taken over from another log: encoded again, by this one's codec
+                run = self._write(self._in_order(merged, [], _FINDINGS), self._codec.encode, tier)
             del self._runs[-fan_in:]
             for old in merged:
                 self._files.remove(old.file)
                 old.file.close()
             self._runs.append(run)
+
+    # Handing over (a log filled in another process comes back to this one so).
+
+    def export(self) -> tuple[Exported, list[IO[bytes]]]:
+        """Everything this log holds, for another log's `absorb`, with the files of its runs (the
+        caller's to close until absorbed). This log is closed after."""
+        if self._sealed or self._closed or any(run.codec is not self._codec for run in self._runs):
+            raise RuntimeError("only a log being filled, and never given another's findings, is handed over")
+        if self._held:
+            self._spill()
+        codec = self._codec
+        exported = Exported(
+            tuple((run.ends, run.tier, run.segments) for run in self._runs), tuple(codec.kinds),
+            tuple(codec.nesting), self._count, self._by_id, self._by_repository, self._reclaimable, self._shared,
+            self._ignored,
+        )
+        files = [run.file for run in self._runs]
+        self._files.clear()  # no longer this log's to close
+        self._runs = []
+        self._closed = True
+        return exported, files
+
+    def absorb(self, exported: Exported, files: list[IO[bytes]]) -> None:
+        """Take over another log's findings (`export`), as though added after every finding here: ties
+        in the sort key come after these. The files become this log's."""
+        if self._sealed:
+            raise RuntimeError("the findings have been read: the log takes no more")
+        if set(exported.ignored) != set(self._ignored) or len(exported.runs) != len(files):
+            raise ValueError("a log ignoring other ids, or runs without their files")
+        if self._held:
+            self._spill()  # what was added before goes to a run ahead of the runs taken over
+        codec = self._codec
+        if tuple(codec.kinds[: len(exported.kinds)]) == exported.kinds[: len(codec.kinds)]:
+            for kind in exported.kinds[len(codec.kinds) :]:  # one numbering of kinds: runs merge as encoded
+                codec._new_kind(kind)
+            for index, nests in enumerate(exported.nesting):
+                codec.nesting[index] = codec.nesting[index] or nests
+        else:
+            codec = _Codec(exported.kinds, exported.nesting)
+        self._files.extend(files)
+        self._runs.extend(
+            _Run(file, ends, tier, segments, codec)
+            for (ends, tier, segments), file in zip(exported.runs, files, strict=True)
+        )
+        self._count += exported.count
+        for finding_id, (count, size) in exported.by_id.items():
+            tally = self._by_id.setdefault(finding_id, [0, 0])
+            tally[0] += count
+            tally[1] += size
+        for name, (count, size) in exported.by_repository.items():
+            entry = self._repository(name)
+            entry[0] += count
+            entry[1] += size
+        self._reclaimable += exported.reclaimable
+        self._shared += exported.shared
+        for finding_id, count in exported.ignored.items():
+            self._ignored[finding_id] += count
 
     def _write(self, items: Iterator, encode: Callable[[object], tuple], tier: int = 0) -> _Run:
         """A run of findings given in sort-key order, each encoded by `encode` (as it comes: what is
@@ -349,7 +435,7 @@ class FindingLog:
             self._write_batch(file, batch, ends)
         if index >= 0:
             segments[index] = _Segment(first, len(ends), first_key, key(last))
-        return _Run(file, ends, tier, segments)
+        return _Run(file, ends, tier, segments, self._codec)
 
     @staticmethod
     def _write_batch(file: IO[bytes], batch: list[tuple], ends: array) -> None:
@@ -360,9 +446,11 @@ class FindingLog:
             written += file.write(view[written:])
         ends.append((ends[-1] if ends else 0) + len(data))
 
-    def _read(self, run: _Run, segment: _Segment, decode: Callable[[tuple], object]) -> Iterator:
+    @staticmethod
+    def _read(run: _Run, segment: _Segment, form: str) -> Iterator:
         # pread: reads of one run side by side do not share a file position.
         descriptor = run.file.fileno()
+        decode = getattr(run.codec, form)
         ends = run.ends
         start = ends[segment.first - 1] if segment.first else 0
         for end in ends[segment.first : segment.end]:
@@ -375,11 +463,7 @@ class FindingLog:
         sort-key order, as findings, rows, or encoded for another run (`form`): id by id, each
         id's parts one after the other where each ends at or before the next begins (as findings made in
         order are), merged only where they overlap."""
-        decode, key, held_form = {
-            _FINDINGS: (self._codec.decode, Finding.sort_key, None),
-            _ROWS: (self._codec.decode_row, _row_key, row_of),
-            _ENCODED: (self._codec.same, self._codec.key, None),
-        }[form]
+        key, held_form = {_FINDINGS: (Finding.sort_key, None), _ROWS: (_row_key, row_of), _ENCODED: (_Codec.key, None)}[form]
         held_by_id: dict[int, list] = {}
         for finding in held:  # none where runs are merged into one
             held_by_id.setdefault(_ID_INDEX[finding.id], []).append(finding if held_form is None else held_form(finding))
@@ -388,7 +472,7 @@ class FindingLog:
         # A sort key begins with the id's place in the report: ids in the order of their keys' prefixes.
         for index in sorted(starts, key=lambda index: starts[index][:2]):
             parts: list[tuple[tuple, tuple, Iterator | list]] = [
-                (segment.first_key, segment.last_key, self._read(run, segment, decode))
+                (segment.first_key, segment.last_key, self._read(run, segment, form))
                 for run in runs if (segment := run.segments.get(index)) is not None
             ]
             mine = held_by_id.get(index)

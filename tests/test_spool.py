@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -260,3 +261,49 @@ def test_of_wraps_any_iterable_and_returns_a_log_as_it_is():
     assert log.ignored is None
     assert not FindingLog() and list(FindingLog()) == []
     log.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(findings(), max_size=60), st.lists(findings(), max_size=60), st.lists(findings(), max_size=20),
+       st.booleans(), bounds)
+def test_a_log_taken_over_reads_as_though_its_findings_were_added_after(first, handed, after, aside, sizes):
+    """As the checks hand a child's log back (`aside`: through a pickle and the files' descriptors,
+    with a codec that numbered the kinds of locations in another order)."""
+    with FindingLog(**sizes) as log:
+        for finding in first:
+            log.add(finding)
+        other = FindingLog(**sizes)
+        for finding in reversed(handed) if aside else handed:  # the kinds of locations met in another order
+            other.add(finding)
+        exported, files = other.export()
+        if aside:
+            exported = pickle.loads(pickle.dumps(exported))
+            sent, files = files, [os.fdopen(os.dup(file.fileno()), "rb", buffering=0) for file in files]
+            for file in sent:
+                file.close()
+        log.absorb(exported, files)
+        for finding in after:
+            log.add(finding)
+        added = first + (list(reversed(handed)) if aside else handed) + after
+        expected = [whole(f) for f in sorted(added, key=Finding.sort_key)]
+        assert [whole(f) for f in log] == expected
+        assert list(log.rows()) == [row_of(f) for f in sorted(added, key=Finding.sort_key)]
+        assert as_plain(log) == recount(added)
+
+
+def test_a_log_handed_over_is_closed_and_its_files_are_the_takers():
+    before = open_descriptors()
+    other = FindingLog(memory_bound=10, batch=4)
+    for finding in blob_findings(100):
+        other.add(finding)
+    exported, files = other.export()
+    with pytest.raises(ValueError):
+        iter(other)
+    other.close()
+    assert open_descriptors() > before  # the files are not the handed-over log's to close
+    with FindingLog() as log:
+        log.absorb(exported, files)
+        assert len(log) == 100 and list(log) == sorted(blob_findings(100), key=Finding.sort_key)
+        with pytest.raises(RuntimeError):
+            log.export()  # it holds another log's runs
+    assert open_descriptors() == before
