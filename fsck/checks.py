@@ -314,6 +314,9 @@ def _repositories_aside(
     finally:
         state.findings = findings
     findings.absorb(exported, files)
+    for name, digests in untagged.items():  # the inventory's own digest objects, as in one process
+        own = {digest: digest for digest in inventory.repositories[name].layer_links}
+        untagged[name] = [own.get(digest, digest) for digest in digests]
     state.damage, state.blob_damage, state.untagged_only = damage, blob_damage, UntaggedOnly(untagged)
     if blob_damage != spared:
         verdicts.close()
