@@ -5,7 +5,6 @@ to blobs the blob verdicts would otherwise call garbage, and where the child fai
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,11 +51,7 @@ def damaged_tree(tmp_path_factory) -> Path:
     repositories find damaged, which the blob verdicts alone would call garbage), a layer blob of the
     wrong size, a stray file and an empty tag directory."""
     root = tree.copy_tree(DEMO, tmp_path_factory.mktemp("aside") / "root")
-    repositories = root / V2 / "repositories"
-    originals = sorted(p.name for p in repositories.iterdir())
-    for n in range(6):
-        for name in originals:
-            shutil.copytree(repositories / name, repositories / f"copy{n}" / name, symlinks=True)
+    repositories = tree.copy_repositories(root, 6)
     tree.add_orphan_blobs(root, 50)
     last = sorted(p.parent for p in (repositories / "copy5").rglob("_layers"))
     links = sorted((last[0] / "_manifests" / "revisions" / "sha256").iterdir())

@@ -26,11 +26,7 @@ def wide_tree(tmp_path_factory):
     """The real demo tree with every repository copied under 40 namespaces (many repository units), 3,000
     orphan blobs (every blob fan-out directory), and damage of every kind the walk records."""
     root = tree.copy_tree(DEMO, tmp_path_factory.mktemp("wide") / "root")
-    repositories = root / V2 / "repositories"
-    originals = sorted(p.name for p in repositories.iterdir())
-    for n in range(40):
-        for name in originals:
-            shutil.copytree(repositories / name, repositories / f"copy{n:02d}" / name, symlinks=True)
+    repositories = tree.copy_repositories(root, 40, "copy{n:02d}")
     tree.add_orphan_blobs(root, 3000)
     some = sorted(p.parent for p in (repositories / "copy07").rglob("_layers"))[0]
     (some / "_layers" / "stray-file").write_text("not a link directory\n")

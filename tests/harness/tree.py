@@ -117,6 +117,17 @@ def copy_tree(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
+def copy_repositories(root: Path, namespaces: int, name: str = "copy{n}") -> Path:
+    """Every repository of the tree copied again under each of `namespaces` namespaces (named by
+    `name.format(n=...)`): a tree of many repositories sharing the same blobs. Returns repositories/."""
+    repositories = v2(root) / "repositories"
+    originals = sorted(p.name for p in repositories.iterdir())
+    for n in range(namespaces):
+        for original in originals:
+            shutil.copytree(repositories / original, repositories / name.format(n=n) / original, symlinks=True)
+    return repositories
+
+
 def add_orphan_blobs(root: Path, count: int) -> list[str]:
     """`count` blobs nothing references, each whole (its digest is its content's), stored as the registry
     stores blobs: `blob-orphan` garbage. Returns their digests."""
