@@ -306,7 +306,6 @@ def _repositories_aside(
         with aside.Aside(checked) as child:
             state.findings = verdicts
             _judge_blobs(state, inventory)
-            state.findings = findings
             (exported, damage, blob_damage, untagged, recent, empty_repositories), files = child.result()
     except aside.Failed:
         verdicts.close()

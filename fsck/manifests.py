@@ -336,6 +336,20 @@ def _timed(parser: _Parser, batch: list[Digest], into: dict) -> bool:
     return _RUSAGE_THREAD is None or _voluntary_switches() - switched >= _SWITCHING_SHARE * len(batch)
 
 
+class _SlowStreak:
+    """Storage that makes reads wait: two slow batches in a row (one alone may be another process's turn)."""
+
+    __slots__ = ("before",)
+
+    def __init__(self) -> None:
+        self.before = False
+
+    def after(self, slow: bool) -> bool:
+        """Whether the batch just read, slow or not, ends a streak of two."""
+        streak, self.before = slow and self.before, slow
+        return streak
+
+
 def read_manifests(
     store: Store, digests: Iterable[Digest], sizes: Mapping[Digest, int], workers: int = 8
 ) -> dict[Digest, Manifest | InvalidManifest]:
@@ -358,13 +372,12 @@ def _read_into(parser: _Parser, wanted: list[Digest], workers: int, parsed: dict
     size = max(_BATCH_MIN, min(_BATCH_MAX, -(-len(wanted) // (max(workers, 1) * 4))))
     batches = [wanted[start : start + size] for start in range(0, len(wanted), size)]
     done = 0
-    slow_before = False
+    streak = _SlowStreak()
     for batch in batches:
-        slow = _timed(parser, batch, parsed)
+        slow = streak.after(_timed(parser, batch, parsed))
         done += 1
-        if workers > 1 and slow and slow_before:  # two in a row: one alone may be another process's turn
+        if workers > 1 and slow:
             break
-        slow_before = slow
     rest = batches[done:]
     if rest:
         with ThreadPoolExecutor(max_workers=min(workers, len(rest))) as pool:
@@ -380,14 +393,14 @@ class WhileWalking:
     Only for a store whose reads do not wait (a local disk): the first two slow batches in a row stop it,
     and the rest is read by `read_manifests`' threads after the walk."""
 
-    __slots__ = ("store", "inventory", "parser", "parsed", "slow_before", "stopped")
+    __slots__ = ("store", "inventory", "parser", "parsed", "streak", "stopped")
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.inventory: Inventory | None = None
         self.parser: _Parser | None = None
         self.parsed: dict[Digest, Manifest | InvalidManifest] = {}
-        self.slow_before = False
+        self.streak = _SlowStreak()
         self.stopped = False
 
     def walked(self, inventory: Inventory, names: Iterable[str]) -> None:
@@ -403,9 +416,7 @@ class WhileWalking:
         ]
         if not wanted:
             return
-        slow = _timed(self.parser, wanted, parsed)
-        self.stopped = slow and self.slow_before
-        self.slow_before = slow
+        self.stopped = self.streak.after(_timed(self.parser, wanted, parsed))
 
     def finish(self, inventory: Inventory, workers: int = 8) -> dict[Digest, Manifest | InvalidManifest]:
         named = named_by_links(inventory)

@@ -159,10 +159,19 @@ class _Codec:
         self.getters: list[Callable[[object], tuple]] = []
         self.setters: list[tuple[Callable, ...]] = []
         self.nesting: list[bool] = []  # whether a location of the kind has held another
-        for kind in kinds:
+        self.learn(tuple(kinds), tuple(nesting))
+
+    def reads(self, kinds: tuple[type, ...]) -> bool:
+        """Whether this codec numbers these kinds as another codec did (one is the other's start)."""
+        return tuple(self.kinds[: len(kinds)]) == kinds[: len(self.kinds)]
+
+    def learn(self, kinds: tuple[type, ...], nesting: tuple[bool, ...]) -> None:
+        """Another codec's kinds beyond this one's, and which of them nest, so that this one reads what
+        that one encoded (`reads` must hold)."""
+        for kind in kinds[len(self.kinds) :]:
             self._new_kind(kind)
         for index, nests in enumerate(nesting):
-            self.nesting[index] = nests
+            self.nesting[index] = self.nesting[index] or nests
 
     def encode(self, finding: Finding) -> tuple:
         return (
@@ -380,11 +389,8 @@ class FindingLog:
         if self._held:
             self._spill()  # what was added before goes to a run ahead of the runs taken over
         codec = self._codec
-        if tuple(codec.kinds[: len(exported.kinds)]) == exported.kinds[: len(codec.kinds)]:
-            for kind in exported.kinds[len(codec.kinds) :]:  # one numbering of kinds: runs merge as encoded
-                codec._new_kind(kind)
-            for index, nests in enumerate(exported.nesting):
-                codec.nesting[index] = codec.nesting[index] or nests
+        if codec.reads(exported.kinds):  # one numbering of kinds: runs merge as encoded
+            codec.learn(exported.kinds, exported.nesting)
         else:
             codec = _Codec(exported.kinds, exported.nesting)
         self._files.extend(files)
