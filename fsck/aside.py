@@ -14,7 +14,7 @@ import pickle
 import signal
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO
 
 _LENGTH = struct.Struct("<Q")
@@ -110,6 +110,60 @@ class Aside:
         self.channel.close()
 
     def __enter__(self) -> Aside:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Shares:
+    """A piece of work in `count` shares, for this process and a child forked after: the child takes
+    them from the front, this process from the back, each share going to one of them, and whichever is
+    free takes the next. A pipe holds one byte a share and a read of one byte takes one (the kernel
+    hands each byte to one reader): neither waits on a lock or on the other."""
+
+    LIMIT = 4096  # shares: what one write puts in a pipe whole (PIPE_BUF), none of it waiting on a reader
+
+    __slots__ = ("count", "_pipe")
+
+    def __init__(self, count: int) -> None:
+        if not 0 < count <= self.LIMIT:
+            raise ValueError(f"shares: {count} is not between 1 and {self.LIMIT}")
+        try:
+            read, write = os.pipe()
+        except OSError as error:
+            raise Failed(f"no pipe: {error.strerror}") from None
+        try:
+            os.write(write, bytes(count))
+        finally:
+            os.close(write)  # once the shares are gone, a read finds the end
+        self.count = count
+        self._pipe: int | None = read
+
+    def _take(self) -> bool:
+        assert self._pipe is not None
+        return bool(os.read(self._pipe, 1))
+
+    def from_front(self) -> Iterator[int]:
+        """The child's: the shares' indexes it takes, from the first on."""
+        taken = 0
+        while self._take():
+            yield taken
+            taken += 1
+
+    def from_back(self) -> Iterator[int]:
+        """This process's: the shares' indexes it takes, from the last down."""
+        index = self.count - 1
+        while self._take():
+            yield index
+            index -= 1
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            os.close(self._pipe)
+            self._pipe = None
+
+    def __enter__(self) -> Shares:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -14,7 +14,7 @@ data exists marks the manifest and its config, layers and children), and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -273,17 +273,30 @@ _ASIDE_FROM = 256
 
 
 def _repositories(
-    state: _State, inventory: Inventory, policy: Policy, unknown: Mapping[str, set[Digest]]
+    state: _State, inventory: Inventory, policy: Policy, unknown: Mapping[str, set[Digest]],
+    names: Iterable[str] | None = None,
 ) -> tuple[list[RecentUpload], list[str]]:
-    """Every repository's checks: the uploads still in their quiet period, and the empty repositories."""
+    """Every repository's checks (or those `names`, in the order given): the uploads still in their
+    quiet period, and the empty repositories."""
     recent: list[RecentUpload] = []
     empty_repositories: list[str] = []
     # Repositories, tags and digests are visited in the report's order: the log then reads each id's
     # findings back one run after the other, with no merge.
-    for name in sorted(inventory.repositories):
+    for name in sorted(inventory.repositories) if names is None else names:
         repository = inventory.repositories[name]
         recent += _repository(state, repository, policy, unknown.get(name, _NONE), empty_repositories)
     return recent, empty_repositories
+
+
+@dataclass(slots=True)
+class _Taken:
+    """What this process found in the shares of repositories it took from the child's back."""
+
+    findings: FindingLog
+    damage: list[Finding]
+    blob_damage: set[Digest]
+    untagged_only: UntaggedOnly
+    shares: dict[int, tuple[list[RecentUpload], list[str]]] = field(default_factory=dict)
 
 
 def _repositories_aside(
@@ -291,33 +304,67 @@ def _repositories_aside(
 ) -> tuple[list[RecentUpload], list[str], FindingLog | None] | None:
     """`_repositories` in a forked child while this process judges the blobs, as it would after them
     (that judgement is `None`, to be made again, where the repositories found damage to blobs that it
-    spares); None, and nothing changed, when no child could do it."""
+    spares), then takes shares of the repositories from the back while the child goes on from the front;
+    None, and nothing changed, when no child could do it."""
     spared = frozenset(state.blob_damage)
+    names = sorted(inventory.repositories)
+    size = -(-len(names) // aside.Shares.LIMIT)
+    shares = [names[start : start + size] for start in range(0, len(names), size)]
 
     def checked() -> tuple[tuple, list]:
         state.findings = FindingLog()  # what this process held stays its own
-        recent, empty_repositories = _repositories(state, inventory, policy, unknown)
+        recent, empty_repositories = _repositories(
+            state, inventory, policy, unknown, (name for index in claims.from_front() for name in shares[index])
+        )
         exported, files = state.findings.export()
         kept = (exported, state.damage, state.blob_damage, state.untagged_only.by_repository, recent, empty_repositories)
         return kept, files
 
-    findings, verdicts = state.findings, FindingLog()
+    before = (state.findings, state.damage, state.blob_damage, state.untagged_only)
+    verdicts = FindingLog()
+    taken = _Taken(FindingLog(), [], set(spared), UntaggedOnly({}))
     try:
-        with aside.Aside(checked) as child:
+        with aside.Shares(len(shares)) as claims, aside.Aside(checked) as child:
             state.findings = verdicts
             _judge_blobs(state, inventory)
+            state.findings, state.damage, state.blob_damage, state.untagged_only = (
+                taken.findings, taken.damage, taken.blob_damage, taken.untagged_only
+            )
+            for index in claims.from_back():
+                taken.shares[index] = _repositories(state, inventory, policy, unknown, shares[index])
             (exported, damage, blob_damage, untagged, recent, empty_repositories), files = child.result()
     except aside.Failed:
         verdicts.close()
+        taken.findings.close()
         return None
     finally:
-        state.findings = findings
+        state.findings, state.damage, state.blob_damage, state.untagged_only = before
+    findings = state.findings
     findings.absorb(exported, files)
     for name, digests in untagged.items():  # the inventory's own digest objects, as in one process
         own = {digest: digest for digest in inventory.repositories[name].layer_links}
         untagged[name] = [own.get(digest, digest) for digest in digests]
     state.damage, state.blob_damage, state.untagged_only = damage, blob_damage, UntaggedOnly(untagged)
-    if blob_damage != spared:
+    mine = sorted(taken.shares)
+    if taken.blob_damage != spared:
+        # Damage to a blob goes to the first repository that finds it: this process's shares come after
+        # the child's, and are checked again after them, in order.
+        taken.findings.close()
+        recent_here, empty_here = _repositories(
+            state, inventory, policy, unknown, (name for index in mine for name in shares[index])
+        )
+        recent += recent_here
+        empty_repositories += empty_here
+    else:
+        findings.absorb(*taken.findings.export())
+        state.damage += taken.damage
+        for name, digests in taken.untagged_only.by_repository.items():
+            untagged[name] = digests
+        state.untagged_only = UntaggedOnly(dict(sorted(untagged.items())))
+        for index in mine:
+            recent += taken.shares[index][0]
+            empty_repositories += taken.shares[index][1]
+    if state.blob_damage != spared:
         verdicts.close()
         verdicts = None
     return recent, empty_repositories, verdicts

@@ -5,6 +5,8 @@ to blobs the blob verdicts would otherwise call garbage, and where the child fai
 from __future__ import annotations
 
 import os
+import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -37,7 +39,7 @@ def audit_facts(root: Path, processes: int) -> dict:
         "complete": audit.complete,
         "uncertain": audit.uncertain,
         "recent": audit.recent,
-        "untagged_only": sorted(audit.untagged_only),
+        "untagged_only": list(audit.untagged_only),
         "unread": audit.unread,
         "not_seen": audit.not_seen,
         "used_as_content": audit.used_as_content,
@@ -98,6 +100,92 @@ def test_a_child_checking_the_repositories_finds_what_one_process_finds(damaged_
     invalid = {record[0].digest for record in in_one["findings"] if record[0].id is Id.MANIFEST_INVALID}
     garbage = {record[0].digest for record in in_one["findings"] if record[0].id in (Id.BLOB_ORPHAN, Id.BLOB_UNREACHABLE)}
     assert invalid and not invalid & garbage  # judged again after the repositories: never called garbage
+
+
+def checking_slowly_in_a_child(monkeypatch, noted: Path, pause: float = 0.005) -> None:
+    """Each repository checked notes which process checked it; the child's take `pause` seconds each, so
+    that this process, done with the blobs, takes shares of them from the back."""
+    parent = os.getpid()
+    repository = checks._repository
+
+    def noting(state, repo, *args):
+        if os.getpid() != parent:
+            time.sleep(pause)
+        else:  # taking shares from the back: not before the child has begun at the front
+            deadline = time.monotonic() + 30
+            while not (noted.exists() and "child" in noted.read_text()) and time.monotonic() < deadline:
+                time.sleep(0.001)
+        with open(noted, "a") as note:
+            note.write(f"{'child' if os.getpid() != parent else 'parent'} {repo.name}\n")
+        return repository(state, repo, *args)
+
+    monkeypatch.setattr(checks, "_repository", noting)
+
+
+def checked_by(noted: Path) -> dict[str, list[str]]:
+    by: dict[str, list[str]] = {"child": [], "parent": []}
+    for line in noted.read_text().splitlines():
+        who, name = line.split(" ", 1)
+        by[who].append(name)
+    noted.unlink()
+    return by
+
+
+@pytest.mark.parametrize("copy", ["demo", "damaged"])
+def test_this_process_takes_shares_of_the_repositories_from_the_back(copy, damaged_tree, monkeypatch, tmp_path):
+    """Undamaged, what this process found joins the child's; damaged, as the last copy is (a blob of the
+    wrong size that every copy's live manifests use: the first repository finding it reports it), its
+    shares are checked again after the child's."""
+    root = damaged_tree
+    if copy == "demo":
+        root = tree.copy_tree(DEMO, tmp_path / "root")
+        repositories = tree.copy_repositories(root, 6)
+        # An upload in its quiet period in every repository, all started at one moment: the recent ones
+        # come in repository order, whichever process checked them.
+        for number, repository in enumerate(sorted(p.parent for p in repositories.rglob("_layers"))):
+            upload = repository / "_uploads" / f"{number:08x}-0000-4000-8000-000000000000"
+            upload.mkdir(parents=True)
+            (upload / "data").write_bytes(b"part")
+            (upload / "startedat").write_text(NOW.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    monkeypatch.setattr(checks, "_ASIDE_FROM", 1)
+    in_one = audit_facts(root, processes=1)
+    noted = tmp_path / "checked"
+    checking_slowly_in_a_child(monkeypatch, noted)
+    with_child = audit_facts(root, processes=2)
+    by = checked_by(noted)
+    assert by["child"] and by["parent"], by
+    ordered = sorted(set(by["child"]) | set(by["parent"]))
+    front = ordered[: len(set(by["child"]))]
+    assert by["child"] == front  # the child's from the front, in order; this process's the rest
+    again = [name for name, times in Counter(by["parent"]).items() if times > 1]
+    assert bool(again) == (copy == "damaged")  # checked twice where damage to a blob was found
+    assert with_child == in_one
+    if copy == "demo":
+        assert in_one["untagged_only"] and len(in_one["recent"]) > 100
+
+
+def test_shares_go_each_to_one_process():
+    shares = aside.Shares(1000)
+
+    def work():
+        taken = []
+        for index in shares.from_front():
+            taken.append(index)
+            time.sleep(0.0001)
+        return taken, []
+
+    with shares, aside.Aside(work) as child:
+        back = [index for index in shares.from_back() if not time.sleep(0.0001)]
+        front, _ = child.result()
+    assert front == list(range(len(front)))
+    assert back == list(range(999, 999 - len(back), -1))
+    assert sorted(front + back) == list(range(1000))
+
+
+@pytest.mark.parametrize("count", [0, aside.Shares.LIMIT + 1])
+def test_shares_are_between_one_and_what_a_pipe_takes_at_once(count):
+    with pytest.raises(ValueError):
+        aside.Shares(count)
 
 
 def test_where_the_child_fails_this_process_checks_the_repositories_itself(damaged_tree, monkeypatch):
