@@ -270,6 +270,7 @@ class _State:
 # Repositories from which a child process checking them pays for its start (fork, copied pages, the
 # findings handed back: some tens of ms; each repository takes about 0.4 ms).
 _ASIDE_FROM = 256
+_TAKEN_HELD = 1024  # findings of the repositories this process takes, held as objects before a spill
 
 
 def _repositories(
@@ -322,7 +323,8 @@ def _repositories_aside(
 
     before = (state.findings, state.damage, state.blob_damage, state.untagged_only)
     verdicts = FindingLog()
-    taken = _Taken(FindingLog(), [], set(spared), UntaggedOnly({}))
+    # Held beside the blob verdicts' log while both fill: spilled sooner, so as not to hold two logs' worth.
+    taken = _Taken(FindingLog(memory_bound=_TAKEN_HELD), [], set(spared), UntaggedOnly({}))
     try:
         with aside.Shares(len(shares)) as claims, aside.Aside(checked) as child:
             state.findings = verdicts
