@@ -106,6 +106,13 @@ class Digests(AbstractSet):
     def __len__(self) -> int:
         return len(self._sorted)
 
+    @classmethod
+    def in_order(cls, digests: Iterable[Digest]) -> Digests:
+        """Digests already in order and each once, as another `Digests` gave them: not sorted again."""
+        made = cls.__new__(cls)
+        made._sorted = tuple(digests)
+        return made
+
     __hash__ = AbstractSet._hash  # as a frozenset's: a frozen `Tag` holding one stays hashable
 
     def __repr__(self) -> str:

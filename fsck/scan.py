@@ -260,12 +260,19 @@ def _pack_inventory(inventory: Inventory) -> _Packed:
     )
 
 
+def _pack_set(digests: AbstractSet[Digest]) -> bytes:
+    """A set in order, as `Digests` holds it: the merge takes it as it comes."""
+    return _pack(digests if isinstance(digests, Digests) else sorted(digests))
+
+
 def _pack_repository(repository: Repository) -> tuple:
     return (
         repository.name, repository.has_layers_dir, repository.has_manifests_dir, repository.has_tags_dir,
-        repository.has_uploads_dir, _pack(repository.layer_links), _pack(repository.revisions),
-        tuple((tag.name, tag.current, tag.has_current_file, _pack(tag.index)) for tag in repository.tags.values()),
-        repository.uploads, repository.bad_links, _pack(repository.aliases), repository.fully_read,
+        repository.has_uploads_dir, _pack_set(repository.layer_links), _pack_set(repository.revisions),
+        tuple(
+            (tag.name, tag.current, tag.has_current_file, _pack_set(tag.index)) for tag in repository.tags.values()
+        ),
+        repository.uploads, repository.bad_links, _pack_set(repository.aliases), repository.fully_read,
     )
 
 
@@ -603,27 +610,31 @@ class _Walker:
         mine.leftovers += theirs.leftovers
         return list(theirs.repositories)
 
+    def _interned_in_order(self, packed: bytes) -> Digests:
+        """A packed `Digests` (in order, each once), every digest this walk's one object."""
+        digests = _unpacked(packed)
+        return Digests.in_order(map(self.digests.setdefault, digests, digests))
+
     def _merge_packed(self, theirs: _Packed) -> list[str]:
         mine = self.inventory
         intern = self.digests.setdefault
-        blobs = mine.blobs
-        for digest, size in zip(_unpacked(theirs.blobs), theirs.sizes, strict=True):
-            blobs[intern(digest, digest)] = size
+        digests = _unpacked(theirs.blobs)
+        mine.blobs.update(zip(map(intern, digests, digests), theirs.sizes, strict=True))
         for packed in theirs.repositories:
             (name, has_layers_dir, has_manifests_dir, has_tags_dir, has_uploads_dir, layer_links, revisions,
              tags, uploads, bad_links, aliases, fully_read) = packed
             mine.repositories[name] = Repository(
                 name, has_layers_dir, has_manifests_dir, has_tags_dir, has_uploads_dir,
-                self._interned(_unpacked(layer_links)),
-                self._interned(_unpacked(revisions)),
+                self._interned_in_order(layer_links),
+                self._interned_in_order(revisions),
                 {
                     tag_name: Tag(
                         tag_name, None if current is None else intern(current, current), has_current_file,
-                        self._interned(_unpacked(index)),
+                        self._interned_in_order(index),
                     )
                     for tag_name, current, has_current_file, index in tags
                 },
-                uploads, bad_links, self._interned(_unpacked(aliases)), fully_read,
+                uploads, bad_links, self._interned_in_order(aliases), fully_read,
             )  # in the place its discovery took
         mine.oddities += theirs.oddities
         mine.unreadable += theirs.unreadable

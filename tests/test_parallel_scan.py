@@ -242,3 +242,30 @@ def test_a_walker_process_killed_from_outside_is_one_line_and_exit_8(wide_tree):
         pytest.skip("the walker was done before it was killed")
     assert (process.returncode, stdout) == (8, "")
     assert "walker process" in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_a_walker_part_comes_back_as_the_inventory_it_packed(tmp_path):
+    """Sets in order or not (`Digests`, or a plain set as a repository holds while walked), blobs in the
+    walk's order with their sizes: every digest one object across the walk, each set asked by bisection."""
+    import hashlib
+
+    from fsck import layout, scan
+    from fsck.store import LocalStore
+
+    a, b, c, z = (bytes([n]) * 32 for n in (1, 2, 3, 26))
+    many = {hashlib.sha256(bytes([n])).digest() for n in range(64)}  # a set's order is not theirs
+    repository = scan.Repository(
+        "r", layer_links={c, a, b, *many}, revisions=layout.Digests([b, a]),
+        tags={"t": scan.Tag("t", a, True, layout.Digests([c, a]))}, aliases=set(),
+    )
+    packed = scan._pack_inventory(scan.Inventory("v2", blobs={c: 3, a: 1}, repositories={"r": repository}))
+    walker = scan._Walker(LocalStore(str(tmp_path)), scan.Inventory("v2"), lambda _n: None)
+    assert walker._merge_packed(packed) == ["r"]
+    merged = walker.inventory.repositories["r"]
+    assert list(walker.inventory.blobs.items()) == [(c, 3), (a, 1)]
+    assert list(merged.layer_links) == sorted({a, b, c, *many})
+    assert all(digest in merged.layer_links for digest in (a, b, c, *many)) and z not in merged.layer_links
+    assert list(merged.revisions) == [a, b] and list(merged.tags["t"].index) == [a, c] and not merged.aliases
+    held = {id(digest) for digest in walker.inventory.blobs}
+    assert {id(d) for d in (*merged.layer_links, *merged.tags["t"].index) if d in (a, c)} <= held
+    assert merged.tags["t"].current is next(d for d in walker.inventory.blobs if d == a)
