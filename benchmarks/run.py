@@ -507,12 +507,14 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
     if baseline and not os.path.isfile(os.path.join(baseline, "fsck", "cli.py")):
         sys.exit(f"--baseline {baseline}: no fsck/cli.py in it")
     # DIR goes first on sys.path, ahead of the working directory (which `python -m` and
-    # `-c` put ahead of PYTHONPATH) and of an installed or editable fsck.
-    boot = f"import sys; sys.path.insert(0, {baseline!r}); from fsck.cli import main; main()"
+    # `-c` put ahead of PYTHONPATH) and of an installed or editable fsck. Started as its console script
+    # starts it: through fsck.entry where it has one (its Ctrl-C handling and cycle-collector threshold).
+    front = "entry" if baseline and os.path.isfile(os.path.join(baseline, "fsck", "entry.py")) else "cli"
+    boot = f"import sys; sys.path.insert(0, {baseline!r}); from fsck.{front} import main; main()"
     base_fsck = [sys.executable, "-c", boot] if baseline else []
     if baseline:
         where = subprocess.run(
-            [sys.executable, "-c", boot.replace("from fsck.cli import main; main()", "import fsck; print(fsck.__file__)")],
+            [sys.executable, "-c", boot.replace(f"from fsck.{front} import main; main()", "import fsck; print(fsck.__file__)")],
             capture_output=True, text=True,
         ).stdout.strip()
         if not where.startswith(os.path.join(baseline, "fsck") + os.sep):

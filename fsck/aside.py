@@ -5,6 +5,7 @@ The child starts with everything this process holds (shared copy-on-write: nothi
 and sends its result back pickled over a socket pair, with the open files it names passed as
 descriptors: a finding log's runs come back without being copied. Where the child fails or cannot
 be started, `Failed` says so and the caller does the work itself: the child only ever computes.
+`Shares` splits one piece of work between the two as they go, whichever is free taking the next share.
 """
 
 from __future__ import annotations
