@@ -15,7 +15,7 @@ directories synced and its last "done" record written: the same, without the cra
 from __future__ import annotations
 
 import errno
-import secrets
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -58,7 +58,7 @@ class Outcome:
 
 def new_run_id(now: datetime) -> str:
     """Sorts in the order runs started (undo takes the newest), and is unique."""
-    return f"{now:%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(3)}"
+    return f"{now:%Y%m%dT%H%M%S.%fZ}-{os.urandom(3).hex()}"
 
 
 def apply(
@@ -239,7 +239,7 @@ def _write_link(action: Action, store: Store, quarantine: Store, run: str) -> se
     siblings_in, anywhere_below = _link_models(path)
     return store.write_atomically(
         path, layout.format_digest(action.content).encode(),
-        staging=(quarantine, f"{run}/{TEMPORARY}/{secrets.token_hex(8)}"),
+        staging=(quarantine, f"{run}/{TEMPORARY}/{os.urandom(8).hex()}"),
         siblings_in=siblings_in, anywhere_below=anywhere_below,
     )
 

@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import base64
 import errno
-import hashlib
 import os
 import re
-import secrets
 import socket
 import threading
 import time
@@ -62,6 +60,7 @@ from .store import (
     Reader,
     Stat,
     Store,
+    new_hasher,
 )
 
 V2_PREFIX = "docker/registry/v2/"
@@ -152,7 +151,7 @@ def _content_md5(request, **_kwargs) -> None:
     if isinstance(body, str):
         body = body.encode()
     if isinstance(body, bytes):
-        request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode()
+        request.headers["Content-MD5"] = base64.b64encode(new_hasher("md5", body, for_security=False).digest()).decode()
 
 
 def as_os_error(error: BaseException, what: str) -> OSError:
@@ -512,7 +511,7 @@ class S3Store:
             return b""
         if size == _LINK_BYTES and isinstance(etag, bytes):
             for text in self._candidates(path):
-                if hashlib.md5(text, usedforsecurity=False).digest() == etag:
+                if new_hasher("md5", text, for_security=False).digest() == etag:
                     self.requests.add("links_vouched")
                     return text[:limit]
         return self._get(path, limit if limit < size else None)
@@ -740,7 +739,7 @@ class S3Store:
         return set()
 
     def _put(self, path: str, data: bytes, **conditions: str) -> None:
-        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        md5 = new_hasher("md5", data, for_security=False).digest()
         try:
             self.requests.add("puts")
             answer = self.client.put_object(
@@ -843,7 +842,7 @@ class S3Store:
         from botocore import exceptions
 
         holder = {
-            "run": f"lock-{secrets.token_hex(4)}", "host": socket.gethostname(), "pid": os.getpid(),
+            "run": f"lock-{os.urandom(4).hex()}", "host": socket.gethostname(), "pid": os.getpid(),
             "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         body = orjson.dumps(holder) + b"\n"
@@ -958,7 +957,7 @@ class _S3Reader:
     def digest(self, directory: str, below: str, algorithm: str, buffer: memoryview, progress: Progress) -> bytes:
         store = self.store
         path = f"{directory}/{below}"
-        hasher = hashlib.new(algorithm)
+        hasher = new_hasher(algorithm)
         try:
             size = store._object(path)[0]
             if size > RANGE_BYTES:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import shutil
 import stat as modes
@@ -494,6 +493,15 @@ class LocalStore:
         return _LocalJournal(os.open(self._path(path), flags, 0o600))
 
 
+def new_hasher(algorithm: str, data: bytes = b"", *, for_security: bool = True):
+    """hashlib's hasher for `algorithm`. hashlib is imported on the first call, not at start-up: it maps
+    OpenSSL's libcrypto, 3.6 MiB of resident memory, which only a run that hashes (--verify, a bucket's
+    links) needs."""
+    import hashlib
+
+    return hashlib.new(algorithm, data, usedforsecurity=for_security)
+
+
 @dataclass(frozen=True, slots=True)
 class _LocalReader:
     """Opens each object from a held directory's fd (no walk down its whole path) and reads
@@ -503,7 +511,7 @@ class _LocalReader:
     fds: dict[str, int]
 
     def digest(self, directory: str, below: str, algorithm: str, buffer: memoryview, progress: Progress) -> bytes:
-        hasher = hashlib.new(algorithm)
+        hasher = new_hasher(algorithm)
         held = self.fds.get(directory)
         if held is None:
             fd = os.open(f"{self.prefix}{directory}/{below}", _READ)
@@ -841,7 +849,7 @@ class _MemoryReader:
     store: MemoryStore
 
     def digest(self, directory: str, below: str, algorithm: str, buffer: memoryview, progress: Progress) -> bytes:
-        hasher = hashlib.new(algorithm)
+        hasher = new_hasher(algorithm)
         data = self.store._file(f"{directory}/{below}").data
         for start in range(0, len(data), len(buffer)):
             chunk = data[start : start + len(buffer)]
