@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import resource
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -18,7 +17,7 @@ from enum import Enum
 import orjson
 
 from . import layout
-from .layout import Digest
+from .layout import Digest, StoredDigests
 from .scan import Inventory, LinkKind, Repository
 from .store import Store
 
@@ -126,14 +125,41 @@ def _same(digest: Digest) -> Digest:
 
 class Sharing:
     """Equal descriptors, one `Reference` (images share most of their layers): the first reference
-    made to each digest, handed out again to every equal one. A size equal to the stored one is the
-    stored int object."""
+    made to each digest, handed out again to every equal one. A stored digest is the stored object, and
+    a size equal to the stored one the stored int object. Kept by the stored digest's position (a list,
+    where a dict would spend 40 bytes more a blob); a digest not stored, in `others`."""
 
-    __slots__ = ("references", "sizes")
+    __slots__ = ("stored", "sizes", "by_position", "others")
 
-    def __init__(self, sizes: Mapping[Digest, int]) -> None:
-        self.references: dict[Digest, Reference] = {}
+    def __init__(self, sizes: Mapping[Digest, int], stored: StoredDigests | None = None) -> None:
+        self.stored = stored if stored is not None else StoredDigests(sizes)
         self.sizes = sizes
+        self.by_position: list[Reference | None] = [None] * len(self.stored)
+        self.others: dict[Digest, Reference] = {}
+
+    def reference(
+        self, digest: Digest, role: Role, size: int | None, media_type: str | None, foreign: bool
+    ) -> Reference:
+        at = self.stored.position(digest)
+        found = self.by_position[at] if at >= 0 else self.others.get(digest)
+        if found is not None:
+            if (
+                found.role is role and found.size == size and found.media_type == media_type
+                and found.foreign is foreign
+            ):
+                return found
+            digest = found.digest
+        elif at >= 0:
+            digest = self.stored.digests[at]
+        if at >= 0 and size is not None and self.sizes.get(digest) == size:
+            size = self.sizes[digest]
+        reference = Reference(digest, role, size, media_type, foreign)
+        if found is None:
+            if at >= 0:
+                self.by_position[at] = reference
+            else:
+                self.others[digest] = reference
+        return reference
 
 
 def parse_manifest(
@@ -228,19 +254,7 @@ def _descriptor(
     foreign = isinstance(urls, list) and bool(urls)
     if sharing is None:
         return Reference(canonical(digest), role, size, media_type, foreign)
-    found = sharing.references.get(digest)
-    digest = canonical(digest) if found is None else found.digest
-    if (
-        found is not None and found.role is role and found.size == size and found.media_type == media_type
-        and found.foreign is foreign
-    ):
-        return found
-    if size is not None and sharing.sizes.get(digest) == size:
-        size = sharing.sizes[digest]
-    reference = Reference(digest, role, size, media_type, foreign)
-    if found is None:
-        sharing.references[digest] = reference
-    return reference
+    return sharing.reference(digest, role, size, media_type, foreign)
 
 
 def _subject(document: dict, canonical: _Canonical) -> Digest | None:
@@ -292,21 +306,19 @@ class _Parser:
     """Reads and parses stored manifests of one inventory's blobs, sharing its digest objects.
 
     References to stored blobs share the inventory's digest objects (one per blob, not one per
-    reference), found by bisection in a sorted list (8 bytes a blob, where a dict would spend 50),
-    asked once per distinct digest (then the shared reference has it)."""
+    reference), found in the stored digests in order (`StoredDigests`: the walk's, where it made them).
+    """
 
-    __slots__ = ("store", "sizes", "stored", "sharing")
+    __slots__ = ("store", "sizes", "sharing")
 
-    def __init__(self, store: Store, sizes: Mapping[Digest, int]) -> None:
+    def __init__(self, store: Store, sizes: Mapping[Digest, int], stored: StoredDigests | None = None) -> None:
         self.store = store
         self.sizes = sizes
-        self.stored = sorted(sizes)
-        self.sharing = Sharing(sizes)
+        self.sharing = Sharing(sizes, stored)
 
     def canonical(self, digest: Digest) -> Digest:
-        stored = self.stored
-        at = bisect_left(stored, digest)
-        return stored[at] if at < len(stored) and stored[at] == digest else digest
+        stored = self.sharing.stored.stored(digest)
+        return digest if stored is None else stored
 
     def load(self, digest: Digest) -> Manifest | InvalidManifest:
         size = self.sizes[digest]
@@ -351,9 +363,11 @@ class _SlowStreak:
 
 
 def read_manifests(
-    store: Store, digests: Iterable[Digest], sizes: Mapping[Digest, int], workers: int = 8
+    store: Store, digests: Iterable[Digest], sizes: Mapping[Digest, int], workers: int = 8,
+    stored: StoredDigests | None = None,
 ) -> dict[Digest, Manifest | InvalidManifest]:
-    """Read and parse the stored data of each digest that is stored as a blob.
+    """Read and parse the stored data of each digest that is stored as a blob (`stored`: the sizes'
+    digests in order, when the caller has them).
 
     Batches are read in this thread while they read fast: parsing holds the GIL, so threads
     would only add hand-offs. Once two batches in a row show storage that makes each read wait
@@ -363,7 +377,7 @@ def read_manifests(
     wanted = [digest for digest in set(digests) if digest in sizes]
     parsed: dict[Digest, Manifest | InvalidManifest] = {}
     if wanted:
-        _read_into(_Parser(store, sizes), wanted, workers, parsed)
+        _read_into(_Parser(store, sizes, stored), wanted, workers, parsed)
     return parsed
 
 
@@ -407,7 +421,7 @@ class WhileWalking:
         if self.stopped:
             return
         if inventory is not self.inventory:  # a walk begun again (in one thread) has an inventory of its own
-            self.inventory, self.parser, self.parsed = inventory, _Parser(self.store, inventory.blobs), {}
+            self.inventory, self.parser, self.parsed = inventory, _Parser(self.store, inventory.blobs, inventory.stored_digests), {}
         parsed, sizes = self.parsed, inventory.blobs
         wanted = [
             digest
@@ -421,7 +435,7 @@ class WhileWalking:
     def finish(self, inventory: Inventory, workers: int = 8) -> dict[Digest, Manifest | InvalidManifest]:
         named = named_by_links(inventory)
         if inventory is not self.inventory:
-            return read_manifests(self.store, named, inventory.blobs, workers)
+            return read_manifests(self.store, named, inventory.blobs, workers, inventory.stored_digests)
         parsed, sizes = self.parsed, inventory.blobs
         rest = [digest for digest in named if digest in sizes and digest not in parsed]
         if rest:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from .layout import Digest
+from .layout import Digest, Digests
 from .manifests import InvalidManifest, Manifest
 from .scan import Inventory, LinkKind, Repository
 
@@ -184,9 +184,9 @@ def reach(graph: Graph, roots: Roots) -> Reach:
     blobs: set[Digest] = set()
     for name, manifests in roots.manifests.items():
         kept = closure(graph, name, manifests)
-        live[name] = kept
         blobs |= kept
         blobs |= graph.references(kept)
+        live[name] = Digests(kept)  # held to the end of the run, for every repository: a tuple, not a set
     for held in roots.blobs.values():
         blobs |= held
     blobs |= roots.anywhere

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import layout
-from .layout import Digest, Digests, LinkContent, LinkDefect
+from .layout import Digest, Digests, LinkContent, LinkDefect, StoredDigests
 from .store import Concurrency, Entry, EntryKind, PoolKind, Store
 
 
@@ -136,6 +136,9 @@ class Inventory:
     leftovers: list[LeftoverFile] = field(default_factory=list)  # *.tmp of interrupted writes
     followed: list[FollowedLink] = field(default_factory=list)  # directory links walked through, in walk order
     blobs_dir_readable: bool = True
+    # The blobs' digests in order, as the walk made them once every blob was known: for the manifests'
+    # reader to share, not to build again. Whoever reads the manifests lets it go.
+    stored_digests: StoredDigests | None = field(default=None, compare=False, repr=False)
 
     @property
     def complete(self) -> bool:
@@ -458,6 +461,8 @@ def _is_valid_utf8(name: str) -> bool:
     return True
 
 
+_NOT_YET_WALKED = Repository("", layer_links=Digests(), revisions=Digests(), aliases=Digests())
+
 class _Walker:
     """Per-level walkers over the fixed layout; every method takes a path relative to v2."""
 
@@ -471,8 +476,10 @@ class _Walker:
         self.units = units  # where blob prefixes and repositories go, when walked on a pool
         self.in_unit = in_unit  # a unit's walker: a symbolic link is for the whole walk to judge
         self.seen: set[str] | None = None  # the stores v2 holds, once its listing is read
-        # One bytes object per digest, however many blobs and links name it (this walk only).
-        self.digests: dict[Digest, Digest] = {}
+        # One bytes object per digest, however many blobs and links name it: a link's digest is the stored
+        # blob's object once every blob is known (`stored`), else the one `others` keeps (this walk only).
+        self.stored: StoredDigests | None = None
+        self.others: dict[Digest, Digest] = {}
         # The real directories the walk covers: v2's, and each followed link's target.
         self.real_trees: list[str] = [store.real_path("")]
 
@@ -533,7 +540,20 @@ class _Walker:
 
     def _digest(self, algorithm: str, hex_part: str) -> Digest | None:
         digest = layout.digest_key(algorithm, hex_part)
-        return None if digest is None else self.digests.setdefault(digest, digest)
+        return None if digest is None else self._intern(digest)
+
+    def _intern(self, digest: Digest) -> Digest:
+        return self._shared((digest,))[0]
+
+    def _shared(self, digests: Iterable[Digest]) -> list[Digest]:
+        if self.stored is not None:
+            return self.stored.shared(digests, self.others)
+        keep = self.others.setdefault
+        return [keep(digest, digest) for digest in digests]
+
+    def _blobs_known(self) -> None:
+        """Every blob is in the inventory: from here on a link's digest is the stored blob's object."""
+        self.stored = self.inventory.stored_digests = StoredDigests(self.inventory.blobs)
 
     def _what(self, entry: Entry, relative: str) -> str:
         return self._classify(entry, relative) or "odd"
@@ -577,8 +597,7 @@ class _Walker:
         self.inventory.leftovers.append(LeftoverFile(relative, size))
 
     def _interned(self, digests: Iterable[Digest]) -> Digests:
-        intern = self.digests.setdefault
-        return Digests(intern(digest, digest) for digest in digests)
+        return Digests(self._shared(digests))
 
     def merge(self, part: _Part) -> list[str]:
         """A unit's inventory into this walk's, every digest one object across the whole walk; the names
@@ -587,17 +606,17 @@ class _Walker:
         if isinstance(part.inventory, _Packed):
             return self._merge_packed(part.inventory)
         mine, theirs = self.inventory, part.inventory
-        intern = self.digests.setdefault
-        blobs = mine.blobs
-        for digest, size in theirs.blobs.items():
-            blobs[intern(digest, digest)] = size
+        mine.blobs.update(theirs.blobs)  # each blob in one place only: its digest is its own object
+        if theirs.repositories and self.stored is None:  # the blobs' units are merged before any repository's
+            self._blobs_known()
+        intern = self._intern
         for name, repository in theirs.repositories.items():
             repository.layer_links = self._interned(repository.layer_links)
             repository.revisions = self._interned(repository.revisions)
             repository.aliases = self._interned(repository.aliases)
             repository.tags = {
                 tag_name: Tag(
-                    tag.name, None if tag.current is None else intern(tag.current, tag.current), tag.has_current_file,
+                    tag.name, None if tag.current is None else intern(tag.current), tag.has_current_file,
                     self._interned(tag.index),
                 )
                 for tag_name, tag in repository.tags.items()
@@ -612,14 +631,14 @@ class _Walker:
 
     def _interned_in_order(self, packed: bytes) -> Digests:
         """A packed `Digests` (in order, each once), every digest this walk's one object."""
-        digests = _unpacked(packed)
-        return Digests.in_order(map(self.digests.setdefault, digests, digests))
+        return Digests.in_order(self._shared(_unpacked(packed)))
 
     def _merge_packed(self, theirs: _Packed) -> list[str]:
         mine = self.inventory
-        intern = self.digests.setdefault
-        digests = _unpacked(theirs.blobs)
-        mine.blobs.update(zip(map(intern, digests, digests), theirs.sizes, strict=True))
+        mine.blobs.update(zip(_unpacked(theirs.blobs), theirs.sizes, strict=True))
+        if theirs.repositories and self.stored is None:  # the blobs' units are merged before any repository's
+            self._blobs_known()
+        intern = self._intern
         for packed in theirs.repositories:
             (name, has_layers_dir, has_manifests_dir, has_tags_dir, has_uploads_dir, layer_links, revisions,
              tags, uploads, bad_links, aliases, fully_read) = packed
@@ -629,7 +648,7 @@ class _Walker:
                 self._interned_in_order(revisions),
                 {
                     tag_name: Tag(
-                        tag_name, None if current is None else intern(current, current), has_current_file,
+                        tag_name, None if current is None else intern(current), has_current_file,
                         self._interned_in_order(index),
                     )
                     for tag_name, current, has_current_file, index in tags
@@ -658,6 +677,8 @@ class _Walker:
                 self.blobs(layout.BLOBS)
                 seen.add(name)
             elif what == "dir" and name == layout.REPOSITORIES:
+                if self.units is None:  # walked here, after the blobs (on a pool, `merge` tells)
+                    self._blobs_known()
                 self.namespace(layout.REPOSITORIES, "", top=True)
                 seen.add(name)
             elif name in (layout.BLOBS, layout.REPOSITORIES):
@@ -717,13 +738,14 @@ class _Walker:
         if listed is None:
             return True
         holds_files = False
+        # A blob is in one place only: its digest is its own object (links are given it once all are known).
         for entry in listed:
             name = entry.name
             blob_dir = f"{relative}/{name}"
-            digest = self._digest(algorithm, name) if _is_dir(entry) else None
+            digest = layout.digest_key(algorithm, name) if _is_dir(entry) else None
             what = "dir" if digest is not None else self._what(entry, blob_dir)  # hex: valid UTF-8
             if digest is None and what == "dir":  # a followed symbolic link
-                digest = self._digest(algorithm, name)
+                digest = layout.digest_key(algorithm, name)
             if digest is not None and name.startswith(fan_out):
                 if self.blob(blob_dir, digest):
                     holds_files = True
@@ -765,8 +787,9 @@ class _Walker:
         if is_repository:
             parts = tuple((entry.name, path) for entry, path, what in children if what == "dir")
             if self.units is not None:
-                # Its place in the walk's order; the unit's walk fills it in.
-                self.inventory.repositories[name] = Repository(name)
+                # Its place in the walk's order, held by one shared placeholder (not three empty sets a
+                # repository while the walk goes on): the unit's part, merged, takes the place.
+                self.inventory.repositories[name] = _NOT_YET_WALKED
                 self.units.repository(relative, name, parts)
             else:
                 self.repository(relative, name, parts)
@@ -888,7 +911,7 @@ class _Walker:
                 if content.digest == digest:
                     into.add(digest)
                 elif content.digest is not None and layout.is_alias(digest, content.digest):
-                    repository.aliases.add(self.digests.setdefault(content.digest, content.digest))
+                    repository.aliases.add(self._intern(content.digest))
                 else:
                     repository.bad_links.append(BadLink(kind, path, digest, content, tag))
             elif name == layout.LINK and what == "dir":
@@ -954,7 +977,7 @@ class _Walker:
                 has_file = True
                 content = self._read_link(path)
                 if content.digest is not None:
-                    current = self.digests.setdefault(content.digest, content.digest)
+                    current = self._intern(content.digest)
                 else:
                     repository.bad_links.append(BadLink(LinkKind.CURRENT, path, None, content, tag))
             elif entry.name == layout.LINK and what == "dir":

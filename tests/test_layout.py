@@ -150,3 +150,21 @@ def test_digests_answer_as_the_set_of_their_digests_would():
     assert held | {z} == {a, b, c, z} and {z} | held == {a, b, c, z}
     assert type(held - {a}) is set and type(held & [a]) is set
     assert not layout.Digests() and layout.Digests() == set()
+
+
+def test_stored_digests_find_each_stored_digest_as_the_stored_object():
+    edges = [bytes(32), b"\xff" * 32, b"\x00\x01" + bytes(30), b"\x01" * 64, b"\x01" * 32]
+    digests = [*edges, *(bytes([n, 255 - n]) * 16 for n in range(256))]
+    table = layout.StoredDigests(digests)
+    assert len(table) == len(digests) and table.digests == sorted(digests)
+    for digest in digests:
+        asked = bytes(bytearray(digest))  # equal, another object
+        assert table.stored(asked) is digest and table.digests[table.position(asked)] is digest
+    for absent in (b"\x01" * 48, b"\xff" * 31, b"\x01", b"", b"\x00\x01" + b"\xff" * 30):
+        assert table.position(absent) == -1 and table.stored(absent) is None
+    others: dict = {}
+    absent = b"\x02" * 32
+    shared = table.shared([bytes(bytearray(edges[1])), absent, bytes(bytearray(absent)), b"\x07"], others)
+    assert shared[0] is edges[1] and shared[1] is absent and shared[2] is absent and shared[3] == b"\x07"
+    assert others == {absent: absent, b"\x07": b"\x07"}
+    assert layout.StoredDigests([]).position(bytes(32)) == -1

@@ -4,9 +4,10 @@ import hashlib
 import os
 
 import orjson
+import pytest
 
 from fsck import layout, manifests, scan
-from fsck.store import LocalStore
+from fsck.store import Concurrency, LocalStore, PoolKind
 
 
 def write(v2, relative, data: bytes) -> None:
@@ -16,7 +17,17 @@ def write(v2, relative, data: bytes) -> None:
         handle.write(data)
 
 
-def test_links_and_references_share_the_stored_blobs_digests(tmp_path):
+# The three walks: in this thread; on a pool, parts merged as they are; from walker processes, packed.
+WALKS = {
+    "one thread": Concurrency(PoolKind.SERIAL, 1, "test"),
+    "threads": Concurrency(PoolKind.THREADS, 2, "test"),
+    "processes": Concurrency(PoolKind.PROCESSES, 2, "test"),
+}
+
+
+@pytest.mark.parametrize("walk", WALKS)
+def test_links_and_references_share_the_stored_blobs_digests(tmp_path, monkeypatch, walk):
+    monkeypatch.setattr(scan, "_POOL_AFTER_UNITS", 0)  # a pool at once, however small the tree
     v2 = str(tmp_path)
     layer = b"layer"
     layer_digest = hashlib.sha256(layer).digest()
@@ -35,10 +46,20 @@ def test_links_and_references_share_the_stored_blobs_digests(tmp_path):
         write(v2, layout.tag_current_link(repository, "latest"), layout.format_digest(manifest_digest).encode())
         write(v2, layout.tag_index_link(repository, "latest", manifest_digest), layout.format_digest(manifest_digest).encode())
 
-    inventory = scan.scan(LocalStore(v2))
+    # And a link to a blob that is not stored: one object for it too.
+    missing = hashlib.sha256(b"not stored").digest()
+    for repository in ("a", "b"):
+        write(v2, layout.layer_link(repository, missing), layout.format_digest(missing).encode())
+
+    inventory = scan.scan(LocalStore(v2), concurrency=WALKS[walk])
     stored = {digest: digest for digest in inventory.blobs}
+    assert missing not in stored
+    first, second = (
+        next(d for d in inventory.repositories[name].layer_links if d == missing) for name in ("a", "b")
+    )
+    assert first is second
     for repository in inventory.repositories.values():
-        (linked,) = repository.layer_links
+        (linked,) = (digest for digest in repository.layer_links if digest != missing)
         (revision,) = repository.revisions
         tag = repository.tags["latest"]
         assert linked is stored[layer_digest]
@@ -46,7 +67,9 @@ def test_links_and_references_share_the_stored_blobs_digests(tmp_path):
         assert tag.current is stored[manifest_digest]
         assert next(iter(tag.index)) is stored[manifest_digest]
 
-    parsed = manifests.read_manifests(LocalStore(v2), manifests.named_by_links(inventory), inventory.blobs)
+    parsed = manifests.read_manifests(
+        LocalStore(v2), manifests.named_by_links(inventory), inventory.blobs, stored=inventory.stored_digests
+    )
     references = parsed[manifest_digest].references
     assert [r.digest for r in references] == [layer_digest, layer_digest]
     assert all(r.digest is stored[layer_digest] for r in references)
