@@ -14,6 +14,7 @@ data exists marks the manifest and its config, layers and children), and
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
@@ -30,7 +31,7 @@ from .reach import (
     Roots,
     build_graph,
     damaged_link_roots,
-    marked_among,
+    mark,
     reach,
     referenced_among,
     revision_roots,
@@ -318,7 +319,11 @@ def _repositories_aside(
             state, inventory, policy, unknown, (name for index in claims.from_front() for name in shares[index])
         )
         exported, files = state.findings.export()
-        kept = (exported, state.damage, state.blob_damage, state.untagged_only.by_repository, recent, empty_repositories)
+        untagged = {
+            name: _places(inventory.repositories[name].layer_links, digests)
+            for name, digests in state.untagged_only.by_repository.items()
+        }
+        kept = (exported, state.damage, state.blob_damage, untagged, recent, empty_repositories)
         return kept, files
 
     before = (state.findings, state.damage, state.blob_damage, state.untagged_only)
@@ -343,9 +348,8 @@ def _repositories_aside(
         state.findings, state.damage, state.blob_damage, state.untagged_only = before
     findings = state.findings
     findings.absorb(exported, files)
-    for name, digests in untagged.items():  # the inventory's own digest objects, as in one process
-        own = {digest: digest for digest in inventory.repositories[name].layer_links}
-        untagged[name] = [own.get(digest, digest) for digest in digests]
+    for name, places in untagged.items():  # the inventory's own digest objects, as in one process
+        untagged[name] = _at_places(inventory.repositories[name].layer_links, places)
     state.damage, state.blob_damage, state.untagged_only = damage, blob_damage, UntaggedOnly(untagged)
     mine = sorted(taken.shares)
     if taken.blob_damage != spared:
@@ -372,11 +376,28 @@ def _repositories_aside(
     return recent, empty_repositories, verdicts
 
 
+def _places(links: AbstractSet[Digest], digests: list[Digest]) -> array:
+    """Some of a repository's layer links as their places in the order its links iterate: 4 bytes a
+    link for the trip back from the child (a digest pickled is 35, unpickled 80), the same order in
+    the parent, whose own objects they then name."""
+    where = {digest: at for at, digest in enumerate(links)}
+    return array("I", [where[digest] for digest in digests])
+
+
+def _at_places(links: AbstractSet[Digest], places: array) -> list[Digest]:
+    in_order = tuple(links)
+    return [in_order[at] for at in places]
+
+
 def _judge_blobs(state: _State, inventory: Inventory) -> None:
     """Blobs nothing keeps, each with the repositories using it."""
-    orphans, unreachable, unkept, marked = _blob_verdicts(state)
-    users = _users(state.graph, inventory, unkept, marked)
-    del unkept, marked
+    marks = _blob_marks(state)
+    users = _users(state.graph, inventory, marks)
+    orphans = [digest for digest, marked in marks.items() if not marked]
+    unreachable = [digest for digest, marked in marks.items() if marked]
+    del marks
+    orphans.sort()
+    unreachable.sort()
     _add_blob_verdicts(state, orphans, unreachable, users)
 
 
@@ -605,16 +626,13 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
             ))
 
 
-def _blob_verdicts(state: _State) -> tuple[list[Digest], list[Digest], AbstractSet[Digest], set[Digest]]:
-    """The blobs nothing keeps: orphans (no stored manifest references them) and unreachable ones, in
-    digest order (their paths'); and as sets, what nothing keeps and which of it the GC marks (the unreachable)."""
+def _blob_marks(state: _State) -> dict[Digest, bool]:
+    """The blobs nothing keeps, each with whether the registry's GC marks it: an unreachable blob (True)
+    or an orphan (False, no stored manifest references it)."""
     damaged, kept, protected = state.blob_damage, state.kept.blobs, state.protected.blobs
-    unkept = dict.fromkeys(d for d in state.blobs if not (d in damaged or d in kept or d in protected)).keys()
-    marked = marked_among(state.graph, unkept)
-    orphans, unreachable = [], []
-    for digest in unkept:
-        (orphans if digest not in marked else unreachable).append(digest)
-    return sorted(orphans), sorted(unreachable), unkept, marked
+    marks = dict.fromkeys((d for d in state.blobs if not (d in damaged or d in kept or d in protected)), False)
+    mark(state.graph, marks)
+    return marks
 
 
 def _add_blob_verdicts(
@@ -645,13 +663,11 @@ def _names(users: str | set[str] | None) -> tuple[str, ...] | set[str]:
     return () if users is None else (users,) if isinstance(users, str) else users
 
 
-def _users(
-    graph: Graph, inventory: Inventory, garbage: AbstractSet[Digest], unreachable: AbstractSet[Digest]
-) -> dict[Digest, str | set[str]]:
-    """The repositories that use each garbage blob (`garbage`: orphans and `unreachable` ones): for an
-    unreachable blob, those whose stored manifests are or reference it; for an orphan (no manifest
-    does), those whose _layers link it. Most have one
-    user: its name alone (the repository's own str object) until a second comes, a set only then."""
+def _users(graph: Graph, inventory: Inventory, marks: Mapping[Digest, bool]) -> dict[Digest, str | set[str]]:
+    """The repositories that use each garbage blob (`marks`: True for an unreachable one, False for an
+    orphan): for an unreachable blob, those whose stored manifests are or reference it; for an orphan (no
+    manifest does), those whose _layers link it. Most have one user: its name alone (the repository's
+    own str object) until a second comes, a set only then."""
     users: dict[Digest, str | set[str]] = {}
 
     def use(digest: Digest, name: str) -> None:
@@ -664,17 +680,19 @@ def _users(
         else:
             names.add(name)
 
-    if unreachable:
+    marked = marks.get
+    if any(marks.values()):
         for name, revisions in graph.revisions.items():
             for digest in revisions:
                 manifest = graph.manifest(digest)
                 for used in (digest, *(r.digest for r in manifest.references)) if manifest is not None else (digest,):
-                    if used in unreachable:
+                    if marked(used):
                         use(used, name)
-    if len(garbage) > len(unreachable):  # some orphans
+    if not all(marks.values()):  # some orphans
+        garbage = marks.keys()
         for name, repository in inventory.repositories.items():
             for digest in repository.layer_links & garbage:
-                if digest not in unreachable:
+                if not marks[digest]:
                     use(digest, name)
     return users
 

@@ -90,22 +90,28 @@ def graph_and_marks(
 def marked_among(graph: Graph, candidates: AbstractSet[Digest]) -> set[Digest]:
     """Those of `candidates` the registry's GC marks: stored revisions, and what they reference as
     config, layer or child. One pass over the revisions; nothing as large as the store is built."""
+    marks = dict.fromkeys(candidates, False)
+    mark(graph, marks)
+    return {digest for digest, marked in marks.items() if marked}
+
+
+def mark(graph: Graph, marks: dict[Digest, bool]) -> None:
+    """`marked_among` in place: each of `marks` the GC marks set to True (the rest left as they are),
+    for candidates as many as a store's garbage, with no second table beside them."""
     blobs, manifests = graph.blobs, graph.manifests
-    marked: set[Digest] = set()
-    if not candidates:
-        return marked
+    if not marks:
+        return
     for revisions in graph.revisions.values():
         for digest in revisions:
             if digest not in blobs:
                 continue
-            if digest in candidates:
-                marked.add(digest)
+            if digest in marks:
+                marks[digest] = True
             parsed = manifests.get(digest)
             if isinstance(parsed, Manifest):
                 for reference in parsed.references:
-                    if reference.digest in candidates:
-                        marked.add(reference.digest)
-    return marked
+                    if reference.digest in marks:
+                        marks[reference.digest] = True
 
 
 def referenced_among(graph: Graph, candidates: AbstractSet[Digest]) -> set[Digest]:
