@@ -543,7 +543,14 @@ class _Walker:
         return None if digest is None else self._intern(digest)
 
     def _intern(self, digest: Digest) -> Digest:
-        return self._shared((digest,))[0]
+        if self.in_unit:  # the walk that merges the unit's part gives each digest its one object
+            return digest
+        stored = self.stored
+        if stored is not None:
+            at = stored.position(digest)
+            if at >= 0:
+                return stored.digests[at]
+        return self.others.setdefault(digest, digest)
 
     def _shared(self, digests: Iterable[Digest]) -> list[Digest]:
         if self.stored is not None:
