@@ -629,7 +629,7 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
 def _blob_marks(state: _State) -> dict[Digest, bool]:
     """The blobs nothing keeps, each with whether the registry's GC marks it: an unreachable blob (True)
     or an orphan (False, no stored manifest references it)."""
-    damaged, kept, protected = state.blob_damage, state.kept.blobs, state.protected.blobs
+    damaged, kept, protected = state.blob_damage, state.kept.kept_blobs(), state.protected.blobs
     marks = dict.fromkeys((d for d in state.blobs if not (d in damaged or d in kept or d in protected)), False)
     mark(state.graph, marks)
     return marks

@@ -72,7 +72,8 @@ def build_graph(inventory: Inventory, manifests: Mapping[Digest, Manifest | Inva
             parsed = manifests.get(digest)
             if isinstance(parsed, Manifest) and parsed.subject is not None:
                 by_subject.setdefault(parsed.subject, []).append(digest)
-        referrers[repository.name] = {subject: tuple(named) for subject, named in by_subject.items()}
+        if by_subject:  # most repositories have none: no empty table for each
+            referrers[repository.name] = {subject: tuple(named) for subject, named in by_subject.items()}
     return Graph(blobs, manifests, {name: r.revisions for name, r in inventory.repositories.items()}, referrers)
 
 
@@ -156,10 +157,30 @@ class Reach:
     graph: Graph
     live: Mapping[str, AbstractSet[Digest]]  # per repository: the manifests the roots keep
     held: Mapping[str, AbstractSet[Digest]]  # per repository: blobs the roots keep as they are
-    blobs: AbstractSet[Digest]  # every live manifest, what it references, and the held blobs
+    anywhere: AbstractSet[Digest] = frozenset()  # blobs kept whichever repository links them
     # Per repository, once asked: what its live manifests reference (the blobs its `_layers` must
     # link). Built on demand: held for every repository, these sets together are as large as the store.
     referenced_in: dict[str, AbstractSet[Digest]] = field(default_factory=dict, compare=False)
+    kept: list[AbstractSet[Digest]] = field(default_factory=list, compare=False)  # `blobs`, once asked
+
+    @property
+    def blobs(self) -> AbstractSet[Digest]:
+        """Every live manifest, what it references, and the held blobs: built at the first question, kept."""
+        if not self.kept:
+            self.kept.append(self.kept_blobs())
+        return self.kept[0]
+
+    def kept_blobs(self) -> set[Digest]:
+        """The same, built afresh and not kept: for a caller that asks once (a set as large as the store's
+        live part, let go as soon as it has answered)."""
+        blobs: set[Digest] = set()
+        for live in self.live.values():
+            blobs.update(live)  # update, not |=: a set's |= takes only a set, and Digests' | would copy it all
+            blobs |= self.graph.references(live)
+        for held in self.held.values():
+            blobs.update(held)
+        blobs.update(self.anywhere)
+        return blobs
 
     def referenced(self, repository: str) -> AbstractSet[Digest]:
         """What the repository's live manifests reference, kept for the next question."""
@@ -186,17 +207,9 @@ class Reach:
 
 
 def reach(graph: Graph, roots: Roots) -> Reach:
-    live: dict[str, AbstractSet[Digest]] = {}
-    blobs: set[Digest] = set()
-    for name, manifests in roots.manifests.items():
-        kept = closure(graph, name, manifests)
-        blobs |= kept
-        blobs |= graph.references(kept)
-        live[name] = Digests(kept)  # held to the end of the run, for every repository: a tuple, not a set
-    for held in roots.blobs.values():
-        blobs |= held
-    blobs |= roots.anywhere
-    return Reach(graph, live, roots.blobs, blobs)
+    # Held to the end of the run, for every repository: a tuple each, not a set.
+    live = {name: Digests(closure(graph, name, manifests)) for name, manifests in roots.manifests.items()}
+    return Reach(graph, live, roots.blobs, roots.anywhere)
 
 
 def closure(graph: Graph, repository: str, roots: Iterable[Digest]) -> set[Digest]:
@@ -226,7 +239,7 @@ def tag_roots(inventory: Inventory) -> Roots:
     return Roots({name: _tag_roots(repository) for name, repository in inventory.repositories.items()})
 
 
-def _tag_roots(repository: Repository) -> set[Digest]:
+def _tag_roots(repository: Repository) -> Digests:
     roots: set[Digest] = set()
     for tag in repository.tags.values():
         if tag.current is not None:
@@ -235,7 +248,7 @@ def _tag_roots(repository: Repository) -> set[Digest]:
             roots.update(tag.index)
     if not repository.fully_read:
         roots.update(repository.revisions)
-    return roots
+    return Digests(roots)  # one for every repository, held while the audit's sets are built: a tuple
 
 
 def revision_roots(inventory: Inventory, repositories: Iterable[str] | None = None) -> Roots:

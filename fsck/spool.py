@@ -29,7 +29,7 @@ from typing import IO
 
 from .catalogue import CATALOGUE, KEY_PREFIX, Finding, Id, Severity
 
-DEFAULT_MEMORY_BOUND = 8192  # findings held as objects: a few MB
+DEFAULT_MEMORY_BOUND = 2048  # findings held as objects: under a MB (each, with its location and message, ~370 B)
 DEFAULT_BATCH = 64  # findings per pickled batch: what a read holds of each run
 DEFAULT_FAN_IN = 16  # runs of one tier merged into one of the next
 
