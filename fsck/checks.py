@@ -420,7 +420,8 @@ def _repository(
 
     _tags(state, repo)
     for digest in repo.revisions:
-        if digest not in blobs:
+        stored = digest in blobs
+        if not stored:
             # A live one is manifest-missing-ref; one a tag names, tag-broken.
             if digest not in named_by_current and digest not in live and not state.unseen(layout.blob_data(digest)):
                 state.add(Finding(
@@ -433,7 +434,7 @@ def _repository(
             state.damage_blob(Finding(
                 finding_id, layout.Blob(digest), f"manifest data is {invalid.reason}", name, digest=digest,
             ))
-        if digest in blobs and digest not in kept and digest not in protected:  # a damaged link may name it
+        if stored and digest not in kept and digest not in protected:  # a damaged link may name it
             state.add(Finding(
                 Id.MANIFEST_UNTAGGED, layout.Revision(name, digest),
                 "no tag, live index or live subject reaches this manifest", name, digest=digest,
@@ -539,7 +540,8 @@ def _check_live_manifest(
                     digest=reference.digest,
                 ))
             continue
-        if reference.digest not in blobs:
+        stored = blobs.get(reference.digest)
+        if stored is None:
             if state.unseen(layout.blob_data(reference.digest)):
                 continue
             add_once(Finding(
@@ -553,10 +555,10 @@ def _check_live_manifest(
                 f"{reference.role.value} of live manifest {shown} is stored but not linked: pulls fail",
                 name, digest=reference.digest,
             ))
-        if reference.size is not None and blobs[reference.digest] != reference.size:
+        if reference.size is not None and stored != reference.size:
             state.damage_blob(Finding(
                 Id.BLOB_SIZE_MISMATCH, layout.Blob(reference.digest),
-                f"{blobs[reference.digest]} bytes stored, manifest {shown} says {reference.size}",
+                f"{stored} bytes stored, manifest {shown} says {reference.size}",
                 name, digest=reference.digest,
             ))
 
@@ -629,8 +631,11 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
 def _blob_marks(state: _State) -> dict[Digest, bool]:
     """The blobs nothing keeps, each with whether the registry's GC marks it: an unreachable blob (True)
     or an orphan (False, no stored manifest references it)."""
-    damaged, kept, protected = state.blob_damage, state.kept.kept_blobs(), state.protected.blobs
-    marks = dict.fromkeys((d for d in state.blobs if not (d in damaged or d in kept or d in protected)), False)
+    damaged, kept, protected = state.blob_damage, state.kept.kept_marks(), state.protected.blobs
+    marks = dict.fromkeys(
+        (d for d, k in zip(state.graph.blobs.digests, kept, strict=True) if not (k or d in damaged or d in protected)), False
+    )
+    del kept
     mark(state.graph, marks)
     return marks
 

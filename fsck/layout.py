@@ -20,7 +20,7 @@ import os
 import re
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
@@ -157,16 +157,18 @@ class Digests(AbstractSet):
     __ror__ = __or__
 
 
-class StoredDigests:
-    """The stored blobs' digests in order, each found by its position: what names a stored digest (a
-    link, a descriptor) is given the stored object, so a digest is one object however many name it, and
-    a table kept per stored blob is a list by position, not a dict. 8 bytes a blob and a 256 KiB index by
-    the first two bytes (a dict spends 40 a blob); a lookup is a bisection over a handful."""
+class StoredBlobs(Mapping[Digest, int]):
+    """The stored blobs, digest to size, in digest order, each found by its position: what names a
+    stored digest (a link, a descriptor) is given the stored object, so a digest is one object however
+    many name it, and a table kept per stored blob is a list by position, not a dict. 16 bytes a blob
+    and a 256 KiB index by the first two bytes (a dict of the sizes spends 50-60 a blob more); a lookup
+    is a bisection over a handful. Iterated in digest order; `items` and `values` are iterators."""
 
-    __slots__ = ("digests", "_starts")
+    __slots__ = ("digests", "sizes", "_starts")
 
-    def __init__(self, digests: Iterable[Digest]) -> None:
-        self.digests: list[Digest] = sorted(digests)
+    def __init__(self, sizes: Mapping[Digest, int]) -> None:
+        self.digests: list[Digest] = sorted(sizes)
+        self.sizes: list[int] = [sizes[digest] for digest in self.digests]  # the same int objects
         counts = array("I", bytes(4 * _PREFIXES))
         for digest in self.digests:
             counts[digest[0] << 8 | digest[1]] += 1
@@ -175,11 +177,45 @@ class StoredDigests:
     def __len__(self) -> int:
         return len(self.digests)
 
-    def position(self, digest: Digest) -> int:
-        """Where `digest` is among the stored ones; -1 when it is not stored."""
+    def __iter__(self) -> Iterator[Digest]:
+        return iter(self.digests)
+
+    # `position` written out in the three questions the checks ask hundreds of thousands of times
+    def __contains__(self, digest: object) -> bool:
+        try:
+            bucket = digest[0] << 8 | digest[1]  # type: ignore[index]
+        except (IndexError, TypeError):
+            return False
+        end = self._starts[bucket + 1]
+        at = bisect_left(self.digests, digest, self._starts[bucket], end)  # type: ignore[arg-type]
+        return at < end and self.digests[at] == digest
+
+    def __getitem__(self, digest: Digest) -> int:
+        found = self.get(digest)
+        if found is None:
+            raise KeyError(digest)
+        return found
+
+    def get(self, digest: Digest, default: int | None = None) -> int | None:
         try:
             bucket = digest[0] << 8 | digest[1]
-        except IndexError:  # shorter than any digest: not stored
+        except (IndexError, TypeError):
+            return default
+        end = self._starts[bucket + 1]
+        at = bisect_left(self.digests, digest, self._starts[bucket], end)
+        return self.sizes[at] if at < end and self.digests[at] == digest else default
+
+    def items(self) -> Iterator[tuple[Digest, int]]:  # type: ignore[override]
+        return zip(self.digests, self.sizes, strict=True)
+
+    def values(self) -> Iterator[int]:  # type: ignore[override]
+        return iter(self.sizes)
+
+    def position(self, digest: object) -> int:
+        """Where `digest` is among the stored ones; -1 when it is not stored."""
+        try:
+            bucket = digest[0] << 8 | digest[1]  # type: ignore[index]
+        except (IndexError, TypeError):  # shorter than any digest, or no digest at all: not stored
             return -1
         starts, digests = self._starts, self.digests
         end = starts[bucket + 1]
@@ -206,6 +242,20 @@ class StoredDigests:
             at = bisect_left(stored, digest, starts[bucket], end)
             shared.append(stored[at] if at < end and stored[at] == digest else keep(digest, digest))
         return shared
+
+    def mark(self, digests: Iterable[Digest], marks: bytearray) -> None:
+        """Each stored one of `digests` marked in `marks`, a byte per stored blob by position (set to 1):
+        the same lookup as `position`, written out, as in `shared`."""
+        starts, stored = self._starts, self.digests
+        for digest in digests:
+            try:
+                bucket = digest[0] << 8 | digest[1]
+            except IndexError:
+                continue
+            end = starts[bucket + 1]
+            at = bisect_left(stored, digest, starts[bucket], end)
+            if at < end and stored[at] == digest:
+                marks[at] = 1
 
 
 _PREFIXES = 1 << 16

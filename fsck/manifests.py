@@ -17,7 +17,7 @@ from enum import Enum
 import orjson
 
 from . import layout
-from .layout import Digest, StoredDigests
+from .layout import Digest, StoredBlobs
 from .scan import Inventory, LinkKind, Repository
 from .store import Store
 
@@ -129,11 +129,10 @@ class Sharing:
     a size equal to the stored one the stored int object. Kept by the stored digest's position (a list,
     where a dict would spend 40 bytes more a blob); a digest not stored, in `others`."""
 
-    __slots__ = ("stored", "sizes", "by_position", "others")
+    __slots__ = ("stored", "by_position", "others")
 
-    def __init__(self, sizes: Mapping[Digest, int], stored: StoredDigests | None = None) -> None:
-        self.stored = stored if stored is not None else StoredDigests(sizes)
-        self.sizes = sizes
+    def __init__(self, sizes: Mapping[Digest, int]) -> None:
+        self.stored = sizes if isinstance(sizes, StoredBlobs) else StoredBlobs(sizes)
         self.by_position: list[Reference | None] = [None] * len(self.stored)
         self.others: dict[Digest, Reference] = {}
 
@@ -151,8 +150,8 @@ class Sharing:
             digest = found.digest
         elif at >= 0:
             digest = self.stored.digests[at]
-        if at >= 0 and size is not None and self.sizes.get(digest) == size:
-            size = self.sizes[digest]
+        if at >= 0 and size is not None and self.stored.sizes[at] == size:
+            size = self.stored.sizes[at]
         reference = Reference(digest, role, size, media_type, foreign)
         if found is None:
             if at >= 0:
@@ -306,15 +305,15 @@ class _Parser:
     """Reads and parses stored manifests of one inventory's blobs, sharing its digest objects.
 
     References to stored blobs share the inventory's digest objects (one per blob, not one per
-    reference), found in the stored digests in order (`StoredDigests`: the walk's, where it made them).
+    reference), found in the stored digests in order (`StoredBlobs`: the walk's, where it made them).
     """
 
     __slots__ = ("store", "sizes", "sharing")
 
-    def __init__(self, store: Store, sizes: Mapping[Digest, int], stored: StoredDigests | None = None) -> None:
+    def __init__(self, store: Store, sizes: Mapping[Digest, int]) -> None:
         self.store = store
-        self.sizes = sizes
-        self.sharing = Sharing(sizes, stored)
+        self.sharing = Sharing(sizes)
+        self.sizes = self.sharing.stored
 
     def canonical(self, digest: Digest) -> Digest:
         stored = self.sharing.stored.stored(digest)
@@ -364,10 +363,9 @@ class _SlowStreak:
 
 def read_manifests(
     store: Store, digests: Iterable[Digest], sizes: Mapping[Digest, int], workers: int = 8,
-    stored: StoredDigests | None = None,
 ) -> dict[Digest, Manifest | InvalidManifest]:
-    """Read and parse the stored data of each digest that is stored as a blob (`stored`: the sizes'
-    digests in order, when the caller has them).
+    """Read and parse the stored data of each digest that is stored as a blob (`sizes`: the stored
+    blobs, shared as they are when `StoredBlobs`, as a scan leaves them).
 
     Batches are read in this thread while they read fast: parsing holds the GIL, so threads
     would only add hand-offs. Once two batches in a row show storage that makes each read wait
@@ -377,7 +375,7 @@ def read_manifests(
     wanted = [digest for digest in set(digests) if digest in sizes]
     parsed: dict[Digest, Manifest | InvalidManifest] = {}
     if wanted:
-        _read_into(_Parser(store, sizes, stored), wanted, workers, parsed)
+        _read_into(_Parser(store, sizes), wanted, workers, parsed)
     return parsed
 
 
@@ -421,7 +419,7 @@ class WhileWalking:
         if self.stopped:
             return
         if inventory is not self.inventory:  # a walk begun again (in one thread) has an inventory of its own
-            self.inventory, self.parser, self.parsed = inventory, _Parser(self.store, inventory.blobs, inventory.stored_digests), {}
+            self.inventory, self.parser, self.parsed = inventory, _Parser(self.store, inventory.blobs), {}
         parsed, sizes = self.parsed, inventory.blobs
         wanted = [
             digest
@@ -435,7 +433,7 @@ class WhileWalking:
     def finish(self, inventory: Inventory, workers: int = 8) -> dict[Digest, Manifest | InvalidManifest]:
         named = named_by_links(inventory)
         if inventory is not self.inventory:
-            return read_manifests(self.store, named, inventory.blobs, workers, inventory.stored_digests)
+            return read_manifests(self.store, named, inventory.blobs, workers)
         parsed, sizes = self.parsed, inventory.blobs
         rest = [digest for digest in named if digest in sizes and digest not in parsed]
         if rest:

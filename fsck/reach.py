@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
-from .layout import Digest, Digests
+from .layout import Digest, Digests, StoredBlobs
 from .manifests import InvalidManifest, Manifest
 from .scan import Inventory, LinkKind, Repository
 
@@ -30,7 +30,7 @@ Referrers = Mapping[Digest, tuple[Digest, ...]]  # subject -> the repository's m
 
 @dataclass(frozen=True, slots=True)
 class Graph:
-    blobs: Mapping[Digest, int]  # digest -> stored size
+    blobs: StoredBlobs  # digest -> stored size
     manifests: Mapping[Digest, Manifest | InvalidManifest]
     revisions: Mapping[str, AbstractSet[Digest]]  # per repository: its manifest revisions
     referrers: Mapping[str, Referrers]  # per repository
@@ -62,7 +62,7 @@ class Marks:
 
 
 def build_graph(inventory: Inventory, manifests: Mapping[Digest, Manifest | InvalidManifest]) -> Graph:
-    blobs = inventory.blobs
+    blobs = inventory.blobs if isinstance(inventory.blobs, StoredBlobs) else StoredBlobs(inventory.blobs)
     referrers: dict[str, Referrers] = {}
     for repository in inventory.repositories.values():
         by_subject: dict[Digest, list[Digest]] = {}
@@ -169,6 +169,19 @@ class Reach:
         if not self.kept:
             self.kept.append(self.kept_blobs())
         return self.kept[0]
+
+    def kept_marks(self) -> bytearray:
+        """Which stored blobs the reach keeps (`kept_blobs`, those stored), a byte each by its place in
+        the graph's blobs, 1 where kept: one byte a blob where the set spends 30 or more."""
+        stored = self.graph.blobs
+        marks = bytearray(len(stored))
+        for live in self.live.values():
+            stored.mark(live, marks)
+            stored.mark(self.graph.references(live), marks)
+        for held in self.held.values():
+            stored.mark(held, marks)
+        stored.mark(self.anywhere, marks)
+        return marks
 
     def kept_blobs(self) -> set[Digest]:
         """The same, built afresh and not kept: for a caller that asks once (a set as large as the store's

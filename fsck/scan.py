@@ -16,7 +16,7 @@ import multiprocessing
 import signal
 import time
 from array import array
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from . import layout
-from .layout import Digest, Digests, LinkContent, LinkDefect, StoredDigests
+from .layout import Digest, Digests, LinkContent, LinkDefect, StoredBlobs
 from .store import Concurrency, Entry, EntryKind, PoolKind, Store
 
 
@@ -125,7 +125,8 @@ class LeftoverFile:
 @dataclass(slots=True)
 class Inventory:
     v2: str
-    blobs: dict[Digest, int] = field(default_factory=dict)  # digest -> size of data
+    # digest -> size of data: a dict while the walk fills it, `StoredBlobs` once every blob is known
+    blobs: Mapping[Digest, int] = field(default_factory=dict)
     repositories: dict[str, Repository] = field(default_factory=dict)
     oddities: list[Oddity] = field(default_factory=list)
     unreadable: list[Oddity] = field(default_factory=list)
@@ -136,9 +137,6 @@ class Inventory:
     leftovers: list[LeftoverFile] = field(default_factory=list)  # *.tmp of interrupted writes
     followed: list[FollowedLink] = field(default_factory=list)  # directory links walked through, in walk order
     blobs_dir_readable: bool = True
-    # The blobs' digests in order, as the walk made them once every blob was known: for the manifests'
-    # reader to share, not to build again. Whoever reads the manifests lets it go.
-    stored_digests: StoredDigests | None = field(default=None, compare=False, repr=False)
 
     @property
     def complete(self) -> bool:
@@ -171,6 +169,7 @@ def scan(
             walker.top()
             units.finish(walker, walked)
             units.close()
+            walker.blobs_known()
             return walker.inventory
         except _NeedsOneThread:
             units.close()
@@ -182,6 +181,7 @@ def scan(
             raise
     walker = _Walker(store, Inventory(store.root), report)
     walker.top()
+    walker.blobs_known()
     return walker.inventory
 
 
@@ -478,7 +478,7 @@ class _Walker:
         self.seen: set[str] | None = None  # the stores v2 holds, once its listing is read
         # One bytes object per digest, however many blobs and links name it: a link's digest is the stored
         # blob's object once every blob is known (`stored`), else the one `others` keeps (this walk only).
-        self.stored: StoredDigests | None = None
+        self.stored: StoredBlobs | None = None
         self.others: dict[Digest, Digest] = {}
         # The real directories the walk covers: v2's, and each followed link's target.
         self.real_trees: list[str] = [store.real_path("")]
@@ -558,9 +558,11 @@ class _Walker:
         keep = self.others.setdefault
         return [keep(digest, digest) for digest in digests]
 
-    def _blobs_known(self) -> None:
-        """Every blob is in the inventory: from here on a link's digest is the stored blob's object."""
-        self.stored = self.inventory.stored_digests = StoredDigests(self.inventory.blobs)
+    def blobs_known(self) -> None:
+        """Every blob is in the inventory: from here on a link's digest is the stored blob's object, and
+        the inventory's blobs are `StoredBlobs` (the dict they were walked into let go)."""
+        if self.stored is None:
+            self.stored = self.inventory.blobs = StoredBlobs(self.inventory.blobs)
 
     def _what(self, entry: Entry, relative: str) -> str:
         return self._classify(entry, relative) or "odd"
@@ -613,9 +615,10 @@ class _Walker:
         if isinstance(part.inventory, _Packed):
             return self._merge_packed(part.inventory)
         mine, theirs = self.inventory, part.inventory
-        mine.blobs.update(theirs.blobs)  # each blob in one place only: its digest is its own object
+        if theirs.blobs:  # each blob in one place only: its digest is its own object
+            mine.blobs.update(theirs.blobs)
         if theirs.repositories and self.stored is None:  # the blobs' units are merged before any repository's
-            self._blobs_known()
+            self.blobs_known()
         intern = self._intern
         for name, repository in theirs.repositories.items():
             repository.layer_links = self._interned(repository.layer_links)
@@ -642,9 +645,10 @@ class _Walker:
 
     def _merge_packed(self, theirs: _Packed) -> list[str]:
         mine = self.inventory
-        mine.blobs.update(zip(_unpacked(theirs.blobs), theirs.sizes, strict=True))
+        if theirs.blobs:
+            mine.blobs.update(zip(_unpacked(theirs.blobs), theirs.sizes, strict=True))
         if theirs.repositories and self.stored is None:  # the blobs' units are merged before any repository's
-            self._blobs_known()
+            self.blobs_known()
         intern = self._intern
         for packed in theirs.repositories:
             (name, has_layers_dir, has_manifests_dir, has_tags_dir, has_uploads_dir, layer_links, revisions,
@@ -685,7 +689,7 @@ class _Walker:
                 seen.add(name)
             elif what == "dir" and name == layout.REPOSITORIES:
                 if self.units is None:  # walked here, after the blobs (on a pool, `merge` tells)
-                    self._blobs_known()
+                    self.blobs_known()
                 self.namespace(layout.REPOSITORIES, "", top=True)
                 seen.add(name)
             elif name in (layout.BLOBS, layout.REPOSITORIES):

@@ -175,8 +175,7 @@ def load(
     else:
         named = manifests.named_by_links(inventory)
         with progress.counter("manifests", " manifests", total=len(named)):
-            parsed = manifests.read_manifests(store, named, inventory.blobs, readers, inventory.stored_digests)
-    inventory.stored_digests = None  # what it was kept for is done
+            parsed = manifests.read_manifests(store, named, inventory.blobs, readers)
     verification = None
     if verify_blobs or subset is not None:
         chosen = verify.in_subset(inventory.blobs, subset)

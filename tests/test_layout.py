@@ -152,19 +152,28 @@ def test_digests_answer_as_the_set_of_their_digests_would():
     assert not layout.Digests() and layout.Digests() == set()
 
 
-def test_stored_digests_find_each_stored_digest_as_the_stored_object():
+def test_stored_blobs_find_each_stored_digest_as_the_stored_object_and_its_size():
     edges = [bytes(32), b"\xff" * 32, b"\x00\x01" + bytes(30), b"\x01" * 64, b"\x01" * 32]
     digests = [*edges, *(bytes([n, 255 - n]) * 16 for n in range(256))]
-    table = layout.StoredDigests(digests)
-    assert len(table) == len(digests) and table.digests == sorted(digests)
+    sizes = {digest: 1000 + n for n, digest in enumerate(digests)}
+    table = layout.StoredBlobs(sizes)
+    assert len(table) == len(digests) and table.digests == sorted(digests) and list(table) == sorted(digests)
+    assert table == sizes and dict(table.items()) == sizes and sorted(table.values()) == sorted(sizes.values())
     for digest in digests:
         asked = bytes(bytearray(digest))  # equal, another object
         assert table.stored(asked) is digest and table.digests[table.position(asked)] is digest
-    for absent in (b"\x01" * 48, b"\xff" * 31, b"\x01", b"", b"\x00\x01" + b"\xff" * 30):
+        assert asked in table and table[asked] is sizes[digest] and table.get(asked) is sizes[digest]
+    for absent in (b"\x01" * 48, b"\xff" * 31, b"\x01", b"", b"\x00\x01" + b"\xff" * 30, None, "sha256:00"):
         assert table.position(absent) == -1 and table.stored(absent) is None
+        assert absent not in table and table.get(absent) is None and table.get(absent, 0) == 0
+    with pytest.raises(KeyError):
+        table[b"\x01" * 48]
     others: dict = {}
     absent = b"\x02" * 32
     shared = table.shared([bytes(bytearray(edges[1])), absent, bytes(bytearray(absent)), b"\x07"], others)
     assert shared[0] is edges[1] and shared[1] is absent and shared[2] is absent and shared[3] == b"\x07"
     assert others == {absent: absent, b"\x07": b"\x07"}
-    assert layout.StoredDigests([]).position(bytes(32)) == -1
+    marks = bytearray(len(table))
+    table.mark([b"\x07", b"", absent, bytes(bytearray(edges[1])), edges[1]], marks)
+    assert [at for at, mark in enumerate(marks) if mark] == [table.position(edges[1])] and marks.count(1) == 1
+    assert layout.StoredBlobs({}).position(bytes(32)) == -1 and not layout.StoredBlobs({})

@@ -246,7 +246,7 @@ def test_a_walker_process_killed_from_outside_is_one_line_and_exit_8(wide_tree):
 
 def test_a_walker_part_comes_back_as_the_inventory_it_packed(tmp_path):
     """Sets in order or not (`Digests`, or a plain set as a repository holds while walked), blobs in the
-    walk's order with their sizes: every digest one object across the walk, each set asked by bisection."""
+    digests' order with their sizes: every digest one object across the walk, each set asked by bisection."""
     import hashlib
 
     from fsck import layout, scan
@@ -262,7 +262,8 @@ def test_a_walker_part_comes_back_as_the_inventory_it_packed(tmp_path):
     walker = scan._Walker(LocalStore(str(tmp_path)), scan.Inventory("v2"), lambda _n: None)
     assert walker._merge_packed(packed) == ["r"]
     merged = walker.inventory.repositories["r"]
-    assert list(walker.inventory.blobs.items()) == [(c, 3), (a, 1)]
+    assert isinstance(walker.inventory.blobs, layout.StoredBlobs)  # the first repository: every blob known
+    assert list(walker.inventory.blobs.items()) == [(a, 1), (c, 3)]
     assert list(merged.layer_links) == sorted({a, b, c, *many})
     assert all(digest in merged.layer_links for digest in (a, b, c, *many)) and z not in merged.layer_links
     assert list(merged.revisions) == [a, b] and list(merged.tags["t"].index) == [a, c] and not merged.aliases

@@ -178,6 +178,25 @@ def test_reach_holds_blobs_as_they_are_without_following_them():
     assert names(b, r.blobs) == {"v1", "v1.layer"}  # v1 held as a blob: its config is not kept
 
 
+def test_kept_marks_are_the_kept_blobs_that_are_stored_by_their_place_among_the_stored():
+    b = Build()
+    v1 = b.image("v1", layers=["base", "v1.app"])
+    v2 = b.image("v2", layers=["base", "v2.app"])
+    b.repo("a").push(v1).tag("latest", v1).push(v2)  # v2 untagged: not kept
+    b.repo("c").push(v1)
+    b.blob("loose")
+    b.blob("held")
+    g = graph(b)
+    r = reach.reach(g, Roots(manifests={"a": {v1}}, blobs={"c": {digest("held")}}, anywhere=frozenset({digest("gone")})))
+
+    marks = r.kept_marks()
+
+    assert len(marks) == len(g.blobs) and set(marks) <= {0, 1}
+    kept = {d for d, mark in zip(g.blobs.digests, marks, strict=True) if mark}
+    assert kept == r.kept_blobs() & set(g.blobs)
+    assert names(b, kept) == {"v1", "v1.config", "base", "v1.app", "held"}
+
+
 def test_reach_referenced_is_per_repository():
     b = Build()
     v1 = b.image("v1", layers=["base", "v1.app"])

@@ -68,7 +68,7 @@ def test_links_and_references_share_the_stored_blobs_digests(tmp_path, monkeypat
         assert next(iter(tag.index)) is stored[manifest_digest]
 
     parsed = manifests.read_manifests(
-        LocalStore(v2), manifests.named_by_links(inventory), inventory.blobs, stored=inventory.stored_digests
+        LocalStore(v2), manifests.named_by_links(inventory), inventory.blobs
     )
     references = parsed[manifest_digest].references
     assert [r.digest for r in references] == [layer_digest, layer_digest]
