@@ -180,30 +180,18 @@ class StoredBlobs(Mapping[Digest, int]):
     def __iter__(self) -> Iterator[Digest]:
         return iter(self.digests)
 
-    # `position` written out in the three questions the checks ask hundreds of thousands of times
     def __contains__(self, digest: object) -> bool:
-        try:
-            bucket = digest[0] << 8 | digest[1]  # type: ignore[index]
-        except (IndexError, TypeError):
-            return False
-        end = self._starts[bucket + 1]
-        at = bisect_left(self.digests, digest, self._starts[bucket], end)  # type: ignore[arg-type]
-        return at < end and self.digests[at] == digest
+        return self.position(digest) >= 0
 
     def __getitem__(self, digest: Digest) -> int:
-        found = self.get(digest)
-        if found is None:
+        at = self.position(digest)
+        if at < 0:
             raise KeyError(digest)
-        return found
+        return self.sizes[at]
 
     def get(self, digest: Digest, default: int | None = None) -> int | None:
-        try:
-            bucket = digest[0] << 8 | digest[1]
-        except (IndexError, TypeError):
-            return default
-        end = self._starts[bucket + 1]
-        at = bisect_left(self.digests, digest, self._starts[bucket], end)
-        return self.sizes[at] if at < end and self.digests[at] == digest else default
+        at = self.position(digest)
+        return self.sizes[at] if at >= 0 else default
 
     def items(self) -> Iterator[tuple[Digest, int]]:  # type: ignore[override]
         return zip(self.digests, self.sizes, strict=True)

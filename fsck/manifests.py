@@ -308,19 +308,18 @@ class _Parser:
     reference), found in the stored digests in order (`StoredBlobs`: the walk's, where it made them).
     """
 
-    __slots__ = ("store", "sizes", "sharing")
+    __slots__ = ("store", "sharing")
 
     def __init__(self, store: Store, sizes: Mapping[Digest, int]) -> None:
         self.store = store
         self.sharing = Sharing(sizes)
-        self.sizes = self.sharing.stored
 
     def canonical(self, digest: Digest) -> Digest:
         stored = self.sharing.stored.stored(digest)
         return digest if stored is None else stored
 
     def load(self, digest: Digest) -> Manifest | InvalidManifest:
-        size = self.sizes[digest]
+        size = self.sharing.stored[digest]
         if size > layout.MAX_MANIFEST_BYTES:
             return InvalidManifest(f"larger than the registry's {layout.MAX_MANIFEST_BYTES} byte limit")
         try:
