@@ -24,7 +24,7 @@ from operator import attrgetter
 from . import aside, layout
 from .catalogue import Finding, Id
 from .layout import Digest
-from .manifests import InvalidManifest, Manifest, Role
+from .manifests import MANIFEST_MEDIA_TYPES, InvalidManifest, Manifest, Role
 from .reach import (
     Graph,
     Reach,
@@ -523,43 +523,41 @@ def _check_live_manifest(
             reported.add(key)
             state.add(finding)
 
-    for reference in manifest.references:
-        if reference.foreign:
+    for referenced, role, size, media_type, foreign in manifest.descriptors():
+        if foreign:
             continue  # non-distributable layers are fetched from their urls, not stored
-        if reference.role is Role.CHILD:
-            is_manifest = reference.names_manifest or reference.digest in repo.revisions
-            present = reference.digest in blobs and (reference.digest in repo.revisions or not reference.names_manifest)
+        if role is Role.CHILD:
+            names_manifest = media_type in MANIFEST_MEDIA_TYPES
+            is_manifest = names_manifest or referenced in repo.revisions
+            present = referenced in blobs and (referenced in repo.revisions or not names_manifest)
             if not present and not (
-                state.unseen(layout.revision_link(name, reference.digest))
-                or state.unseen(layout.blob_data(reference.digest))
+                state.unseen(layout.revision_link(name, referenced)) or state.unseen(layout.blob_data(referenced))
             ):
-                where = layout.Revision(name, reference.digest) if is_manifest else layout.Blob(reference.digest)
+                where = layout.Revision(name, referenced) if is_manifest else layout.Blob(referenced)
                 add_once(Finding(
                     Id.MANIFEST_MISSING_REF, where,
-                    f"child of live manifest {shown} is not stored in this repository", name,
-                    digest=reference.digest,
+                    f"child of live manifest {shown} is not stored in this repository", name, digest=referenced,
                 ))
             continue
-        stored = blobs.get(reference.digest)
+        stored = blobs.get(referenced)
         if stored is None:
-            if state.unseen(layout.blob_data(reference.digest)):
+            if state.unseen(layout.blob_data(referenced)):
                 continue
             add_once(Finding(
-                Id.MANIFEST_MISSING_REF, layout.Blob(reference.digest),
-                f"{reference.role.value} of live manifest {shown} is not stored", name, digest=reference.digest,
+                Id.MANIFEST_MISSING_REF, layout.Blob(referenced),
+                f"{role.value} of live manifest {shown} is not stored", name, digest=referenced,
             ))
             continue
-        if reference.digest not in repo.layer_links and not state.unseen(layout.layer_link(name, reference.digest)):
+        if referenced not in repo.layer_links and not state.unseen(layout.layer_link(name, referenced)):
             add_once(Finding(
-                Id.LAYER_LINK_MISSING, layout.LayerLink(name, reference.digest),
-                f"{reference.role.value} of live manifest {shown} is stored but not linked: pulls fail",
-                name, digest=reference.digest,
+                Id.LAYER_LINK_MISSING, layout.LayerLink(name, referenced),
+                f"{role.value} of live manifest {shown} is stored but not linked: pulls fail",
+                name, digest=referenced,
             ))
-        if reference.size is not None and stored != reference.size:
+        if size is not None and stored != size:
             state.damage_blob(Finding(
-                Id.BLOB_SIZE_MISMATCH, layout.Blob(reference.digest),
-                f"{stored} bytes stored, manifest {shown} says {reference.size}",
-                name, digest=reference.digest,
+                Id.BLOB_SIZE_MISMATCH, layout.Blob(referenced),
+                f"{stored} bytes stored, manifest {shown} says {size}", name, digest=referenced,
             ))
 
 
@@ -690,7 +688,7 @@ def _users(graph: Graph, inventory: Inventory, marks: Mapping[Digest, bool]) -> 
         for name, revisions in graph.revisions.items():
             for digest in revisions:
                 manifest = graph.manifest(digest)
-                for used in (digest, *(r.digest for r in manifest.references)) if manifest is not None else (digest,):
+                for used in (digest, *manifest.digests) if manifest is not None else (digest,):
                     if marked(used):
                         use(used, name)
     if not all(marks.values()):  # some orphans

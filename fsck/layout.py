@@ -168,7 +168,7 @@ class StoredBlobs(Mapping[Digest, int]):
 
     def __init__(self, sizes: Mapping[Digest, int]) -> None:
         self.digests: list[Digest] = sorted(sizes)
-        self.sizes: list[int] = [sizes[digest] for digest in self.digests]  # the same int objects
+        self.sizes = array("q", map(sizes.__getitem__, self.digests))  # 8 bytes a blob, not an int object
         counts = array("I", bytes(4 * _PREFIXES))
         for digest in self.digests:
             counts[digest[0] << 8 | digest[1]] += 1

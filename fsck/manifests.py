@@ -8,8 +8,10 @@ collector: config, layers, index children and schema1 fsLayers reference blobs;
 from __future__ import annotations
 
 import resource
+import struct
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from enum import Enum
@@ -76,12 +78,102 @@ class Reference:
 _REFERENCE_SLOTS = tuple(getattr(Reference, f.name).__set__ for f in fields(Reference))
 
 
+_ROLES = (Role.CONFIG, Role.LAYER, Role.CHILD)
+_ROLE_CODES = {role: code for code, role in enumerate(_ROLES)}
+_FOREIGN = 4
+_NO_SIZE = 8
+# A reference packed: role and flags, its media type's number (0: none), its size.
+_PACKED = struct.Struct("<BHq")
+
+Descriptor = tuple[Digest, Role, "int | None", "str | None", bool]  # a Reference's fields, in its order
+
+
+class _Unpackable(Exception):
+    """A reference the packed form cannot hold: a size beyond 64 bits, a media type past the table's bound."""
+
+
+class _MediaTypes:
+    """Every media type a reference names, numbered from 1: a reference keeps its number in 2 bytes.
+    One table for the process, as the shared strings are, and bounded as they are: a damaged registry's
+    65,535th new media type makes its manifest keep `Reference` objects instead."""
+
+    __slots__ = ("names", "numbers", "lock")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.numbers: dict[str, int] = {}
+        self.lock = threading.Lock()  # manifests are parsed on threads where storage waits
+
+    def number(self, name: str | None) -> int:
+        if name is None:
+            return 0
+        number = self.numbers.get(name)
+        if number is None:
+            with self.lock:
+                number = self.numbers.get(name)
+                if number is None:
+                    if len(self.names) >= 0xFFFF:
+                        raise _Unpackable
+                    self.names.append(name)
+                    number = self.numbers[name] = len(self.names)
+        return number
+
+
+_MEDIA_TYPES = _MediaTypes()
+
+
 @dataclass(frozen=True, slots=True)
 class Manifest:
+    """A parsed manifest. Its references are kept packed: the digests as a tuple (the shared digest
+    objects) and 11 bytes for each one's role, flags, media type and size, not a `Reference` object each
+    (80 bytes, and 32 for its size): the manifests of a large store are held through every check.
+    `references` makes the objects on each call; `descriptors` yields their fields as plain tuples, for
+    the checks' loops."""
+
     kind: Kind
     media_type: str | None
-    references: tuple[Reference, ...]
+    digests: tuple[Digest, ...]  # what it references as config, layer or child, in document order
+    packed: bytes
     subject: Digest | None = None
+    unpackable: tuple[Reference, ...] | None = None  # the references, where `packed` cannot hold them
+
+    @classmethod
+    def of(
+        cls, kind: Kind, media_type: str | None, descriptors: Iterable[Descriptor], subject: Digest | None = None,
+    ) -> Manifest:
+        listed = list(descriptors)
+        digests = tuple(descriptor[0] for descriptor in listed)
+        pack, number = _PACKED.pack, _MEDIA_TYPES.number
+        try:
+            packed = b"".join(
+                pack(
+                    _ROLE_CODES[role] | (_FOREIGN if foreign else 0) | (_NO_SIZE if size is None else 0),
+                    number(media_type), 0 if size is None else size,
+                )
+                for _digest, role, size, media_type, foreign in listed
+            )
+        except (_Unpackable, struct.error):
+            return cls(kind, media_type, digests, b"", subject, tuple(Reference(*descriptor) for descriptor in listed))
+        return cls(kind, media_type, digests, packed, subject)
+
+    def descriptors(self) -> Iterator[Descriptor]:
+        """Each reference's digest, role, size, media type and foreign flag, in document order."""
+        if self.unpackable is not None:
+            for r in self.unpackable:
+                yield r.digest, r.role, r.size, r.media_type, r.foreign
+            return
+        names = _MEDIA_TYPES.names
+        for digest, (code, number, size) in zip(self.digests, _PACKED.iter_unpack(self.packed), strict=True):
+            yield (
+                digest, _ROLES[code & 3], None if code & _NO_SIZE else size, names[number - 1] if number else None,
+                bool(code & _FOREIGN),
+            )
+
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        if self.unpackable is not None:
+            return self.unpackable
+        return tuple(Reference(*descriptor) for descriptor in self.descriptors())
 
     def blob_references(self) -> tuple[Reference, ...]:
         """Configs and layers, which a pull fetches as blobs through the repository's `_layers`."""
@@ -89,6 +181,13 @@ class Manifest:
 
     def children(self) -> tuple[Reference, ...]:
         return tuple(r for r in self.references if r.role is Role.CHILD)
+
+    def child_digests(self) -> list[Digest]:
+        """The digests of `children`, read from the packed roles alone."""
+        if self.unpackable is not None:
+            return [r.digest for r in self.unpackable if r.role is Role.CHILD]
+        packed, width, child = self.packed, _PACKED.size, _ROLE_CODES[Role.CHILD]
+        return [digest for at, digest in enumerate(self.digests) if packed[at * width] & 3 == child]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,49 +222,8 @@ def _same(digest: Digest) -> Digest:
     return digest
 
 
-class Sharing:
-    """Equal descriptors, one `Reference` (images share most of their layers): the first reference
-    made to each digest, handed out again to every equal one. A stored digest is the stored object, and
-    a size equal to the stored one the stored int object. Kept by the stored digest's position (a list,
-    where a dict would spend 40 bytes more a blob); a digest not stored, in `others`."""
-
-    __slots__ = ("stored", "by_position", "others")
-
-    def __init__(self, sizes: Mapping[Digest, int]) -> None:
-        self.stored = sizes if isinstance(sizes, StoredBlobs) else StoredBlobs(sizes)
-        self.by_position: list[Reference | None] = [None] * len(self.stored)
-        self.others: dict[Digest, Reference] = {}
-
-    def reference(
-        self, digest: Digest, role: Role, size: int | None, media_type: str | None, foreign: bool
-    ) -> Reference:
-        at = self.stored.position(digest)
-        found = self.by_position[at] if at >= 0 else self.others.get(digest)
-        if found is not None:
-            if (
-                found.role is role and found.size == size and found.media_type == media_type
-                and found.foreign is foreign
-            ):
-                return found
-            digest = found.digest
-        elif at >= 0:
-            digest = self.stored.digests[at]
-        if at >= 0 and size is not None and self.stored.sizes[at] == size:
-            size = self.stored.sizes[at]
-        reference = Reference(digest, role, size, media_type, foreign)
-        if found is None:
-            if at >= 0:
-                self.by_position[at] = reference
-            else:
-                self.others[digest] = reference
-        return reference
-
-
-def parse_manifest(
-    raw: bytes, canonical: _Canonical = _same, sharing: Sharing | None = None
-) -> Manifest | InvalidManifest:
-    """`canonical` may return an equal digest object already held elsewhere, to share it; `sharing`
-    the same for whole references, across the manifests parsed with it."""
+def parse_manifest(raw: bytes, canonical: _Canonical = _same) -> Manifest | InvalidManifest:
+    """`canonical` may return an equal digest object already held elsewhere, to share it."""
     if not raw:
         return InvalidManifest("empty")
     if len(raw) > layout.MAX_MANIFEST_BYTES:
@@ -177,12 +235,12 @@ def parse_manifest(
     if not isinstance(document, dict):
         return InvalidManifest("not a JSON object")
     try:
-        return _parse_document(document, canonical, sharing)
+        return _parse_document(document, canonical)
     except _Malformed as error:
         return InvalidManifest(str(error))
 
 
-def _parse_document(document: dict, canonical: _Canonical, sharing: Sharing | None) -> Manifest | InvalidManifest:
+def _parse_document(document: dict, canonical: _Canonical) -> Manifest | InvalidManifest:
     media_type = document.get("mediaType")
     if media_type is not None and not isinstance(media_type, str):
         raise _Malformed("mediaType is not a string")
@@ -192,19 +250,17 @@ def _parse_document(document: dict, canonical: _Canonical, sharing: Sharing | No
     if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED) or (media_type is None and schema_version == 1):
         return _schema1(document, media_type, canonical)
     if media_type in (DOCKER_LIST, OCI_INDEX) or (media_type is None and "manifests" in document):
-        children = _descriptors(document, "manifests", Role.CHILD, canonical, sharing)
-        return Manifest(Kind.INDEX, media_type, children, _subject(document, canonical))
+        children = _descriptors(document, "manifests", Role.CHILD, canonical)
+        return Manifest.of(Kind.INDEX, media_type, children, _subject(document, canonical))
     if media_type in (DOCKER_SCHEMA2, OCI_MANIFEST) or (media_type is None and "config" in document):
         config = document.get("config")
         if not isinstance(config, dict):
             raise _Malformed("image manifest without a config descriptor")
-        references = (_descriptor(config, Role.CONFIG, canonical, sharing),) + _descriptors(
-            document, "layers", Role.LAYER, canonical, sharing
-        )
-        return Manifest(Kind.IMAGE, media_type, references, _subject(document, canonical))
+        references = [_descriptor(config, Role.CONFIG, canonical), *_descriptors(document, "layers", Role.LAYER, canonical)]
+        return Manifest.of(Kind.IMAGE, media_type, references, _subject(document, canonical))
     if media_type == OCI_ARTIFACT:
-        blobs = _descriptors(document, "blobs", Role.LAYER, canonical, sharing)
-        return Manifest(Kind.ARTIFACT, media_type, blobs, _subject(document, canonical))
+        blobs = _descriptors(document, "blobs", Role.LAYER, canonical)
+        return Manifest.of(Kind.ARTIFACT, media_type, blobs, _subject(document, canonical))
     if media_type is None:
         return InvalidManifest("no mediaType and no known schema")
     return InvalidManifest(f"unknown media type {media_type!r}")
@@ -214,31 +270,27 @@ def _schema1(document: dict, media_type: str | None, canonical: _Canonical) -> M
     fs_layers = document.get("fsLayers")
     if not isinstance(fs_layers, list):
         raise _Malformed("schema1 manifest without fsLayers")
-    references = []
+    references: list[Descriptor] = []
     for entry in fs_layers:
         if not isinstance(entry, dict) or not isinstance(entry.get("blobSum"), str):
             raise _Malformed("schema1 fsLayers entry without a blobSum")
         digest = layout.parse_digest(entry["blobSum"])
         if digest is None:
             raise _Malformed(f"invalid blobSum {entry['blobSum'][:80]!r}")
-        references.append(Reference(canonical(digest), Role.LAYER))
-    return Manifest(Kind.SCHEMA1, media_type, tuple(references))
+        references.append((canonical(digest), Role.LAYER, None, None, False))
+    return Manifest.of(Kind.SCHEMA1, media_type, references)
 
 
-def _descriptors(
-    document: dict, field: str, role: Role, canonical: _Canonical, sharing: Sharing | None
-) -> tuple[Reference, ...]:
+def _descriptors(document: dict, field: str, role: Role, canonical: _Canonical) -> list[Descriptor]:
     entries = document.get(field, [])
     if entries is None:
-        return ()
+        return []
     if not isinstance(entries, list):
         raise _Malformed(f"{field} is not a list")
-    return tuple(_descriptor(entry, role, canonical, sharing) for entry in entries)
+    return [_descriptor(entry, role, canonical) for entry in entries]
 
 
-def _descriptor(
-    entry: object, role: Role, canonical: _Canonical = _same, sharing: Sharing | None = None
-) -> Reference:
+def _descriptor(entry: object, role: Role, canonical: _Canonical = _same) -> Descriptor:
     if not isinstance(entry, dict):
         raise _Malformed(f"{role.value} descriptor is not an object")
     text = entry.get("digest")
@@ -250,17 +302,14 @@ def _descriptor(
     media_type = entry.get("mediaType")
     media_type = _shared(media_type) if isinstance(media_type, str) else None
     urls = entry.get("urls")
-    foreign = isinstance(urls, list) and bool(urls)
-    if sharing is None:
-        return Reference(canonical(digest), role, size, media_type, foreign)
-    return sharing.reference(digest, role, size, media_type, foreign)
+    return canonical(digest), role, size, media_type, isinstance(urls, list) and bool(urls)
 
 
 def _subject(document: dict, canonical: _Canonical) -> Digest | None:
     """Lenient, as the registry (2.8 ignores `subject`): a malformed one makes no manifest invalid."""
     subject = document.get("subject")
     try:
-        return _descriptor(subject, Role.CHILD, canonical).digest if subject is not None else None
+        return _descriptor(subject, Role.CHILD, canonical)[0] if subject is not None else None
     except _Malformed:
         return None
 
@@ -308,18 +357,19 @@ class _Parser:
     reference), found in the stored digests in order (`StoredBlobs`: the walk's, where it made them).
     """
 
-    __slots__ = ("store", "sharing")
+    __slots__ = ("store", "stored", "others")
 
     def __init__(self, store: Store, sizes: Mapping[Digest, int]) -> None:
         self.store = store
-        self.sharing = Sharing(sizes)
+        self.stored = sizes if isinstance(sizes, StoredBlobs) else StoredBlobs(sizes)
+        self.others: dict[Digest, Digest] = {}  # digests named but not stored: one object each too
 
     def canonical(self, digest: Digest) -> Digest:
-        stored = self.sharing.stored.stored(digest)
-        return digest if stored is None else stored
+        stored = self.stored.stored(digest)
+        return self.others.setdefault(digest, digest) if stored is None else stored
 
     def load(self, digest: Digest) -> Manifest | InvalidManifest:
-        size = self.sharing.stored[digest]
+        size = self.stored[digest]
         if size > layout.MAX_MANIFEST_BYTES:
             return InvalidManifest(f"larger than the registry's {layout.MAX_MANIFEST_BYTES} byte limit")
         try:
@@ -327,7 +377,7 @@ class _Parser:
             raw = self.store.read(layout.blob_data(digest), layout.MAX_MANIFEST_BYTES + 1, size)
         except OSError as error:
             return InvalidManifest(f"unreadable: {error.strerror}", unreadable=True)
-        return parse_manifest(raw, self.canonical, self.sharing)
+        return parse_manifest(raw, self.canonical)
 
     def load_batch(self, batch: list[Digest]) -> list[tuple[Digest, Manifest | InvalidManifest]]:
         load = self.load

@@ -308,7 +308,7 @@ def _images(graph: Graph, repository: Repository, digest: Digest) -> list[Digest
         if manifest is None:
             continue
         if manifest.kind is Kind.INDEX:
-            pending.extend(c.digest for c in manifest.children() if c.digest in repository.revisions)
+            pending.extend(child for child in manifest.child_digests() if child in repository.revisions)
         elif manifest.kind is Kind.IMAGE:
             found.append(current)
     return found
@@ -324,7 +324,7 @@ def _children(graph: Graph, repository: Repository, digest: Digest) -> set[Diges
         seen.add(current)
         manifest = graph.manifest(current)
         if manifest is not None:
-            pending.extend(c.digest for c in manifest.children() if c.digest in repository.revisions)
+            pending.extend(child for child in manifest.child_digests() if child in repository.revisions)
     return seen
 
 
@@ -551,8 +551,8 @@ def freed_by_repository(planned: RemovalPlan, graph: Graph) -> dict[str, int]:
         owner.setdefault(item.digest, item.repository)
         manifest = graph.manifest(item.digest)
         if manifest is not None:
-            for reference in manifest.references:
-                owner.setdefault(reference.digest, item.repository)
+            for referenced in manifest.digests:
+                owner.setdefault(referenced, item.repository)
     freed: dict[str, int] = {}
     for action in planned.plan.actions:
         name = action.repository or (owner.get(action.digest) if action.digest is not None else None)

@@ -42,13 +42,11 @@ class Graph:
     def references(self, digests: Iterable[Digest]) -> set[Digest]:
         """What these manifests reference as config, layer or child."""
         referenced: set[Digest] = set()
-        add = referenced.add
         manifests = self.manifests
         for digest in digests:
             manifest = manifests.get(digest)
             if isinstance(manifest, Manifest):
-                for reference in manifest.references:
-                    add(reference.digest)
+                referenced.update(manifest.digests)
         return referenced
 
 
@@ -84,7 +82,7 @@ def graph_and_marks(
     everything = set(graph.blobs)
     for manifest in manifests.values():
         if isinstance(manifest, Manifest):
-            everything.update(r.digest for r in manifest.references)
+            everything.update(manifest.digests)
     return graph, Marks(marked_among(graph, everything), referenced_among(graph, everything))
 
 
@@ -110,9 +108,9 @@ def mark(graph: Graph, marks: dict[Digest, bool]) -> None:
                 marks[digest] = True
             parsed = manifests.get(digest)
             if isinstance(parsed, Manifest):
-                for reference in parsed.references:
-                    if reference.digest in marks:
-                        marks[reference.digest] = True
+                for referenced in parsed.digests:
+                    if referenced in marks:
+                        marks[referenced] = True
 
 
 def referenced_among(graph: Graph, candidates: AbstractSet[Digest]) -> set[Digest]:
@@ -125,9 +123,9 @@ def referenced_among(graph: Graph, candidates: AbstractSet[Digest]) -> set[Diges
         for digest in revisions:
             parsed = manifests.get(digest) if digest in blobs else None
             if isinstance(parsed, Manifest):
-                for reference in parsed.references:
-                    if reference.digest in candidates:
-                        referenced.add(reference.digest)
+                for named in parsed.digests:
+                    if named in candidates:
+                        referenced.add(named)
     return referenced
 
 
@@ -239,7 +237,7 @@ def closure(graph: Graph, repository: str, roots: Iterable[Digest]) -> set[Diges
         pending.extend(referrers.get(digest, ()))
         manifest = graph.manifest(digest)
         if manifest is not None:
-            pending.extend(c.digest for c in manifest.children() if c.digest in revisions)
+            pending.extend(child for child in manifest.child_digests() if child in revisions)
     return live
 
 
@@ -304,7 +302,7 @@ def tags_using_each(graph: Graph, inventory: Inventory, digests: AbstractSet[Dig
                 continue
             for digest in closure(graph, repository.name, {tag.current}):
                 manifest = graph.manifest(digest)
-                used = {digest, *(r.digest for r in manifest.references)} if manifest is not None else {digest}
+                used = {digest, *manifest.digests} if manifest is not None else {digest}
                 for hit in used & digests:
                     using[hit].add(f"{repository.name}:{tag.name}")
     return {digest: sorted(tags) for digest, tags in using.items()}

@@ -322,8 +322,8 @@ def _attribute(
         reasons.blobs.setdefault(digest, why)
         manifest = graph.manifest(digest)
         if manifest is not None:
-            for reference in manifest.references:
-                reasons.blobs.setdefault(reference.digest, why)
+            for referenced in manifest.digests:
+                reasons.blobs.setdefault(referenced, why)
     return reasons
 
 
@@ -342,7 +342,7 @@ def _keeper(graph: Graph, after: Reach, name: str, digest: Digest) -> str:
     live = after.live.get(name, frozenset())
     for parent in sorted(live):
         manifest = graph.manifest(parent)
-        if parent != digest and manifest is not None and any(c.digest == digest for c in manifest.children()):
+        if parent != digest and manifest is not None and digest in manifest.child_digests():
             return f"a child of {name}@{layout.format_digest(parent)}"
     manifest = graph.manifest(digest)
     if manifest is not None and manifest.subject is not None and manifest.subject in live:

@@ -162,7 +162,7 @@ def test_stored_blobs_find_each_stored_digest_as_the_stored_object_and_its_size(
     for digest in digests:
         asked = bytes(bytearray(digest))  # equal, another object
         assert table.stored(asked) is digest and table.digests[table.position(asked)] is digest
-        assert asked in table and table[asked] is sizes[digest] and table.get(asked) is sizes[digest]
+        assert asked in table and table[asked] == sizes[digest] and table.get(asked) == sizes[digest]
     for absent in (b"\x01" * 48, b"\xff" * 31, b"\x01", b"", b"\x00\x01" + b"\xff" * 30, None, "sha256:00"):
         assert table.position(absent) == -1 and table.stored(absent) is None
         assert absent not in table and table.get(absent) is None and table.get(absent, 0) == 0

@@ -93,3 +93,39 @@ def test_read_manifests_reads_only_stored_digests(tmp_path):
     parsed = m.read_manifests(LocalStore(str(tmp_path)), [A, C], {A: len(data)})
     assert set(parsed) == {A}
     assert parsed[A].references[0].digest == B
+
+
+@pytest.mark.parametrize("size", [0, 10, -1, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, None, True, "10"])
+def test_packed_references_give_back_each_descriptor_as_written(size):
+    """The packed form holds what a reference says, whatever the size: one beyond 64 bits (orjson reads up to
+    2**64 - 1) makes the manifest keep Reference objects instead, and answers the same."""
+    entry = {"digest": format_digest(B), "mediaType": "application/x-odd", "urls": ["https://x"]}
+    if size is not None:
+        entry["size"] = size
+    parsed = parse({"schemaVersion": 2, "mediaType": m.OCI_MANIFEST, "config": desc(A, size=7), "layers": [entry]})
+    kept = size if isinstance(size, int) and not isinstance(size, bool) else None
+    expected = [(A, m.Role.CONFIG, 7, "application/octet-stream", False), (B, m.Role.LAYER, kept, "application/x-odd", True)]
+    assert list(parsed.descriptors()) == expected
+    assert [(r.digest, r.role, r.size, r.media_type, r.foreign) for r in parsed.references] == expected
+    assert parsed.digests == (A, B) and parsed.child_digests() == []
+    assert (parsed.unpackable is None) == (kept is None or -(2**63) <= kept < 2**63)
+
+
+def test_packed_children_are_read_from_their_roles():
+    document = {"schemaVersion": 2, "mediaType": m.OCI_INDEX, "manifests": [desc(A, m.OCI_MANIFEST), desc(B, size=3)]}
+    parsed = parse(document)
+    assert parsed.child_digests() == [A, B] and [c.digest for c in parsed.children()] == [A, B]
+    assert [c.size for c in parsed.children()] == [10, 3] and parsed.blob_references() == ()
+
+
+def test_a_media_type_past_the_tables_bound_keeps_reference_objects(monkeypatch):
+    table = m._MediaTypes()
+    table.names.extend(f"x/{n}" for n in range(0xFFFF))
+    table.numbers.update((name, n + 1) for n, name in enumerate(table.names))
+    monkeypatch.setattr(m, "_MEDIA_TYPES", table)
+    known = parse({"schemaVersion": 2, "config": desc(A, "x/7"), "layers": []})
+    assert known.unpackable is None and known.references[0].media_type == "x/7"
+    new = parse({"schemaVersion": 2, "config": desc(A, "x/new"), "layers": [desc(B, "x/8")]})
+    assert new.unpackable is not None and new.packed == b""
+    assert [(r.digest, r.media_type) for r in new.references] == [(A, "x/new"), (B, "x/8")]
+    assert list(new.descriptors())[1] == (B, m.Role.LAYER, 10, "x/8", False)

@@ -35,7 +35,6 @@ from fsck.manifests import (
     InvalidManifest,
     Kind,
     Manifest,
-    Reference,
     Role,
 )
 from fsck.scan import BadLink, Inventory, LeftoverFile, LinkKind, Oddity, Repository, Tag, Upload
@@ -114,15 +113,13 @@ class Build:
         missing, foreign = set(missing), set(foreign)
         config = config or f"{name}.config"
         layers = [f"{name}.layer"] if layers is None else list(layers)
-        references = [Reference(self.blob(config, CONFIG_SIZE, config not in missing), Role.CONFIG, CONFIG_SIZE,
-                                OCI_CONFIG)]
+        references = [(self.blob(config, CONFIG_SIZE, config not in missing), Role.CONFIG, CONFIG_SIZE, OCI_CONFIG, False)]
         for layer in layers:
             stored_layer = layer not in missing and layer not in foreign
-            references.append(Reference(
-                self.blob(layer, LAYER_SIZE, stored_layer), Role.LAYER, LAYER_SIZE, OCI_LAYER,
-                foreign=layer in foreign,
-            ))
-        return self._manifest(name, Manifest(Kind.IMAGE, media_type, tuple(references), subject), stored, MANIFEST_SIZE)
+            references.append(
+                (self.blob(layer, LAYER_SIZE, stored_layer), Role.LAYER, LAYER_SIZE, OCI_LAYER, layer in foreign)
+            )
+        return self._manifest(name, Manifest.of(Kind.IMAGE, media_type, references, subject), stored, MANIFEST_SIZE)
 
     def index(
         self,
@@ -135,13 +132,11 @@ class Build:
     ) -> Digest:
         """An index of manifests (`children`), plus `blobs`: buildkit-style entries that are plain
         blobs (not manifests; stored unless the name is not yet a blob of the build)."""
-        references = [
-            Reference(c, Role.CHILD, MANIFEST_SIZE, self._media_type_of(c)) for c in children
-        ]
+        references = [(c, Role.CHILD, MANIFEST_SIZE, self._media_type_of(c), False) for c in children]
         for entry in blobs:
             d = self.digest(entry)
-            references.append(Reference(d, Role.CHILD, self.inventory.blobs.get(d), BUILDKIT_CACHE))
-        return self._manifest(name, Manifest(Kind.INDEX, media_type, tuple(references), subject), stored, MANIFEST_SIZE)
+            references.append((d, Role.CHILD, self.inventory.blobs.get(d), BUILDKIT_CACHE, False))
+        return self._manifest(name, Manifest.of(Kind.INDEX, media_type, references, subject), stored, MANIFEST_SIZE)
 
     def _media_type_of(self, d: Digest) -> str:
         manifest = self.manifests.get(d)
@@ -154,8 +149,8 @@ class Build:
         return self.image(name, layers=[f"{name}.payload"], subject=subject)
 
     def schema1(self, name: str, layers: Iterable[str]) -> Digest:
-        references = tuple(Reference(self.blob(layer), Role.LAYER) for layer in layers)
-        return self._manifest(name, Manifest(Kind.SCHEMA1, DOCKER_SCHEMA1_SIGNED, references), True, MANIFEST_SIZE)
+        references = [(self.blob(layer), Role.LAYER, None, None, False) for layer in layers]
+        return self._manifest(name, Manifest.of(Kind.SCHEMA1, DOCKER_SCHEMA1_SIGNED, references), True, MANIFEST_SIZE)
 
     def invalid(self, name: str, reason: str = "not JSON (truncated or corrupt)", size: int = MANIFEST_SIZE) -> Digest:
         """Manifest data that was read and could not be parsed."""
