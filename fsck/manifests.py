@@ -62,7 +62,7 @@ class Reference:
         foreign: bool = False,
     ) -> None:
         # As Finding's: the slots set directly, where the generated __init__ of a frozen class goes
-        # through object.__setattr__ at twice the cost (the parser makes references by the hundred thousand).
+        # through object.__setattr__ at twice the cost (`Manifest.references` makes them on each call).
         set_digest, set_role, set_size, set_media_type, set_foreign = _REFERENCE_SLOTS
         set_digest(self, digest)
         set_role(self, role)
@@ -354,7 +354,8 @@ class _Parser:
     """Reads and parses stored manifests of one inventory's blobs, sharing its digest objects.
 
     References to stored blobs share the inventory's digest objects (one per blob, not one per
-    reference), found in the stored digests in order (`StoredBlobs`: the walk's, where it made them).
+    reference), found in the stored digests in order (`StoredBlobs`: the walk's, where it made them);
+    a digest named but not stored is one object too, kept in `others`.
     """
 
     __slots__ = ("store", "stored", "others")
