@@ -6,23 +6,21 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from enum import IntFlag
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import (
     apply,
     checks,
     guards,
     layout,
-    listing,
     manifests,
     plan,
-    policy,
-    pulllog,
     reach,
     removal,
     scan,
@@ -30,11 +28,14 @@ from . import (
     verify,
 )
 from . import quarantine as quarantines
-from . import s3 as buckets
 from .catalogue import Id, Severity
 from .config import ConfigError, S3Config, UnsupportedDriver, load_config, load_storage
 from .scan import FollowedLink, Oddity
 from .store import Concurrency, EntryKind, LocalStore, PoolKind, Store
+
+if TYPE_CHECKING:  # imported where they are used: an audit does without the S3 driver, ls's and retain's modules
+    from . import listing, policy, pulllog
+    from . import s3 as buckets
 
 
 class ExitCode(IntFlag):
@@ -84,6 +85,8 @@ class Target:
         """`after_change(kind)`: on a bucket, after every change to it (the crash tests stop there)."""
         if self.s3 is None:
             return LocalStore(self.v2)
+        from . import s3 as buckets
+
         return buckets.S3Store(self.s3, client=self.s3_client, after_change=after_change)
 
 
@@ -103,12 +106,16 @@ def resolve_target(path: str | None, config: str | None, *, endpoint_url: str | 
     try:
         registry_config = load_storage(config) if config is not None else None
         if isinstance(registry_config, S3Config):
+            from . import s3 as buckets
+
             return _s3_target(buckets.Location(
                 registry_config.bucket, registry_config.rootdirectory, registry_config.endpoint_url,
                 registry_config.region, registry_config.accesskey, registry_config.secretkey,
                 registry_config.v4auth,
             ), registry_config.http_addr)
         if path is not None and path.startswith("s3://"):
+            from . import s3 as buckets
+
             bucket, prefix = buckets.parse_url(path)
             return _s3_target(buckets.Location(bucket, prefix, endpoint_url), None)
         if endpoint_url is not None:
@@ -122,6 +129,8 @@ def resolve_target(path: str | None, config: str | None, *, endpoint_url: str | 
 
 def _s3_target(location: buckets.Location, http_addr: str | None) -> Target:
     """The bucket answers these credentials, and holds keys under the registry's prefix: else one line, exit 8."""
+    from . import s3 as buckets
+
     probing = buckets.S3Store(location)
     try:
         found = probing.probe()
@@ -210,7 +219,8 @@ def audit(
 
 def store_facts(loaded: Loaded) -> dict | None:
     """What the report says of the store: on a bucket, the requests made of it by kind; None on disk."""
-    if not isinstance(loaded.store, buckets.S3Store):
+    buckets = sys.modules.get(f"{__package__}.s3")  # never imported: the store is no bucket
+    if buckets is None or not isinstance(loaded.store, buckets.S3Store):
         return None
     return {"kind": "s3", "requests": loaded.store.requests.as_dict()}
 
@@ -292,6 +302,8 @@ def _in_use_on_s3(target: Target) -> InUse:
     note = lock_note(target, quarantine_of(target, None))
     if note is not None:
         warnings.append(note)
+    from . import s3 as buckets
+
     store = target.store()
     assert isinstance(store, buckets.S3Store)
     if store.versioning() in ("Enabled", "Suspended"):
@@ -530,6 +542,8 @@ def lock_note(target: Target, where: str) -> str | None:
     """What the quarantine's lock cannot do on this store, said before a run relies on it (None: nothing)."""
     if target.s3 is None:
         return None
+    from . import s3 as buckets
+
     kept = quarantine_store(target, where)
     assert isinstance(kept, buckets.S3Store)
     try:
@@ -543,6 +557,8 @@ def break_lock(target: Target, where: str, run: str) -> bool:
     """Remove a bucket quarantine's lock that `run` holds (a run that died): False when none is held."""
     if target.s3 is None:
         raise OperationalError("--break-lock is for a quarantine on S3: a local lock ends with the process holding it")
+    from . import s3 as buckets
+
     kept = quarantine_store(target, where)
     assert isinstance(kept, buckets.S3Store)
     try:
@@ -608,6 +624,8 @@ def list_contents(
     target: Target, repository: str | None = None, *, progress: Progress = Silent(), jobs: int | None = None
 ) -> Listed:
     """Every repository with its counts; with `repository`, its tags. Only its manifests are read."""
+    from . import listing
+
     store = target.store()
     with progress.counter("scanning", " dirs") as bar:
         inventory = scan.scan(store, bar.update, concurrency(store, jobs))
@@ -682,6 +700,8 @@ class Retaining:
 
 def pull_record(paths: list[str], window: timedelta | None, now: datetime) -> pulllog.Pulls:
     """The pulls the logs hold; refused (operational) when they do not reach back to `now - window`."""
+    from . import pulllog
+
     try:
         pulls = pulllog.read_logs(paths)
     except pulllog.LogError as error:
@@ -704,6 +724,8 @@ def pull_record(paths: list[str], window: timedelta | None, now: datetime) -> pu
 def retain_facts(loaded: Loaded, assigned: Mapping[str, policy.Rule], graph: reach.Graph) -> policy.Facts:
     """Push times (one stat of each `current` link) and, for keep-last by created, the images' `created`:
     for the repositories a rule selects only."""
+    from . import policy
+
     store, inventory = loaded.store, loaded.inventory
     pushed: dict[tuple[str, str], float | None] = {}
     for name in assigned:
@@ -729,6 +751,8 @@ def plan_retain(
     protection: plan.Protection,
 ) -> Retaining:
     """The policy's decisions on the tree as it is now, and the removal of what they let go."""
+    from . import policy
+
     audit_now = judge(loaded, checks_policy)
     assigned = the_policy.assign(loaded.inventory.repositories)
     facts = retain_facts(loaded, assigned, audit_now.graph)

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .. import checks, html, report, service
+from .. import checks, report, service
 from ..catalogue import Severity
 from . import prometheus
 from .options import (
@@ -102,6 +102,8 @@ def audit(
     prometheus.record(prometheus_file, prometheus_repositories, result, where, policy.now, code)
     if html_file is not None:
         try:
+            from .. import html  # only here: an audit without --html does without the renderer
+
             write_atomically(str(html_file), html.to_html(result, context, usage, limit).encode())
         except OSError as error:
             raise service.OperationalError(f"{html_file}: cannot write: {error.strerror or error}") from None

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .. import listing_report, service
+from .. import service
 from .options import (
     Bars,
     ConfigOption,
@@ -34,6 +34,8 @@ def ls(
     endpoint_url: Optional[str] = EndpointUrlOption,
 ) -> None:
     """List repositories (with what /v2/_catalog shows wrongly or hides), or one repository's tags."""
+    from .. import listing_report  # imported by the command itself: the other commands do without it
+
     if config is not None and path is not None and repository is None:
         path, repository = None, str(path)  # with --config, the one argument is the repository
     where = target(path, config, endpoint_url)

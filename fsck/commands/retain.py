@@ -6,14 +6,18 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import typer
 
-from .. import checks, policy, report, service
+from .. import checks, report, service
 from ..layout import format_digest
 from ..service import ExitCode, Retaining
 from .acting import Acting, act
+
+if TYPE_CHECKING:  # imported by the command itself: the other commands do without it
+    from .. import policy
+
 from .options import (
     Bars,
     BreakLockOption,
@@ -95,6 +99,8 @@ def retain(
     jobs: Optional[int] = JobsOption,
 ) -> None:
     """Keep the tags a policy keeps; remove the others and what only they kept: plan, confirm, act; undoable."""
+    from .. import policy
+
     refuse_both(dry_run, yes)
     protected = protection(protect)
     protecting = bool(protected.digests or protected.in_repository or protected.tags)
@@ -159,6 +165,8 @@ def _policy(
     keep_tags: Optional[list[str]], keep_within: Optional[str], keep_pulled_within: Optional[str], protecting: bool,
 ) -> policy.Policy:
     """--policy FILE, or the one rule the options give (not both)."""
+    from .. import policy
+
     one_rule = {
         "--repo": repos, "--keep-last": keep_last, "--by": by, "--keep-tags": keep_tags,
         "--keep-within": keep_within, "--keep-pulled-within": keep_pulled_within,
