@@ -49,3 +49,15 @@ def test_ruff_is_clean():
         [sys.executable, "-m", "ruff", "check", "fsck", "tests", "benchmarks"], cwd=REPO, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-1000:]
+
+
+def test_a_start_does_without_the_modules_of_other_targets_and_commands():
+    """Every run pays for what the CLI imports at start (the peak memory of an audit of a small tree is
+    within a few MiB of the registry's GC): the S3 driver, the HTML renderer, retain's policy and ls's
+    listing are imported where they are used."""
+    deferred = ("fsck.s3", "fsck.html", "fsck.policy", "fsck.listing", "fsck.listing_report", "fsck.pulllog", "boto3")
+    result = subprocess.run(
+        [sys.executable, "-c", f"import sys, fsck.cli; print([m for m in {deferred!r} if m in sys.modules])"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    )
+    assert result.stdout.strip() == "[]"
