@@ -80,6 +80,7 @@ _REFERENCE_SLOTS = tuple(getattr(Reference, f.name).__set__ for f in fields(Refe
 
 _ROLES = (Role.CONFIG, Role.LAYER, Role.CHILD)
 _ROLE_CODES = {role: code for code, role in enumerate(_ROLES)}
+_ROLE_BITS = 3  # the low bits of a packed reference's first byte: its role's code
 _FOREIGN = 4
 _NO_SIZE = 8
 # A reference packed: role and flags, its media type's number (0: none), its size.
@@ -148,9 +149,9 @@ class Manifest:
             packed = b"".join(
                 pack(
                     _ROLE_CODES[role] | (_FOREIGN if foreign else 0) | (_NO_SIZE if size is None else 0),
-                    number(media_type), 0 if size is None else size,
+                    number(referenced_type), 0 if size is None else size,
                 )
-                for _digest, role, size, media_type, foreign in listed
+                for _digest, role, size, referenced_type, foreign in listed
             )
         except (_Unpackable, struct.error):
             return cls(kind, media_type, digests, b"", subject, tuple(Reference(*descriptor) for descriptor in listed))
@@ -165,7 +166,7 @@ class Manifest:
         names = _MEDIA_TYPES.names
         for digest, (code, number, size) in zip(self.digests, _PACKED.iter_unpack(self.packed), strict=True):
             yield (
-                digest, _ROLES[code & 3], None if code & _NO_SIZE else size, names[number - 1] if number else None,
+                digest, _ROLES[code & _ROLE_BITS], None if code & _NO_SIZE else size, names[number - 1] if number else None,
                 bool(code & _FOREIGN),
             )
 
@@ -187,7 +188,7 @@ class Manifest:
         if self.unpackable is not None:
             return [r.digest for r in self.unpackable if r.role is Role.CHILD]
         packed, width, child = self.packed, _PACKED.size, _ROLE_CODES[Role.CHILD]
-        return [digest for at, digest in enumerate(self.digests) if packed[at * width] & 3 == child]
+        return [digest for at, digest in enumerate(self.digests) if packed[at * width] & _ROLE_BITS == child]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -217,11 +216,13 @@ def audit(
     return judge(loaded, policy, ignore).released()
 
 
-def store_facts(loaded: Loaded) -> dict | None:
+def store_facts(target: Target, loaded: Loaded) -> dict | None:
     """What the report says of the store: on a bucket, the requests made of it by kind; None on disk."""
-    buckets = sys.modules.get(f"{__package__}.s3")  # never imported: the store is no bucket
-    if buckets is None or not isinstance(loaded.store, buckets.S3Store):
+    if target.s3 is None:
         return None
+    from . import s3 as buckets
+
+    assert isinstance(loaded.store, buckets.S3Store)
     return {"kind": "s3", "requests": loaded.store.requests.as_dict()}
 
 

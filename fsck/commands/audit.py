@@ -83,7 +83,7 @@ def audit(
         refuse_inside(html_file, where.root)
     policy = checks.Policy(now=datetime.now(timezone.utc), upload_age=age)
     store: list[dict | None] = []
-    keep = lambda loaded: store.append(service.store_facts(loaded))  # noqa: E731
+    keep = lambda loaded: store.append(service.store_facts(where, loaded))  # noqa: E731
     if html_file is None:
         result = service.audit(
             where, policy, verify_blobs=verify_blobs, ignore=ignored, progress=Bars(quiet), jobs=jobs, subset=subset,
