@@ -87,38 +87,42 @@ def algorithm_of(digest: Digest) -> str:
     return ALGORITHM_BY_SIZE[len(digest)]
 
 
-class Digests(AbstractSet):
-    """A frozen set of digests as one sorted tuple: 8 bytes a digest, where a set's table spends 30 to
-    60, and a set of one 216 bytes (a repository's links and a tag's index are held for the whole run).
-    Membership by bisection; what an operation makes is a plain set."""
+class Digests(tuple, AbstractSet):
+    """A frozen set of digests as one sorted tuple, itself: 8 bytes a digest, where a set's table spends
+    30 to 60, and a set of one 216 bytes (a repository's links and a tag's index are held for the whole
+    run). Membership by bisection; what an operation makes is a plain set. It compares, hashes and
+    combines as a set does, never as a tuple."""
 
-    __slots__ = ("_sorted",)
+    __slots__ = ()
 
-    def __init__(self, digests: Iterable[Digest] = ()) -> None:
-        self._sorted = tuple(sorted(set(digests)))
+    def __new__(cls, digests: Iterable[Digest] = ()) -> Digests:
+        return tuple.__new__(cls, sorted(set(digests)))
 
     def __contains__(self, digest: object) -> bool:
-        items = self._sorted
-        at = bisect_left(items, digest) if isinstance(digest, bytes) else len(items)
-        return at < len(items) and items[at] == digest
-
-    def __iter__(self):
-        return iter(self._sorted)
-
-    def __len__(self) -> int:
-        return len(self._sorted)
+        at = bisect_left(self, digest) if isinstance(digest, bytes) else len(self)
+        return at < len(self) and self[at] == digest
 
     @classmethod
     def in_order(cls, digests: Iterable[Digest]) -> Digests:
         """Digests already in order and each once, as another `Digests` gave them: not sorted again."""
-        made = cls.__new__(cls)
-        made._sorted = tuple(digests)
-        return made
+        return tuple.__new__(cls, digests)
 
-    __hash__ = AbstractSet._hash  # as a frozenset's: a frozen `Tag` holding one stays hashable
+    # As a frozenset's, not a tuple's: equal to a set of the same digests (never to a tuple), ordered by
+    # inclusion, and hashed so a frozen `Tag` holding one stays hashable.
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AbstractSet):
+            return AbstractSet.__eq__(self, other)
+        return False if isinstance(other, tuple) else NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __lt__, __le__, __gt__, __ge__ = AbstractSet.__lt__, AbstractSet.__le__, AbstractSet.__gt__, AbstractSet.__ge__
+    __hash__ = AbstractSet._hash
 
     def __repr__(self) -> str:
-        return f"Digests({set(self._sorted)!r})"
+        return f"Digests({set(self)!r})"
 
     @classmethod
     def _from_iterable(cls, iterable: Iterable[Digest]) -> set[Digest]:
@@ -131,7 +135,7 @@ class Digests(AbstractSet):
             other = set(other)
         if len(other) < len(self):  # the smaller side walked, the other asked
             return {digest for digest in other if digest in self}
-        return {digest for digest in self._sorted if digest in other}
+        return {digest for digest in self if digest in other}
 
     __rand__ = __and__
 
@@ -139,20 +143,20 @@ class Digests(AbstractSet):
         if not isinstance(other, Iterable):
             return NotImplemented
         if isinstance(other, (set, frozenset)):  # in C: each of ours asked of the other
-            return set(self._sorted).difference(other)
+            return set(self).difference(other)
         if not isinstance(other, AbstractSet):
             other = set(other)
-        return {digest for digest in self._sorted if digest not in other}
+        return {digest for digest in self if digest not in other}
 
     def __rsub__(self, other):
         if not isinstance(other, Iterable):
             return NotImplemented
-        return set(other).difference(self._sorted)
+        return set(other).difference(self)
 
     def __or__(self, other):
         if not isinstance(other, Iterable):
             return NotImplemented
-        return set(self._sorted).union(other)
+        return set(self).union(other)
 
     __ror__ = __or__
 

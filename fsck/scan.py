@@ -16,7 +16,7 @@ import multiprocessing
 import signal
 import time
 from array import array
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -78,8 +78,10 @@ class Repository:
     layer_links: AbstractSet[Digest] = field(default_factory=set)
     revisions: AbstractSet[Digest] = field(default_factory=set)
     tags: dict[str, Tag] = field(default_factory=dict)
-    uploads: list[Upload] = field(default_factory=list)
-    bad_links: list[BadLink] = field(default_factory=list)
+    # Lists while the walk fills them, tuples once the repository is walked (most are empty: one shared
+    # empty tuple, not two empty lists a repository).
+    uploads: Sequence[Upload] = field(default_factory=list)
+    bad_links: Sequence[BadLink] = field(default_factory=list)
     # Canonical digests that links under another algorithm name (legitimate aliases): never judged.
     aliases: AbstractSet[Digest] = field(default_factory=set)
     fully_read: bool = True  # False: part of it was unreadable, so nothing in it can be judged garbage
@@ -480,6 +482,8 @@ class _Walker:
         # blob's object once every blob is known (`stored`), else the one `others` keeps (this walk only).
         self.stored: StoredBlobs | None = None
         self.others: dict[Digest, Digest] = {}
+        # One str per tag name across repositories ("latest", "v1" in thousands of them), as for digests.
+        self.tag_names: dict[str, str] = {}
         # The real directories the walk covers: v2's, and each followed link's target.
         self.real_trees: list[str] = [store.real_path("")]
 
@@ -619,17 +623,17 @@ class _Walker:
             mine.blobs.update(theirs.blobs)
         if theirs.repositories and self.stored is None:  # the blobs' units are merged before any repository's
             self.blobs_known()
-        intern = self._intern
+        intern, name_of = self._intern, self.tag_names.setdefault
         for name, repository in theirs.repositories.items():
             repository.layer_links = self._interned(repository.layer_links)
             repository.revisions = self._interned(repository.revisions)
             repository.aliases = self._interned(repository.aliases)
             repository.tags = {
-                tag_name: Tag(
-                    tag.name, None if tag.current is None else intern(tag.current), tag.has_current_file,
-                    self._interned(tag.index),
+                name_of(tag.name, tag.name): Tag(
+                    name_of(tag.name, tag.name), None if tag.current is None else intern(tag.current),
+                    tag.has_current_file, self._interned(tag.index),
                 )
-                for tag_name, tag in repository.tags.items()
+                for tag in repository.tags.values()
             }
             mine.repositories[name] = repository  # in the place its discovery took
         mine.oddities += theirs.oddities
@@ -649,7 +653,7 @@ class _Walker:
             mine.blobs.update(zip(_unpacked(theirs.blobs), theirs.sizes, strict=True))
         if theirs.repositories and self.stored is None:  # the blobs' units are merged before any repository's
             self.blobs_known()
-        intern = self._intern
+        intern, name_of = self._intern, self.tag_names.setdefault
         for packed in theirs.repositories:
             (name, has_layers_dir, has_manifests_dir, has_tags_dir, has_uploads_dir, layer_links, revisions,
              tags, uploads, bad_links, aliases, fully_read) = packed
@@ -658,8 +662,8 @@ class _Walker:
                 self._interned_in_order(layer_links),
                 self._interned_in_order(revisions),
                 {
-                    tag_name: Tag(
-                        tag_name, None if current is None else intern(current), has_current_file,
+                    name_of(tag_name, tag_name): Tag(
+                        name_of(tag_name, tag_name), None if current is None else intern(current), has_current_file,
                         self._interned_in_order(index),
                     )
                     for tag_name, current, has_current_file, index in tags
@@ -835,6 +839,7 @@ class _Walker:
         repository.layer_links = Digests(repository.layer_links)
         repository.revisions = Digests(repository.revisions)
         repository.aliases = Digests(repository.aliases)
+        repository.uploads, repository.bad_links = tuple(repository.uploads), tuple(repository.bad_links)
         repository.fully_read = len(self.inventory.unreadable) + len(self.inventory.unknown) == unknown_before
 
     def _repository_parts(self, repository: Repository, parts: tuple[tuple[str, str], ...]) -> None:
@@ -974,6 +979,8 @@ class _Walker:
                 if what != "odd":
                     self._odd(path, "not part of a tag directory")
         if holds:
+            if not self.in_unit:  # a unit's names are shared when its part is merged
+                name = self.tag_names.setdefault(name, name)
             repository.tags[name] = Tag(name, current, has_current_file, Digests(index))
         return holds
 

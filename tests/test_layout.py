@@ -1,5 +1,8 @@
 """The layout module: every path shape, and the digest/link syntax the registry accepts."""
 
+import pickle
+import sys
+
 import pytest
 from clirun import make_non_registry
 
@@ -150,6 +153,12 @@ def test_digests_answer_as_the_set_of_their_digests_would():
     assert held | {z} == {a, b, c, z} and {z} | held == {a, b, c, z}
     assert type(held - {a}) is set and type(held & [a]) is set
     assert not layout.Digests() and layout.Digests() == set()
+    # It is a tuple underneath (one object, not a wrapper and its tuple), but compares only as a set.
+    assert held != (a, b, c) and (a, b, c) != held and not held == [a, b, c]
+    assert held != {a, b} and held == layout.Digests([b, c, a]) and not held < as_set and held < {a, b, c, z}
+    assert {held: 1}[layout.Digests(as_set)] == 1
+    assert pickle.loads(pickle.dumps(held)) == held and type(pickle.loads(pickle.dumps(held))) is layout.Digests
+    assert sys.getsizeof(held) == sys.getsizeof((a, b, c))
 
 
 def test_stored_blobs_find_each_stored_digest_as_the_stored_object_and_its_size():

@@ -66,6 +66,9 @@ def test_links_and_references_share_the_stored_blobs_digests(tmp_path, monkeypat
         assert revision is stored[manifest_digest]
         assert tag.current is stored[manifest_digest]
         assert next(iter(tag.index)) is stored[manifest_digest]
+    # A tag name is one str across repositories too, the dict's key and the tag's own.
+    (key_a, tag_a), (key_b, tag_b) = (next(iter(inventory.repositories[name].tags.items())) for name in ("a", "b"))
+    assert key_a is tag_a.name is key_b is tag_b.name
 
     parsed = manifests.read_manifests(
         LocalStore(v2), manifests.named_by_links(inventory), inventory.blobs
