@@ -628,13 +628,14 @@ class _Walker:
             repository.layer_links = self._interned(repository.layer_links)
             repository.revisions = self._interned(repository.revisions)
             repository.aliases = self._interned(repository.aliases)
-            repository.tags = {
-                name_of(tag.name, tag.name): Tag(
+            tags = (
+                Tag(
                     name_of(tag.name, tag.name), None if tag.current is None else intern(tag.current),
                     tag.has_current_file, self._interned(tag.index),
                 )
                 for tag in repository.tags.values()
-            }
+            )
+            repository.tags = {tag.name: tag for tag in tags}
             mine.repositories[name] = repository  # in the place its discovery took
         mine.oddities += theirs.oddities
         mine.unreadable += theirs.unreadable
@@ -662,11 +663,14 @@ class _Walker:
                 self._interned_in_order(layer_links),
                 self._interned_in_order(revisions),
                 {
-                    name_of(tag_name, tag_name): Tag(
-                        name_of(tag_name, tag_name), None if current is None else intern(current), has_current_file,
-                        self._interned_in_order(index),
+                    tag.name: tag
+                    for tag in (
+                        Tag(
+                            name_of(tag_name, tag_name), None if current is None else intern(current),
+                            has_current_file, self._interned_in_order(index),
+                        )
+                        for tag_name, current, has_current_file, index in tags
                     )
-                    for tag_name, current, has_current_file, index in tags
                 },
                 uploads, bad_links, self._interned_in_order(aliases), fully_read,
             )  # in the place its discovery took
