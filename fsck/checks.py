@@ -391,14 +391,9 @@ def _at_places(links: AbstractSet[Digest], places: array) -> list[Digest]:
 
 def _judge_blobs(state: _State, inventory: Inventory) -> None:
     """Blobs nothing keeps, each with the repositories using it."""
-    marks = _blob_marks(state)
-    users = _users(state.graph, inventory, marks)
-    orphans = [digest for digest, marked in marks.items() if not marked]
-    unreachable = [digest for digest, marked in marks.items() if marked]
-    del marks
-    orphans.sort()
-    unreachable.sort()
-    _add_blob_verdicts(state, orphans, unreachable, users)
+    garbage = _blob_marks(state)
+    _add_users(state.graph, inventory, garbage)
+    _add_blob_verdicts(state, garbage)
 
 
 def _repository(
@@ -626,11 +621,17 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
             ))
 
 
-def _blob_marks(state: _State) -> dict[Digest, bool]:
-    """The blobs nothing keeps, each with whether the registry's GC marks it: an unreachable blob (True)
-    or an orphan (False, no stored manifest references it)."""
+# A garbage blob's entry, from its mark to the repositories using it: an orphan is False, then the tuple
+# of the repositories linking it; an unreachable blob True, then one name (the repository's own str, as
+# most have one user), then a set once a second comes. One table of the garbage, not a second beside it.
+GarbageUsers = bool | tuple[str, ...] | str | set[str]
+
+
+def _blob_marks(state: _State) -> dict[Digest, GarbageUsers]:
+    """The blobs nothing keeps, in digest order (the stored blobs' own), each with whether the registry's
+    GC marks it: an unreachable blob (True) or an orphan (False, no stored manifest references it)."""
     damaged, kept, protected = state.blob_damage, state.kept.kept_marks(), state.protected.blobs
-    marks = dict.fromkeys(
+    marks: dict[Digest, GarbageUsers] = dict.fromkeys(
         (d for d, k in zip(state.graph.blobs.digests, kept, strict=True) if not (k or d in damaged or d in protected)), False
     )
     del kept
@@ -638,66 +639,68 @@ def _blob_marks(state: _State) -> dict[Digest, bool]:
     return marks
 
 
-def _add_blob_verdicts(
-    state: _State, orphans: list[Digest], unreachable: list[Digest],
-    users: Mapping[Digest, str | set[str]],
-) -> None:
+def _is_orphan(users: GarbageUsers) -> bool:
+    return users is False or type(users) is tuple
+
+
+def _names(users: GarbageUsers) -> tuple[str, ...] | set[str]:
+    if type(users) is bool:
+        return ()
+    return (users,) if type(users) is str else users  # type: ignore[return-value]
+
+
+def _add_blob_verdicts(state: _State, garbage: Mapping[Digest, GarbageUsers]) -> None:
     """Each with the repositories using it: named in an unreachable blob's message, and the owner of
-    its bytes where there is one alone."""
+    its bytes where there is one alone. Orphans first, then the unreachable, each in digest order."""
     blobs = state.blobs
-    for digest in orphans:
-        names = _names(users.get(digest))
-        state.add(Finding(
-            Id.BLOB_ORPHAN, layout.Blob(digest), "no manifest references this blob", digest=digest,
-            bytes=blobs[digest], owner=next(iter(names)) if len(names) == 1 else None,
-        ))
-    for digest in unreachable:
-        names = _names(users.get(digest))
-        message = "referenced only by manifests that are not live"
-        if names:
-            message += f" (in {_some(sorted(names))})"
-        state.add(Finding(
-            Id.BLOB_UNREACHABLE, layout.Blob(digest), message, digest=digest, bytes=blobs[digest],
-            owner=next(iter(names)) if len(names) == 1 else None,
-        ))
+    for digest, users in garbage.items():
+        if _is_orphan(users):
+            names = _names(users)
+            state.add(Finding(
+                Id.BLOB_ORPHAN, layout.Blob(digest), "no manifest references this blob", digest=digest,
+                bytes=blobs[digest], owner=next(iter(names)) if len(names) == 1 else None,
+            ))
+    for digest, users in garbage.items():
+        if not _is_orphan(users):
+            names = _names(users)
+            message = "referenced only by manifests that are not live"
+            if names:
+                message += f" (in {_some(sorted(names))})"
+            state.add(Finding(
+                Id.BLOB_UNREACHABLE, layout.Blob(digest), message, digest=digest, bytes=blobs[digest],
+                owner=next(iter(names)) if len(names) == 1 else None,
+            ))
 
 
-def _names(users: str | set[str] | None) -> tuple[str, ...] | set[str]:
-    return () if users is None else (users,) if isinstance(users, str) else users
-
-
-def _users(graph: Graph, inventory: Inventory, marks: Mapping[Digest, bool]) -> dict[Digest, str | set[str]]:
-    """The repositories that use each garbage blob (`marks`: True for an unreachable one, False for an
-    orphan): for an unreachable blob, those whose stored manifests are or reference it; for an orphan (no
-    manifest does), those whose _layers link it. Most have one user: its name alone (the repository's
-    own str object) until a second comes, a set only then."""
-    users: dict[Digest, str | set[str]] = {}
-
-    def use(digest: Digest, name: str) -> None:
-        names = users.get(digest)
-        if names is None:
-            users[digest] = name
-        elif isinstance(names, str):
-            if names != name:
-                users[digest] = {names, name}
-        else:
-            names.add(name)
-
-    marked = marks.get
-    if any(marks.values()):
+def _add_users(graph: Graph, inventory: Inventory, garbage: dict[Digest, GarbageUsers]) -> None:
+    """The repositories that use each garbage blob, in its entry: for an unreachable blob, those whose
+    stored manifests are or reference it; for an orphan (no manifest does), those whose _layers link it."""
+    found = garbage.get
+    values = garbage.values()
+    if any(users is True for users in values):
         for name, revisions in graph.revisions.items():
             for digest in revisions:
                 manifest = graph.manifest(digest)
                 for used in (digest, *manifest.digests) if manifest is not None else (digest,):
-                    if marked(used):
-                        use(used, name)
-    if not all(marks.values()):  # some orphans
-        garbage = marks.keys()
+                    users = found(used)
+                    if users is None or users is False or type(users) is tuple:  # not garbage, or an orphan
+                        continue
+                    if users is True:
+                        garbage[used] = name
+                    elif type(users) is str:
+                        if users != name:
+                            garbage[used] = {users, name}
+                    else:
+                        users.add(name)  # type: ignore[union-attr]
+    if any(users is False for users in values):
+        keys = garbage.keys()
         for name, repository in inventory.repositories.items():
-            for digest in repository.layer_links & garbage:
-                if not marks[digest]:
-                    use(digest, name)
-    return users
+            for digest in repository.layer_links & keys:
+                users = garbage[digest]
+                if users is False:
+                    garbage[digest] = (name,)
+                elif type(users) is tuple:
+                    garbage[digest] = (*users, name)
 
 
 _BLOB_DAMAGE = frozenset({Id.BLOB_EMPTY, Id.BLOB_SIZE_MISMATCH, Id.BLOB_DIGEST_MISMATCH, Id.MANIFEST_INVALID})
