@@ -122,28 +122,43 @@ class _MediaTypes:
 
 _MEDIA_TYPES = _MediaTypes()
 
+# The heads of manifests without a subject: one per kind and media type (bounded, as the shared strings are).
+_HEADS: dict[tuple[Kind, str | None], tuple] = {}
+_HEADS_MAX = 4096
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """A parsed manifest. Its references are kept packed: the digests as a tuple (the shared digest
-    objects) and 11 bytes for each one's role, flags, media type and size, not a `Reference` object each
-    (80 bytes, and 32 for its size): the manifests of a large store are held through every check.
-    `references` makes the objects on each call; `descriptors` yields their fields as plain tuples, for
-    the checks' loops."""
 
-    kind: Kind
-    media_type: str | None
-    digests: tuple[Digest, ...]  # what it references as config, layer or child, in document order
-    packed: bytes
-    subject: Digest | None = None
-    unpackable: tuple[Reference, ...] | None = None  # the references, where `packed` cannot hold them
+def _head(kind: Kind, media_type: str | None, subject: Digest | None) -> tuple:
+    if subject is not None:
+        return (kind, media_type, subject, None)
+    head = _HEADS.get((kind, media_type))
+    if head is None:
+        head = (kind, media_type, None, None)
+        if len(_HEADS) < _HEADS_MAX:
+            head = _HEADS.setdefault((kind, media_type), head)
+    return head
+
+
+class Manifest(tuple):
+    """A parsed manifest: one tuple, `(head, packed, *digests)`. The head is its kind, media type, subject
+    and unpackable references, one tuple shared by every manifest of the same kind and media type that has
+    neither; `digests` are what it references as config, layer or child, in document order (the shared
+    digest objects); `packed` is 11 bytes for each one's role, flags, media type and size, not a `Reference`
+    object each (80 bytes, and 32 for its size). One object a manifest, not a record and a tuple beside it:
+    the manifests of a large store are held through every check. `references` makes the objects on each
+    call; `descriptors` yields their fields as plain tuples, for the checks' loops. Equal as its fields are;
+    never built from its fields but by `of`."""
+
+    __slots__ = ()
+
+    def __new__(cls, items: Iterable[object]) -> Manifest:  # as pickle and copy rebuild it
+        return tuple.__new__(cls, items)
 
     @classmethod
     def of(
         cls, kind: Kind, media_type: str | None, descriptors: Iterable[Descriptor], subject: Digest | None = None,
     ) -> Manifest:
         listed = list(descriptors)
-        digests = tuple(descriptor[0] for descriptor in listed)
+        digests = [descriptor[0] for descriptor in listed]
         pack, number = _PACKED.pack, _MEDIA_TYPES.number
         try:
             packed = b"".join(
@@ -154,8 +169,40 @@ class Manifest:
                 for _digest, role, size, referenced_type, foreign in listed
             )
         except (_Unpackable, struct.error):
-            return cls(kind, media_type, digests, b"", subject, tuple(Reference(*descriptor) for descriptor in listed))
-        return cls(kind, media_type, digests, packed, subject)
+            unpackable = tuple(Reference(*descriptor) for descriptor in listed)
+            return tuple.__new__(cls, ((kind, media_type, subject, unpackable), b"", *digests))
+        return tuple.__new__(cls, (_head(kind, media_type, subject), packed, *digests))
+
+    @property
+    def kind(self) -> Kind:
+        return self[0][0]
+
+    @property
+    def media_type(self) -> str | None:
+        return self[0][1]
+
+    @property
+    def subject(self) -> Digest | None:
+        return self[0][2]
+
+    @property
+    def unpackable(self) -> tuple[Reference, ...] | None:
+        """The references, where `packed` cannot hold them."""
+        return self[0][3]
+
+    @property
+    def packed(self) -> bytes:
+        return self[1]
+
+    @property
+    def digests(self) -> tuple[Digest, ...]:
+        return self[2:]  # a plain tuple
+
+    def __repr__(self) -> str:
+        return (
+            f"Manifest(kind={self.kind!r}, media_type={self.media_type!r}, digests={self.digests!r}, "
+            f"subject={self.subject!r}, unpackable={self.unpackable!r})"
+        )
 
     def descriptors(self) -> Iterator[Descriptor]:
         """Each reference's digest, role, size, media type and foreign flag, in document order."""

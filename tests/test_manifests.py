@@ -129,3 +129,29 @@ def test_a_media_type_past_the_tables_bound_keeps_reference_objects(monkeypatch)
     assert new.unpackable is not None and new.packed == b""
     assert [(r.digest, r.media_type) for r in new.references] == [(A, "x/new"), (B, "x/8")]
     assert list(new.descriptors())[1] == (B, m.Role.LAYER, 10, "x/8", False)
+
+
+def test_a_manifest_is_one_tuple_equal_and_pickled_as_its_fields():
+    """One object a manifest (its head shared by those of the same kind and media type without a subject),
+    equal to another when every field is, rebuilt whole by pickle and copy, its digests a plain tuple."""
+    import copy
+    import pickle
+    import sys
+
+    document = {"schemaVersion": 2, "mediaType": m.OCI_MANIFEST, "config": desc(A), "layers": [desc(B), desc(C)]}
+    one, two = parse(document), parse(document)
+    assert one == two and hash(one) == hash(two) and one is not two
+    assert one[0] is two[0]  # the shared head
+    assert type(one.digests) is tuple and one.digests == (A, B, C)
+    assert sys.getsizeof(one) == sys.getsizeof((None,) * 5)  # head, packed, three digests: no record beside
+    for rebuilt in (pickle.loads(pickle.dumps(one)), copy.copy(one), copy.deepcopy(one)):
+        assert type(rebuilt) is m.Manifest and rebuilt == one
+        assert (rebuilt.kind, rebuilt.media_type, rebuilt.subject, rebuilt.digests) == (
+            m.Kind.IMAGE, m.OCI_MANIFEST, None, (A, B, C)
+        )
+        assert list(rebuilt.descriptors()) == list(one.descriptors())
+    assert one != parse({**document, "layers": [desc(B, size=11), desc(C)]})  # another size
+    assert one != parse({**document, "mediaType": m.DOCKER_SCHEMA2})
+    referrer = parse({**document, "subject": desc(S, m.OCI_MANIFEST)})
+    assert referrer != one and referrer.subject == S and referrer.digests == one.digests
+    assert "digests=" in repr(one) and "Manifest(" in repr(one)
