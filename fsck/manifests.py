@@ -529,11 +529,17 @@ class WhileWalking:
         self.stopped = self.streak.after(_timed(self.parser, wanted, parsed))
 
     def finish(self, inventory: Inventory, workers: int = 8) -> dict[Digest, Manifest | InvalidManifest]:
-        named = named_by_links(inventory)
         if inventory is not self.inventory:
-            return read_manifests(self.store, named, inventory.blobs, workers)
+            return read_manifests(self.store, named_by_links(inventory), inventory.blobs, workers)
         parsed, sizes = self.parsed, inventory.blobs
-        rest = [digest for digest in named if digest in sizes and digest not in parsed]
+        # What no repository handed over named (most was read while walking): found repository by
+        # repository, not from a set of every named digest beside the parsed ones.
+        rest = list(dict.fromkeys(
+            digest
+            for repository in inventory.repositories.values()
+            for digest in named_in(repository)
+            if digest not in parsed and digest in sizes
+        ))
         if rest:
             _read_into(self.parser, rest, workers, parsed)
         self.inventory = self.parser = None
