@@ -186,3 +186,12 @@ def test_stored_blobs_find_each_stored_digest_as_the_stored_object_and_its_size(
     table.mark([b"\x07", b"", absent, bytes(bytearray(edges[1])), edges[1]], marks)
     assert [at for at, mark in enumerate(marks) if mark] == [table.position(edges[1])] and marks.count(1) == 1
     assert layout.StoredBlobs({}).position(bytes(32)) == -1 and not layout.StoredBlobs({})
+
+
+def test_stored_sizes_take_four_bytes_a_blob_until_one_is_4_gib_or_more():
+    small = layout.StoredBlobs({bytes([n]) * 32: n * 1000 for n in range(10)})
+    assert small.sizes.itemsize == 4 and dict(small.items()) == {bytes([n]) * 32: n * 1000 for n in range(10)}
+    large = {bytes([1]) * 32: 2**32 - 1, bytes([2]) * 32: 2**32, bytes([3]) * 32: 2**62}
+    table = layout.StoredBlobs(large)
+    assert table.sizes.itemsize == 8 and dict(table.items()) == large and table[bytes([3]) * 32] == 2**62
+    assert layout.StoredBlobs({bytes([1]) * 32: 2**32 - 1}).sizes.itemsize == 4
