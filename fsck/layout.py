@@ -238,6 +238,22 @@ class StoredBlobs(Mapping[Digest, int]):
             shared.append(stored[at] if at < end and stored[at] == digest else keep(digest, digest))
         return shared
 
+    def positions(self, digests: Iterable[Digest]) -> list[int]:
+        """The position of each stored one of `digests`, in their order (the rest left out): the same
+        lookup as `position`, written out, as in `shared`."""
+        starts, stored = self._starts, self.digests
+        found = []
+        for digest in digests:
+            try:
+                bucket = digest[0] << 8 | digest[1]
+            except IndexError:
+                continue
+            end = starts[bucket + 1]
+            at = bisect_left(stored, digest, starts[bucket], end)
+            if at < end and stored[at] == digest:
+                found.append(at)
+        return found
+
     def mark(self, digests: Iterable[Digest], marks: bytearray) -> None:
         """Each stored one of `digests` marked in `marks`, a byte per stored blob by position (set to 1):
         the same lookup as `position`, written out, as in `shared`."""
