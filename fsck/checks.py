@@ -321,10 +321,7 @@ def _repositories_aside(
         )
         exported, files = state.findings.export()
         tallies = _Tallies.of(exported.by_repository, names)
-        untagged = [
-            (_place(names, name), _places(inventory.repositories[name].layer_links, digests))
-            for name, digests in state.untagged_only.by_repository.items()
-        ]
+        untagged = _UntaggedSent.of(state.untagged_only, inventory.repositories, names)
         kept = (replace(exported, by_repository={}), tallies, state.damage, state.blob_damage, untagged, recent, empty_repositories)
         return kept, files
 
@@ -351,10 +348,7 @@ def _repositories_aside(
     findings = state.findings
     findings.absorb(replace(exported, by_repository=tallies.named(names)), files)
     del tallies
-    untagged = {}
-    for place, places in sent:  # the inventory's own names and digest objects, as in one process
-        name = names[place]
-        untagged[name] = _at_places(inventory.repositories[name].layer_links, places)
+    untagged = sent.received(inventory.repositories, names)
     del sent
     state.damage, state.blob_damage, state.untagged_only = damage, blob_damage, UntaggedOnly(untagged)
     mine = sorted(taken.shares)
@@ -380,13 +374,6 @@ def _repositories_aside(
         verdicts.close()
         verdicts = None
     return recent, empty_repositories, verdicts
-
-
-def _place(names: list[str], name: str) -> int:
-    """Where `name` is in the sorted repository names."""
-    at = bisect_left(names, name)
-    assert at < len(names) and names[at] == name
-    return at
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,17 +407,39 @@ class _Tallies:
         return named
 
 
-def _places(links: AbstractSet[Digest], digests: list[Digest]) -> array:
-    """Some of a repository's layer links as their places in the order its links iterate: 4 bytes a
-    link for the trip back from the child (a digest pickled is 35, unpickled 80), the same order in
-    the parent, whose own objects they then name."""
-    where = {digest: at for at, digest in enumerate(links)}
-    return array("I", [where[digest] for digest in digests])
+@dataclass(frozen=True, slots=True)
+class _UntaggedSent:
+    """The child's untagged-only layer links, as it sends them back: each repository by its place in the
+    sorted names, each link by its place in the order the repository's links iterate (the same order in
+    the parent, whose own objects they then name), all in three arrays: 4 bytes a link, not a digest
+    (pickled 35 bytes, unpickled 80), nor an array and a name a repository."""
 
+    repositories: array  # "I": places in the sorted names
+    counts: array  # "I": how many links each
+    links: array  # "I": places among its layer links, one repository after the other
 
-def _at_places(links: AbstractSet[Digest], places: array) -> list[Digest]:
-    in_order = tuple(links)
-    return [in_order[at] for at in places]
+    @classmethod
+    def of(cls, untagged: UntaggedOnly, repositories: Mapping[str, Repository], names: list[str]) -> _UntaggedSent:
+        sent = cls(array("I"), array("I"), array("I"))
+        for name, digests in untagged.by_repository.items():
+            at = bisect_left(names, name)
+            assert names[at] == name  # the child checks the inventory's repositories only
+            where = {digest: place for place, digest in enumerate(repositories[name].layer_links)}
+            sent.repositories.append(at)
+            sent.counts.append(len(digests))
+            sent.links.extend(where[digest] for digest in digests)
+        return sent
+
+    def received(self, repositories: Mapping[str, Repository], names: list[str]) -> dict[str, list[Digest]]:
+        """By the parent's own names and digest objects, as in one process."""
+        untagged: dict[str, list[Digest]] = {}
+        start = 0
+        for place, count in zip(self.repositories, self.counts, strict=True):
+            name = names[place]
+            in_order = tuple(repositories[name].layer_links)
+            untagged[name] = [in_order[at] for at in self.links[start : start + count]]
+            start += count
+        return untagged
 
 
 def _judge_blobs(state: _State, inventory: Inventory) -> None:
