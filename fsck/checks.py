@@ -672,10 +672,9 @@ def _damaged_blobs(state: _State, corrupt_blobs: frozenset[Digest]) -> None:
             ))
 
 
-# A garbage blob's users: an orphan's are False, then the tuple of the repositories linking it; an
-# unreachable blob's one name (the repository's own str, as most have one user), then a set once a second
-# comes.
-GarbageUsers = bool | tuple[str, ...] | str | set[str]
+# A garbage blob's users: none (False), then one name (the repository's own str, as most have one user),
+# then a set once a second comes.
+GarbageUsers = bool | str | set[str]
 
 _ORPHAN, _UNREACHABLE = 1, 2  # a garbage blob's verdict; 0: kept
 _KEPT_TO_GARBAGE = bytes.maketrans(b"\x00\x01", b"\x01\x00")
@@ -728,32 +727,49 @@ def _mark_unreachable(graph: Graph, garbage: _Garbage) -> None:
                 if not verdicts[at]:
                     continue
                 verdicts[at] = _UNREACHABLE
-                entry = index(at)
-                named = users[entry]
-                if named is False:
-                    users[entry] = name
-                elif type(named) is str:
-                    if named != name:
-                        users[entry] = {named, name}
-                else:
-                    named.add(name)  # type: ignore[union-attr]
+                _use(users, index(at), name)
+
+
+# Orphans up to this share of the stored blobs are found in a repository's links by a table of them;
+# past it (a store that is mostly orphans), by each link's place, with no table as large as the garbage.
+_ORPHAN_TABLE_SHARE = 16
 
 
 def _link_orphans(graph: Graph, inventory: Inventory, garbage: _Garbage) -> None:
-    verdicts, digests = garbage.verdicts, graph.blobs.digests
-    orphans = {digests[at]: entry for entry, at in enumerate(garbage.places) if verdicts[at] == _ORPHAN}
+    verdicts, places = garbage.verdicts, garbage.places
+    orphans = sum(1 for at in places if verdicts[at] == _ORPHAN)
     if not orphans:
         return
-    users, keys = garbage.users, orphans.keys()
-    for name, repository in inventory.repositories.items():
-        for digest in repository.layer_links & keys:
-            entry = orphans[digest]
-            named = users[entry]
-            users[entry] = (name,) if named is False else (*named, name)  # type: ignore[misc]
+    users, index = garbage.users, garbage.index
+    if orphans * _ORPHAN_TABLE_SHARE <= len(verdicts):
+        digests = graph.blobs.digests
+        table = {digests[at]: entry for entry, at in enumerate(places) if verdicts[at] == _ORPHAN}
+        keys = table.keys()
+        linked = ((name, [table[d] for d in repository.layer_links & keys]) for name, repository in inventory.repositories.items())
+    else:
+        positions = graph.blobs.positions
+        linked = (
+            (name, [index(at) for at in positions(repository.layer_links) if verdicts[at] == _ORPHAN])
+            for name, repository in inventory.repositories.items()
+        )
+    for name, entries in linked:
+        for entry in entries:
+            _use(users, entry, name)
+
+
+def _use(users: list[GarbageUsers], entry: int, name: str) -> None:
+    named = users[entry]
+    if named is False:
+        users[entry] = name
+    elif type(named) is str:
+        if named != name:
+            users[entry] = {named, name}
+    else:
+        named.add(name)  # type: ignore[union-attr]
 
 
 def _names(users: GarbageUsers) -> tuple[str, ...] | set[str]:
-    if type(users) is bool:
+    if users is False:
         return ()
     return (users,) if type(users) is str else users  # type: ignore[return-value]
 

@@ -83,3 +83,34 @@ def test_an_unreachable_blob_used_by_one_repository_is_charged_to_it(tmp_path):
     shared = summary(root)
     assert reclaimable(shared, "plain") == reclaimable(before, "plain")
     assert shared["shared_reclaimable_bytes"] == before["shared_reclaimable_bytes"]
+
+
+def test_orphans_are_charged_alike_whether_found_by_a_table_of_them_or_by_each_links_place(tmp_path, monkeypatch):
+    """A store of few orphans finds them in the links by a table of the orphans; one that is mostly
+    orphans by each link's place: the same findings, owners included."""
+    from datetime import datetime, timezone
+
+    from fsck import checks, manifests, scan
+    from fsck.catalogue import Id
+    from fsck.layout import parse_digest
+    from fsck.store import Concurrency, LocalStore, PoolKind
+
+    root = tree.copy_tree(DEMO, tmp_path / "root")
+    alone, shared, unlinked = tree.add_orphan_blobs(root, 3)
+    link_layer(root, "plain", alone)
+    link_layer(root, "plain", shared)
+    link_layer(root, "multi", shared)
+    store = LocalStore(str(tree.v2(root)))
+    inventory = scan.scan(store, concurrency=Concurrency(PoolKind.SERIAL, 1, "test"))
+    parsed = manifests.read_manifests(store, manifests.named_by_links(inventory), inventory.blobs)
+
+    def orphans(share: int) -> list[tuple]:
+        monkeypatch.setattr(checks, "_ORPHAN_TABLE_SHARE", share)
+        audit = checks.audit(inventory, parsed, checks.Policy(now=datetime.now(timezone.utc)))
+        return [(f.digest, f.owner, f.bytes) for f in audit.findings if f.id is Id.BLOB_ORPHAN]
+
+    by_table, by_place = orphans(0), orphans(10**9)
+    assert by_table == by_place
+    owners = {digest: owner for digest, owner, _ in by_table}
+    assert owners[parse_digest(alone)] == "plain"
+    assert owners[parse_digest(shared)] is None and owners[parse_digest(unlinked)] is None
