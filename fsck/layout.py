@@ -16,6 +16,7 @@ Nothing else in the package builds a storage path by hand.
 
 from __future__ import annotations
 
+import heapq
 import os
 import re
 from array import array
@@ -24,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from enum import Enum
-from itertools import accumulate
+from itertools import accumulate, pairwise
 
 Digest = bytes
 
@@ -171,11 +172,40 @@ class StoredBlobs(Mapping[Digest, int]):
     __slots__ = ("digests", "sizes", "_starts")
 
     def __init__(self, sizes: Mapping[Digest, int]) -> None:
-        self.digests: list[Digest] = sorted(sizes)
+        digests = sorted(sizes)
+        self._fill(digests, array("q", map(sizes.__getitem__, digests)))
+
+    @classmethod
+    def of_runs(cls, digests: list[Digest], sizes: array, starts: array) -> StoredBlobs:
+        """From runs of digests end to end, each in digest order, with their sizes (`starts`: where each
+        begins): a walk's units, one fan-out directory each. Taken as they are where they follow one
+        another in order (the walk queues the fan-out directories in name order); else joined in order,
+        or merged where runs of digests of two lengths (sha256, sha512) interleave. No digest is in two runs."""
+        bounds = [(start, end) for start, end in pairwise((*starts, len(digests))) if start < end]
+        if not all(digests[one[1] - 1] < digests[other[0]] for one, other in pairwise(bounds)):
+            bounds.sort(key=lambda run: digests[run[0]])
+            ordered: list[Digest] = []
+            ordered_sizes = array("q")
+            if all(digests[one[1] - 1] < digests[other[0]] for one, other in pairwise(bounds)):
+                for start, end in bounds:
+                    ordered += digests[start:end]
+                    ordered_sizes += sizes[start:end]
+            else:
+                runs = (zip(digests[start:end], sizes[start:end], strict=True) for start, end in bounds)
+                for digest, size in heapq.merge(*runs):
+                    ordered.append(digest)
+                    ordered_sizes.append(size)
+            digests, sizes = ordered, ordered_sizes
+        table = cls.__new__(cls)
+        table._fill(digests, sizes)
+        return table
+
+    def _fill(self, digests: list[Digest], sizes: array) -> None:
+        self.digests = digests
         try:  # 4 bytes a blob, not an int object; 8 where one is 4 GiB or more
-            self.sizes = array("I", map(sizes.__getitem__, self.digests))
+            self.sizes = array("I", sizes)
         except OverflowError:
-            self.sizes = array("q", map(sizes.__getitem__, self.digests))
+            self.sizes = sizes
         counts = array("I", bytes(4 * _PREFIXES))
         for digest in self.digests:
             counts[digest[0] << 8 | digest[1]] += 1

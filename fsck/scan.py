@@ -237,7 +237,7 @@ class _Packed:
     digest: the walk's process then makes one object per digest, the one it keeps, and the parts'
     copies leave no holes behind in its heap."""
 
-    blobs: bytes  # packed digests, in the dict's order
+    blobs: bytes  # packed digests, in digest order
     sizes: array  # of "q", the same order
     repositories: tuple  # of _pack_repository's tuples, in the dict's order
     oddities: list[Oddity]
@@ -277,8 +277,9 @@ def _unpacked(packed: bytes) -> list[Digest]:
 
 
 def _pack_inventory(inventory: Inventory) -> _Packed:
+    blobs = sorted(inventory.blobs)
     return _Packed(
-        _pack(inventory.blobs), array("q", inventory.blobs.values()),
+        _pack(blobs), array("q", map(inventory.blobs.__getitem__, blobs)),
         tuple(_pack_repository(repository) for repository in inventory.repositories.values()),
         inventory.oddities, inventory.unreadable, inventory.unknown, inventory.empty_dirs, inventory.leftovers,
     )
@@ -501,6 +502,12 @@ class _Walker:
         # blob's object once every blob is known (`stored`), else the one `others` keeps (this walk only).
         self.stored: StoredBlobs | None = None
         self.others: dict[Digest, Digest] = {}
+        # Walker processes' blobs until every blob is known, one unit's after the other (each in digest
+        # order, beginning at its start): no dict of every blob, with an int object a size, before
+        # `stored` is made of them.
+        self.blob_digests: list[Digest] = []
+        self.blob_sizes = array("q")
+        self.blob_starts = array("I")
         # One str per tag name across repositories ("latest", "v1" in thousands of them), as for digests.
         self.tag_names: dict[str, str] = {}
         # The real directories the walk covers: v2's, and each followed link's target.
@@ -585,7 +592,17 @@ class _Walker:
         """Every blob is in the inventory: from here on a link's digest is the stored blob's object, and
         the inventory's blobs are `StoredBlobs` (the dict they were walked into let go)."""
         if self.stored is None:
-            self.stored = self.inventory.blobs = StoredBlobs(self.inventory.blobs)
+            if self.blob_starts:
+                digests, sizes, starts = self.blob_digests, self.blob_sizes, self.blob_starts
+                self.blob_digests, self.blob_sizes, self.blob_starts = [], array("q"), array("I")
+                if self.inventory.blobs:  # some walked here: one run more
+                    starts.append(len(digests))
+                    walked_here = sorted(self.inventory.blobs)
+                    digests += walked_here
+                    sizes += array("q", map(self.inventory.blobs.__getitem__, walked_here))
+                self.stored = self.inventory.blobs = StoredBlobs.of_runs(digests, sizes, starts)
+            else:
+                self.stored = self.inventory.blobs = StoredBlobs(self.inventory.blobs)
 
     def _what(self, entry: Entry, relative: str) -> str:
         return self._classify(entry, relative) or "odd"
@@ -670,7 +687,9 @@ class _Walker:
     def _merge_packed(self, theirs: _Packed) -> list[str]:
         mine = self.inventory
         if theirs.blobs:
-            mine.blobs.update(zip(_unpacked(theirs.blobs), theirs.sizes, strict=True))
+            self.blob_starts.append(len(self.blob_digests))
+            self.blob_digests += _unpacked(theirs.blobs)
+            self.blob_sizes += theirs.sizes
         if theirs.repositories and self.stored is None:  # the blobs' units are merged before any repository's
             self.blobs_known()
         intern, name_of = self._intern, self.tag_names.setdefault
@@ -755,7 +774,8 @@ class _Walker:
         children = self._children(relative)
         if children is None:
             return
-        for entry, fan_out_dir, what in children:
+        # In name order: a pool's units then bring their blobs in digest order, one after the other.
+        for entry, fan_out_dir, what in sorted(children, key=lambda child: child[0].name):
             if what == "dir" and len(entry.name) == 2 and self.units is not None:
                 self.units.blob_prefix(
                     fan_out_dir, algorithm, entry.name,

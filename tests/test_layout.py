@@ -2,6 +2,8 @@
 
 import pickle
 import sys
+from array import array
+from itertools import accumulate
 
 import pytest
 from clirun import make_non_registry
@@ -195,3 +197,21 @@ def test_stored_sizes_take_four_bytes_a_blob_until_one_is_4_gib_or_more():
     table = layout.StoredBlobs(large)
     assert table.sizes.itemsize == 8 and dict(table.items()) == large and table[bytes([3]) * 32] == 2**62
     assert layout.StoredBlobs({bytes([1]) * 32: 2**32 - 1}).sizes.itemsize == 4
+
+
+def test_stored_blobs_of_runs_take_runs_in_order_join_others_and_merge_interleaved_lengths():
+    def run_of(*digests):
+        return sorted(digests)
+
+    a = run_of(bytes([1]) * 32, bytes([1, 2]) + bytes(30))
+    b = run_of(bytes([2]) * 32)
+    c = run_of(bytes([3]) * 32, bytes([3, 9]) * 16)
+    wide = run_of(bytes([1]) * 64, bytes([3]) * 64)  # sha512 keys among sha256 ones
+    for runs in ([a, b, c], [c, a, b], [b, [], c, a], [a, wide, c, b]):
+        digests = [d for run in runs for d in run]
+        starts = array("I", accumulate((len(run) for run in runs[:-1]), initial=0))
+        sizes = array("q", (n * 10 for n in range(len(digests))))
+        expected = dict(zip(digests, sizes, strict=True))
+        table = layout.StoredBlobs.of_runs(list(digests), sizes, starts)
+        assert table.digests == sorted(digests) and dict(table.items()) == expected
+        assert all(table.stored(bytes(bytearray(d))) is d for d in digests) and table == layout.StoredBlobs(expected)
