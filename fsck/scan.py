@@ -751,6 +751,7 @@ class _Walker:
 
     def _judge_stores(self, seen: set[str]) -> None:
         """One store without the other (an unmounted volume?) would make everything in the other look garbage."""
+        self.blobs_known()  # a pool's blobs are not in the inventory until then
         inventory = self.inventory
         links = any(r.revisions or r.layer_links for r in inventory.repositories.values())
         if links and not inventory.blobs:
