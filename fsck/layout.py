@@ -285,18 +285,9 @@ class StoredBlobs(Mapping[Digest, int]):
         return found
 
     def mark(self, digests: Iterable[Digest], marks: bytearray) -> None:
-        """Each stored one of `digests` marked in `marks`, a byte per stored blob by position (set to 1):
-        the same lookup as `position`, written out, as in `shared`."""
-        starts, stored = self._starts, self.digests
-        for digest in digests:
-            try:
-                bucket = digest[0] << 8 | digest[1]
-            except IndexError:
-                continue
-            end = starts[bucket + 1]
-            at = bisect_left(stored, digest, starts[bucket], end)
-            if at < end and stored[at] == digest:
-                marks[at] = 1
+        """Each stored one of `digests` marked in `marks`, a byte per stored blob by position (set to 1)."""
+        for at in self.positions(digests):
+            marks[at] = 1
 
 
 _PREFIXES = 1 << 16
