@@ -687,6 +687,8 @@ class _Walker:
     def _merge_packed(self, theirs: _Packed) -> list[str]:
         mine = self.inventory
         if theirs.blobs:
+            # The walk queues every blob unit before any repository's: blobs after `stored` would be lost.
+            assert self.stored is None, "a blob unit merged after every blob was known"
             self.blob_starts.append(len(self.blob_digests))
             self.blob_digests += _unpacked(theirs.blobs)
             self.blob_sizes += theirs.sizes
