@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from itertools import compress
+from itertools import chain, compress
 from operator import attrgetter
 
 from . import aside, layout
@@ -376,6 +376,12 @@ def _repositories_aside(
     return recent, empty_repositories, verdicts
 
 
+def _place(names: list[str], name: str) -> int:
+    """Where `name` is among the sorted repository names; -1 when it is not one of them."""
+    at = bisect_left(names, name)
+    return at if at < len(names) and names[at] == name else -1
+
+
 @dataclass(frozen=True, slots=True)
 class _Tallies:
     """A log's findings and reclaimable bytes per repository, as the child sends them back: each
@@ -391,8 +397,8 @@ class _Tallies:
     def of(cls, by_repository: Mapping[str, list[int]], names: list[str]) -> _Tallies:
         places, numbers, others = array("I"), array("q"), {}
         for name, tally in by_repository.items():
-            at = bisect_left(names, name)
-            if at < len(names) and names[at] == name:
+            at = _place(names, name)
+            if at >= 0:
                 places.append(at)
                 numbers.extend(tally)
             else:
@@ -422,8 +428,8 @@ class _UntaggedSent:
     def of(cls, untagged: UntaggedOnly, repositories: Mapping[str, Repository], names: list[str]) -> _UntaggedSent:
         sent = cls(array("I"), array("I"), array("I"))
         for name, digests in untagged.by_repository.items():
-            at = bisect_left(names, name)
-            assert names[at] == name  # the child checks the inventory's repositories only
+            at = _place(names, name)
+            assert at >= 0  # the child checks the inventory's repositories only
             where = {digest: place for place, digest in enumerate(repositories[name].layer_links)}
             sent.repositories.append(at)
             sent.counts.append(len(digests))
@@ -702,9 +708,7 @@ def _garbage(state: _State, inventory: Inventory) -> _Garbage:
     graph = state.graph
     stored = graph.blobs
     verdicts = state.kept.kept_marks().translate(_KEPT_TO_GARBAGE)  # 1 (an orphan, until marked) where not kept
-    for at in stored.positions(state.blob_damage):  # damage is reported, not judged garbage
-        verdicts[at] = 0
-    for at in stored.positions(state.protected.blobs):
+    for at in stored.positions(chain(state.blob_damage, state.protected.blobs)):  # reported or protected, not garbage
         verdicts[at] = 0
     places = array("I", compress(range(len(verdicts)), verdicts))
     garbage = _Garbage(places, verdicts, [False] * len(places))
@@ -768,12 +772,6 @@ def _use(users: list[GarbageUsers], entry: int, name: str) -> None:
         named.add(name)  # type: ignore[union-attr]
 
 
-def _names(users: GarbageUsers) -> tuple[str, ...] | set[str]:
-    if users is False:
-        return ()
-    return (users,) if type(users) is str else users  # type: ignore[return-value]
-
-
 def _add_blob_verdicts(state: _State, garbage: _Garbage) -> None:
     """Each with the repositories using it: named in an unreachable blob's message, and the owner of
     its bytes where there is one alone. Orphans first, then the unreachable, each in digest order."""
@@ -781,21 +779,26 @@ def _add_blob_verdicts(state: _State, garbage: _Garbage) -> None:
     digests, sizes, verdicts = stored.digests, stored.sizes, garbage.verdicts
     for at, users in zip(garbage.places, garbage.users, strict=True):
         if verdicts[at] == _ORPHAN:
-            digest, names = digests[at], _names(users)
+            digest = digests[at]
             state.add(Finding(
                 Id.BLOB_ORPHAN, layout.Blob(digest), "no manifest references this blob", digest=digest,
-                bytes=sizes[at], owner=next(iter(names)) if len(names) == 1 else None,
+                bytes=sizes[at], owner=_owner(users),
             ))
     for at, users in zip(garbage.places, garbage.users, strict=True):
         if verdicts[at] == _UNREACHABLE:
-            digest, names = digests[at], _names(users)
+            digest = digests[at]
             message = "referenced only by manifests that are not live"
-            if names:
-                message += f" (in {_some(sorted(names))})"
+            if users is not False:
+                message += f" (in {_some(sorted({users} if type(users) is str else users))})"  # type: ignore[arg-type]
             state.add(Finding(
                 Id.BLOB_UNREACHABLE, layout.Blob(digest), message, digest=digest, bytes=sizes[at],
-                owner=next(iter(names)) if len(names) == 1 else None,
+                owner=_owner(users),
             ))
+
+
+def _owner(users: GarbageUsers) -> str | None:
+    """The one repository using the blob; None when none does or several do (a set holds two or more)."""
+    return users if type(users) is str else None  # type: ignore[return-value]
 
 
 _BLOB_DAMAGE = frozenset({Id.BLOB_EMPTY, Id.BLOB_SIZE_MISMATCH, Id.BLOB_DIGEST_MISMATCH, Id.MANIFEST_INVALID})

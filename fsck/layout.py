@@ -167,13 +167,13 @@ class StoredBlobs(Mapping[Digest, int]):
     stored digest (a link, a descriptor) is given the stored object, so a digest is one object however
     many name it, and a table kept per stored blob is a list by position, not a dict. 12 bytes a blob
     (16 where one is 4 GiB or more) and a 256 KiB index by the first two bytes (a dict of the sizes
-    spends 50-60 a blob more); a lookup is a bisection over a handful. Iterated in digest order; `items` and `values` are iterators."""
+    spends 50-60 a blob more); a lookup is a bisection over a handful. Iterated in digest order; `items`
+    and `values` are iterators."""
 
     __slots__ = ("digests", "sizes", "_starts")
 
     def __init__(self, sizes: Mapping[Digest, int]) -> None:
-        digests = sorted(sizes)
-        self._fill(digests, array("q", map(sizes.__getitem__, digests)))
+        self._fill(*in_digest_order(sizes))
 
     @classmethod
     def of_runs(cls, digests: list[Digest], sizes: array, starts: array) -> StoredBlobs:
@@ -182,11 +182,15 @@ class StoredBlobs(Mapping[Digest, int]):
         another in order (the walk queues the fan-out directories in name order); else joined in order,
         or merged where runs of digests of two lengths (sha256, sha512) interleave. No digest is in two runs."""
         bounds = [(start, end) for start, end in pairwise((*starts, len(digests))) if start < end]
-        if not all(digests[one[1] - 1] < digests[other[0]] for one, other in pairwise(bounds)):
+
+        def in_order(runs: list[tuple[int, int]]) -> bool:
+            return all(digests[one[1] - 1] < digests[other[0]] for one, other in pairwise(runs))
+
+        if not in_order(bounds):
             bounds.sort(key=lambda run: digests[run[0]])
             ordered: list[Digest] = []
             ordered_sizes = array("q")
-            if all(digests[one[1] - 1] < digests[other[0]] for one, other in pairwise(bounds)):
+            if in_order(bounds):
                 for start, end in bounds:
                     ordered += digests[start:end]
                     ordered_sizes += sizes[start:end]
@@ -291,6 +295,12 @@ class StoredBlobs(Mapping[Digest, int]):
 
 
 _PREFIXES = 1 << 16
+
+
+def in_digest_order(sizes: Mapping[Digest, int]) -> tuple[list[Digest], array]:
+    """The digests sorted, and their sizes in that order (8 bytes each, not an int object)."""
+    digests = sorted(sizes)
+    return digests, array("q", map(sizes.__getitem__, digests))
 
 
 class LinkDefect(str, Enum):

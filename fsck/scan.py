@@ -277,9 +277,9 @@ def _unpacked(packed: bytes) -> list[Digest]:
 
 
 def _pack_inventory(inventory: Inventory) -> _Packed:
-    blobs = sorted(inventory.blobs)
+    blobs, sizes = layout.in_digest_order(inventory.blobs)
     return _Packed(
-        _pack(blobs), array("q", map(inventory.blobs.__getitem__, blobs)),
+        _pack(blobs), sizes,
         tuple(_pack_repository(repository) for repository in inventory.repositories.values()),
         inventory.oddities, inventory.unreadable, inventory.unknown, inventory.empty_dirs, inventory.leftovers,
     )
@@ -596,10 +596,10 @@ class _Walker:
                 digests, sizes, starts = self.blob_digests, self.blob_sizes, self.blob_starts
                 self.blob_digests, self.blob_sizes, self.blob_starts = [], array("q"), array("I")
                 if self.inventory.blobs:  # some walked here: one run more
+                    walked_here, their_sizes = layout.in_digest_order(self.inventory.blobs)
                     starts.append(len(digests))
-                    walked_here = sorted(self.inventory.blobs)
                     digests += walked_here
-                    sizes += array("q", map(self.inventory.blobs.__getitem__, walked_here))
+                    sizes += their_sizes
                 self.stored = self.inventory.blobs = StoredBlobs.of_runs(digests, sizes, starts)
             else:
                 self.stored = self.inventory.blobs = StoredBlobs(self.inventory.blobs)
