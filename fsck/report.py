@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import os
 import shlex
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import islice
@@ -15,9 +17,9 @@ from typing import BinaryIO
 import humanize
 import orjson
 
-from . import layout
+from . import aside, layout
 from .apply import Outcome
-from .catalogue import BY_ID, CATALOGUE, Finding, Id, Severity
+from .catalogue import BY_ID, CATALOGUE, KEY_PREFIX, Finding, Id, Severity
 from .checks import Audit
 from .layout import Digest
 from .plan import DAMAGE_IDS, DEFAULT_IDS, UNTAGGED_IDS, Action, Plan
@@ -84,15 +86,16 @@ def _row_record(row: tuple) -> dict:
     """The record of a finding given as a row (`spool.ROW_FIELDS`)."""
     finding_id, path, message, repository, tag, digest, size, _ = row
     id_text, severity = _ID_TEXTS[finding_id]
+    # `display` called only where there is something to escape: a report holds a million of these.
     return {
         "id": id_text,
         "severity": severity,
-        "repository": display(repository) if repository is not None else None,
-        "tag": display(tag) if tag is not None else None,
+        "repository": repository if repository is None or repository.isprintable() else display(repository),
+        "tag": tag if tag is None or tag.isprintable() else display(tag),
         "digest": layout.format_digest(digest) if digest is not None else None,
-        "path": display(path),
+        "path": path if path.isprintable() else display(path),
         "bytes": size,
-        "message": display(message),
+        "message": message if message.isprintable() else display(message),
     }
 
 
@@ -133,6 +136,10 @@ def _ignored(ignored: Mapping[Id, int] | None) -> dict:
 
 _RECORDS_PER_WRITE = 512
 _NO_FINDINGS = b"[]\n}"
+# A batch of records dumped as the findings of a document of their own comes out indented as they sit in
+# the report: what lies between this head and tail is written as it is.
+_BATCH_HEAD = b'{\n  "findings": [\n'
+_BATCH_TAIL = b"\n  ]\n}"
 
 
 def write_json(audit: Audit, context: Context, exit_code: int, out: BinaryIO) -> None:
@@ -145,14 +152,79 @@ def write_json(audit: Audit, context: Context, exit_code: int, out: BinaryIO) ->
         out.write(head + b"\n")
         return
     out.write(head[: -len(_NO_FINDINGS)] + b"[")
-    separator = b"\n"
-    rows = log.rows()
-    while records := [_row_record(row) for row in islice(rows, _RECORDS_PER_WRITE)]:
-        # b"[\n  {\n    ...\n  }\n]": the list's items, indented one level more, as they sit in the document.
-        items = orjson.dumps(records, option=orjson.OPT_INDENT_2)[2:-2]
-        out.write(separator + b"  " + items.replace(b"\n", b"\n  "))
-        separator = b",\n"
+    ours, theirs = _halves(log)
+    rows = log.rows(ours)  # the log sealed before a child is forked: one sort of what it holds, not two
+    child = None
+    if theirs:
+        try:
+            child = aside.Aside(lambda: _records_to_file(log.rows(theirs)))
+        except aside.Failed:
+            pass
+    with child if child is not None else nullcontext():
+        separator = b",\n" if _write_records(rows, out, b"\n") else b"\n"
+        if theirs and not (child is not None and _copied(child, out, separator)):
+            _write_records(log.rows(theirs), out, separator)
     out.write(b"\n  ]\n}\n")
+
+
+# From this many findings on, a forked child writes the records of the later ids while this process
+# writes the earlier ones (a second core for what takes a few seconds per million findings); fewer
+# take less time than the fork and the copy.
+_HALVES_FROM = 20_000
+
+
+def _halves(log: FindingLog) -> tuple[frozenset[Id], frozenset[Id]]:
+    """The ids with findings, in report order, cut where the findings on both sides come closest to half
+    of them: this process's first, the child's after (none where not worth a fork)."""
+    tallies = sorted(log.counts.by_id.items(), key=lambda item: KEY_PREFIX[item[0]])
+    ids = [finding_id for finding_id, _ in tallies]
+    total = len(log)
+    if total < _HALVES_FROM:
+        return frozenset(ids), frozenset()
+    cut, larger, before = len(ids), total, 0
+    for at, (_, tally) in enumerate(tallies):  # cut before `at`: `before` findings this side
+        if max(before, total - before) < larger:
+            cut, larger = at, max(before, total - before)
+        before += tally.count
+    return frozenset(ids[:cut]), frozenset(ids[cut:])
+
+
+def _write_records(rows: Iterator[tuple], out: BinaryIO, separator: bytes) -> bool:
+    """The records of `rows` as the report's findings, the first after `separator`; whether there was one."""
+    wrote = False
+    while records := [_row_record(row) for row in islice(rows, _RECORDS_PER_WRITE)]:
+        batch = orjson.dumps({"findings": records}, option=orjson.OPT_INDENT_2)
+        out.write(separator + batch[len(_BATCH_HEAD) : -len(_BATCH_TAIL)])
+        separator = b",\n"
+        wrote = True
+    return wrote
+
+
+def _records_to_file(rows: Iterator[tuple]) -> tuple[None, list[BinaryIO]]:
+    """In the child: the records in an anonymous temporary file (the system's, as the finding log's
+    runs), the first after no separator."""
+    written = tempfile.TemporaryFile()
+    _write_records(rows, written, b"")
+    written.flush()
+    return None, [written]
+
+
+_COPY_BYTES = 1 << 20
+
+
+def _copied(child: aside.Aside, out: BinaryIO, separator: bytes) -> bool:
+    """What the child wrote, after `separator`; False, and nothing written, when it failed."""
+    try:
+        _, files = child.result()
+    except aside.Failed:  # this process writes them itself
+        return False
+    with files[0] as written:
+        written.seek(0)  # the descriptor came over from the child, its offset where the child left it
+        if chunk := written.read(_COPY_BYTES):
+            out.write(separator + chunk)
+            while chunk := written.read(_COPY_BYTES):
+                out.write(chunk)
+    return True
 
 
 def to_json(audit: Audit, context: Context, exit_code: int) -> bytes:

@@ -23,6 +23,7 @@ import tempfile
 import weakref
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import partial
 from typing import IO
@@ -464,11 +465,13 @@ class FindingLog:
                 yield decode(item)
             start = end
 
-    def _in_order(self, runs: list[_Run], held: list[Finding], form: str = _FINDINGS) -> Iterator:
+    def _in_order(
+        self, runs: list[_Run], held: list[Finding], form: str = _FINDINGS, ids: AbstractSet[Id] | None = None,
+    ) -> Iterator:
         """The findings of these runs (in the order they were written) and of `held` (sorted), in
         sort-key order, as findings, rows, or encoded for another run (`form`): id by id, each
         id's parts one after the other where each ends at or before the next begins (as findings made in
-        order are), merged only where they overlap."""
+        order are), merged only where they overlap. Only those of `ids`, when given."""
         key, held_form = {_FINDINGS: (Finding.sort_key, None), _ROWS: (_row_key, row_of), _ENCODED: (_Codec.key, None)}[form]
         held_by_id: dict[int, list] = {}
         for finding in held:  # none where runs are merged into one
@@ -477,6 +480,8 @@ class FindingLog:
         starts.update((index, key(items[0])) for index, items in held_by_id.items())
         # A sort key begins with the id's place in the report: ids in the order of their keys' prefixes.
         for index in sorted(starts, key=lambda index: starts[index][:2]):
+            if ids is not None and _IDS[index] not in ids:
+                continue
             parts: list[tuple[tuple, tuple, Iterator | list]] = [
                 (segment.first_key, segment.last_key, self._read(run, segment, form))
                 for run in runs if (segment := run.segments.get(index)) is not None
@@ -501,13 +506,14 @@ class FindingLog:
             return iter(self._held)
         return self._in_order(self._runs, self._held)
 
-    def rows(self) -> Iterator[tuple]:
+    def rows(self, ids: AbstractSet[Id] | None = None) -> Iterator[tuple]:
         """The findings in the same order as `row_of` gives them (`ROW_FIELDS`): what a report shows of
-        each, without building the spilled ones again."""
+        each, without building the spilled ones again. Only those of `ids`, when given."""
         self._seal()
         if not self._runs:
-            return map(row_of, self._held)
-        return self._in_order(self._runs, self._held, _ROWS)
+            held = self._held if ids is None else [finding for finding in self._held if finding.id in ids]
+            return map(row_of, held)
+        return self._in_order(self._runs, self._held, _ROWS, ids)
 
     def _seal(self) -> None:
         if self._closed:

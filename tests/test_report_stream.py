@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 import random
 import shlex
 import tracemalloc
@@ -14,12 +15,13 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import orjson
+import pytest
 from clirun import DEMO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsck import checks, layout, report, service
-from fsck.catalogue import BY_ID, CATALOGUE, Finding, Id, Severity
+from fsck import aside, checks, layout, report, service
+from fsck.catalogue import BY_ID, CATALOGUE, KEY_PREFIX, Finding, Id, Severity
 from fsck.plan import DAMAGE_IDS, DEFAULT_IDS, UNTAGGED_IDS
 from fsck.report import display, finding_record, size
 from fsck.spool import FindingLog
@@ -261,6 +263,83 @@ def test_the_streamed_document_is_byte_for_byte_the_whole_one(audit, context, ex
     assert streamed(from_log, context, exit_code) == expected_from_log
     assert streamed(from_log, context, exit_code) == expected_from_log  # the log reads again
     assert orjson.loads(expected)["verified_subset"] == context.verified_subset
+
+
+@settings(max_examples=40, deadline=None)
+@given(audits(), contexts, st.integers(0, 15), st.integers(0, 2**32), st.integers(1, 5))
+def test_a_document_written_in_halves_is_byte_for_byte_the_whole_one(audit, context, exit_code, seed, bound):
+    """From a few findings on, here: the later ids' records from a forked child, copied in after."""
+    from_log, before = as_log(audit, seed, memory_bound=bound, batch=2, fan_in=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "_HALVES_FROM", 1)
+        assert report.to_json(audit, context, exit_code) == reference_json(audit, context, exit_code)
+        assert streamed(from_log, context, exit_code) == reference_json(before, context, exit_code)
+
+
+def findings_of_ids(counts: dict[Id, int]) -> FindingLog:
+    log = FindingLog(memory_bound=7, batch=3)
+    for finding_id, count in counts.items():
+        for n in range(count):
+            digest = n.to_bytes(32, "big")
+            log.add(Finding(finding_id, layout.Blob(digest), f"finding {n}", digest=digest, bytes=n))
+    return log
+
+
+def an_audit_of(log: FindingLog) -> checks.Audit:
+    return checks.Audit(log, checks.Totals(1, 0, 0, len(log), 0), True, (), None, (), None, frozenset())
+
+
+A_CONTEXT = report.Context("/srv/registry", "/srv/registry/docker/registry/v2", datetime(2024, 5, 6, tzinfo=timezone.utc), False)
+THREE_IDS = {Id.MANIFEST_UNTAGGED: 40, Id.BLOB_ORPHAN: 30, Id.BLOB_UNREACHABLE: 50}
+
+
+def test_the_later_ids_are_written_by_a_child_and_copied_in(tmp_path, monkeypatch):
+    expected = streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4)  # below the bound: one process
+    writers = tmp_path / "writers"
+    records_to_file = report._records_to_file
+
+    def noting_the_writer(rows):
+        with open(writers, "a") as note:
+            note.write(f"{os.getpid()}\n")
+        return records_to_file(rows)
+
+    monkeypatch.setattr(report, "_HALVES_FROM", 100)
+    monkeypatch.setattr(report, "_records_to_file", noting_the_writer)
+    assert streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4) == expected
+    writing = writers.read_text().split()
+    assert len(writing) == 1 and int(writing[0]) != os.getpid()
+
+
+@pytest.mark.parametrize("failing", ["the fork", "the child"])
+def test_where_no_child_writes_them_this_process_writes_every_record(failing, monkeypatch):
+    expected = streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4)
+    monkeypatch.setattr(report, "_HALVES_FROM", 1)
+    if failing == "the fork":
+        def no_child(_work):
+            raise aside.Failed("cannot fork: out of memory")
+
+        monkeypatch.setattr(aside, "Aside", no_child)
+    else:
+        def failing_child(_rows):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(report, "_records_to_file", failing_child)
+    assert streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4) == expected
+
+
+@pytest.mark.parametrize(("counts", "ours", "theirs"), [
+    ({Id.MANIFEST_UNTAGGED: 40, Id.BLOB_ORPHAN: 30, Id.BLOB_UNREACHABLE: 50}, 2, 1),  # 70 | 50, not 40 | 80
+    ({Id.MANIFEST_UNTAGGED: 10, Id.BLOB_ORPHAN: 100}, 1, 1),
+    ({Id.BLOB_ORPHAN: 120}, 1, 0),  # one id: nothing to cut
+])
+def test_the_ids_are_cut_where_both_sides_come_closest_to_half(counts, ours, theirs, monkeypatch):
+    monkeypatch.setattr(report, "_HALVES_FROM", 100)
+    mine, the_childs = report._halves(findings_of_ids(counts))
+    in_order = sorted(counts, key=lambda finding_id: KEY_PREFIX[finding_id])
+    assert (len(mine), len(the_childs)) == (ours, theirs)
+    assert mine == frozenset(in_order[:ours]) and the_childs == frozenset(in_order[ours:])
+    monkeypatch.setattr(report, "_HALVES_FROM", sum(counts.values()) + 1)
+    assert report._halves(findings_of_ids(counts)) == (frozenset(counts), frozenset())
 
 
 held_values = st.none() | st.builds(

@@ -102,6 +102,18 @@ def test_findings_made_in_order_id_by_id_come_back_as_made(made, shuffle, sizes)
         assert list(log.rows()) == [row_of(f) for f in sorted(added, key=Finding.sort_key)]
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(findings(), max_size=120), st.frozensets(st.sampled_from(list(Id))), bounds)
+def test_the_rows_of_some_ids_are_those_of_all_the_rows_with_those_ids(added, ids, sizes):
+    with FindingLog(**sizes) as log:
+        for finding in added:
+            log.add(finding)
+        every = list(log.rows())
+        assert list(log.rows(ids)) == [row for row in every if row[0] in ids]
+        assert list(log.rows(ids)) == [row for row in every if row[0] in ids]  # a second read
+        assert list(log.rows(frozenset(Id))) == every
+
+
 def test_a_row_holds_what_a_record_shows_in_its_fields_order():
     location = layout.LinkFile(layout.TagCurrent("a/b", "v1"))
     finding = Finding(Id.LINK_INVALID, location, "empty", "a/b", "v1", DIGESTS[0], 7, "z")
