@@ -331,6 +331,9 @@ def _walk_unit(unit: _Unit, store: Store, packed: bool = False) -> _Part:
 _POOL_AFTER_UNITS = 64
 _POOL_AFTER_SECONDS = 0.2
 _REPOSITORIES_PER_PROCESS_UNIT = 16  # a hand-off between processes costs a pickle each way
+# Units handed to the pool and not yet merged, per job: enough that no walker waits for this process to
+# merge, few enough that parts done ahead of the one being merged do not pile up here.
+_WINDOW_PER_JOB = 4
 
 
 class _Units:
@@ -344,6 +347,7 @@ class _Units:
         self.queued: list[tuple[_Unit, Callable[[list], None] | None]] = []
         self.pending: list[tuple[Future | _Unit, Callable[[list], None] | None, str]] = []  # and the unit's kind
         self.batch: list[tuple] = []
+        self.window = max(2, concurrency.jobs * _WINDOW_PER_JOB)
 
     @property
     def _packed(self) -> bool:
@@ -371,10 +375,14 @@ class _Units:
             len(self.queued) >= _POOL_AFTER_UNITS or time.perf_counter() - self.started > _POOL_AFTER_SECONDS
         ):
             self._start_pool()
-        if self.pool is None:
+        if self.pool is None or len(self.pending) >= self.window:  # the rest waits for `finish` to merge
             self.queued.append((unit, then))
         else:
-            self.pending.append((self.pool.submit(_walk_unit, unit, self.store, self._packed), then, unit.kind))
+            self.pending.append((self._submit(unit), then, unit.kind))
+
+    def _submit(self, unit: _Unit) -> Future:
+        assert self.pool is not None
+        return self.pool.submit(_walk_unit, unit, self.store, self._packed)
 
     def _start_pool(self) -> None:
         if self.concurrency.kind is PoolKind.THREADS:
@@ -394,21 +402,25 @@ class _Units:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def _submit_queued(self) -> None:
-        self.pending += [
-            (self.pool.submit(_walk_unit, unit, self.store, self._packed), then, unit.kind)
-            for unit, then in self.queued
-        ]
-        self.queued = []
+        room = self.window - len(self.pending)
+        self.pending += [(self._submit(unit), then, unit.kind) for unit, then in self.queued[:room]]
+        del self.queued[:room]
 
     def finish(self, walker: _Walker, walked: Walked | None = None) -> None:
         """Merge every unit, in the order queued, into the walker's inventory; hand each repository merged
         to `walked` once every blob is in too (what its manifests name can then be read)."""
         self._flush_repositories()
         work = [*self.pending, *((unit, then, unit.kind) for unit, then in self.queued)]
+        submitted = len(self.pending)  # where the units not yet handed to the pool begin
         self.pending, self.queued = [], []
         last_blobs = max((at for at, (_, _, kind) in enumerate(work) if kind == "blobs"), default=-1)
         waiting: list[str] = []  # repositories merged before the last blobs
-        for at, (job, then, _) in enumerate(work):
+        for at in range(len(work)):
+            while self.pool is not None and submitted < min(len(work), at + self.window):
+                unit, then, kind = work[submitted]
+                work[submitted] = (self._submit(unit), then, kind)
+                submitted += 1
+            job, then, _ = work[at]
             work[at] = None  # a part merged is let go at once, not when the whole walk is merged
             part = job.result() if isinstance(job, Future) else _walk_unit(job, self.store)
             del job

@@ -242,8 +242,8 @@ def parse_jobs(value: Optional[int]) -> Optional[int]:
 
 JobsOption = typer.Option(
     None, "--jobs", "-j", callback=parse_jobs, metavar="N",
-    help="Storage operations in flight while walking and reading (default: one walker process per core on a "
-    "local disk, 32 threads on a network or FUSE file system).",
+    help="Storage operations in flight while walking and reading (default: four walker processes a core, at "
+    "most 32, on a local disk; 32 threads on a network or FUSE file system).",
 )
 QuarantineOption = typer.Option(
     None, "--quarantine", help="Where removed items are kept (default: registry-fsck-quarantine beside docker/)."
