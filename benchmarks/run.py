@@ -6,6 +6,7 @@
     python benchmarks/run.py --repos 500 --tags 8 --dir /tmp/b --keep
     python benchmarks/run.py --tree /var/tmp/bench/t300 --out /tmp/t300-out   # a tree as it is, reports elsewhere
     python benchmarks/run.py --findings many --dir /var/tmp/bench/many --only import,fsck --no-warm-up
+    sudo python benchmarks/run.py --tree /var/tmp/bench/t300 --only gc-untagged,fsck --cold --repeat 2
 
 Generates (or reuses, under --dir) a synthetic registry tree (`synth.py`), then times, with
 caches warmed equally (every command runs once untimed, then the best of --repeat rounds):
@@ -127,11 +128,23 @@ def run_child(argv: list[str], stdout_path: str | None = None) -> tuple[float, i
     return wall, rss, user, system, code
 
 
+DROP_CACHES = "/proc/sys/vm/drop_caches"
+
+
+def drop_caches() -> None:
+    """The page cache, dentries and inodes dropped (Linux, as root): the next command reads the tree from
+    the disk, as a nightly run on a tree larger than the memory does."""
+    os.sync()
+    with open(DROP_CACHES, "w") as control:
+        control.write("3\n")
+
+
 class Bench:
-    def __init__(self, repeat: int, verbose: bool, warm_up: bool = True) -> None:
+    def __init__(self, repeat: int, verbose: bool, warm_up: bool = True, cold: bool = False) -> None:
         self.repeat = repeat
         self.verbose = verbose
-        self.warm_up = warm_up
+        self.warm_up = warm_up and not cold
+        self.cold = cold
         self.measurements: dict[str, Measurement] = {}
         self.plan: list[tuple[str, list[str], str | None]] = []
 
@@ -148,6 +161,8 @@ class Bench:
         # the commands, so a burst of load elsewhere on the machine does not hit one alone.
         for round_number in range(0 if self.warm_up else 1, self.repeat + 1):
             for name, argv, stdout_path in self.plan:
+                if self.cold:
+                    drop_caches()
                 wall, rss, user, system, code = run_child(argv, stdout_path)
                 m = self.measurements[name]
                 m.exit_code = code
@@ -445,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (always kept with --dir)")
     parser.add_argument("--repeat", type=int, help="timed rounds after the warm-up (default 3; 1 with --smoke)")
     parser.add_argument("--no-warm-up", action="store_true", help="no untimed round first (for peak RSS alone)")
+    parser.add_argument(
+        "--cold", action="store_true",
+        help=f"drop the page cache before every command (root: writes {DROP_CACHES}); no warm-up round",
+    )
     parser.add_argument("--jobs", type=int, help="generator processes (default: all cores)")
     parser.add_argument("--skip", default="", help="comma-separated commands not to run, e.g. gc,verify")
     parser.add_argument("--only", default="", help="comma-separated commands to run, the rest skipped")
@@ -540,7 +559,9 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
     gc_untagged_path = os.path.join(out, "gc-untagged.txt")
     find_cat = f"find {q(root)} -name link -type f -print0 | xargs -0 cat | wc -c"
 
-    bench = Bench(repeat, verbose=not args.quiet, warm_up=not args.no_warm_up)
+    if args.cold and not os.access(DROP_CACHES, os.W_OK):
+        sys.exit(f"--cold drops the page cache through {DROP_CACHES}: run as root")
+    bench = Bench(repeat, verbose=not args.quiet, warm_up=not args.no_warm_up, cold=args.cold)
     commands: list[tuple[str, list[str], str | None]] = [
         ("import", [sys.executable, "-c", "import fsck.cli"], None),
         ("find", ["sh", "-c", f"find {q(root)} -type f | wc -l"], os.path.join(out, "find.txt")),
@@ -590,7 +611,8 @@ def benchmark(args, scale: str, params: synth.Params, repeat: int, skip: set[str
     if "find-cat-manifests" in bench.measurements and not bench.measurements["find-cat-manifests"].skipped:
         manifests = write_manifest_list(v2, manifest_list)
         print(f"listed {manifests} manifest blobs in {time.perf_counter() - started:.1f} s (not timed)", flush=True)
-    print(f"timing: {'1 warm-up round + ' if bench.warm_up else ''}best of {repeat}", flush=True)
+    print(f"timing: {'1 warm-up round + ' if bench.warm_up else ''}best of {repeat}"
+          f"{', the page cache dropped before each command' if bench.cold else ''}", flush=True)
     bench.run()
 
     stages = None
