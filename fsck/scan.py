@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 import time
 from array import array
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -331,8 +332,10 @@ def _walk_unit(unit: _Unit, store: Store, packed: bool = False) -> _Part:
 _POOL_AFTER_UNITS = 64
 _POOL_AFTER_SECONDS = 0.2
 _REPOSITORIES_PER_PROCESS_UNIT = 16  # a hand-off between processes costs a pickle each way
-# Units handed to the pool and not yet merged, per job: enough that no walker waits for this process to
-# merge, few enough that parts done ahead of the one being merged do not pile up here.
+# Units handed to walker processes and not yet merged, per job: enough that no walker waits for this
+# process to merge (or to finish walking the namespaces, which it does before merging any), few enough
+# that the parts done ahead of the one being merged do not pile up here. Threads (a network store) walk
+# slower than this process merges: every unit goes to them as it is found.
 _WINDOW_PER_JOB = 4
 
 
@@ -347,7 +350,8 @@ class _Units:
         self.queued: list[tuple[_Unit, Callable[[list], None] | None]] = []
         self.pending: list[tuple[Future | _Unit, Callable[[list], None] | None, str]] = []  # and the unit's kind
         self.batch: list[tuple] = []
-        self.window = max(2, concurrency.jobs * _WINDOW_PER_JOB)
+        processes = concurrency.kind is PoolKind.PROCESSES
+        self.window = max(2, concurrency.jobs * _WINDOW_PER_JOB) if processes else sys.maxsize
 
     @property
     def _packed(self) -> bool:

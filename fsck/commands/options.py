@@ -242,7 +242,7 @@ def parse_jobs(value: Optional[int]) -> Optional[int]:
 
 JobsOption = typer.Option(
     None, "--jobs", "-j", callback=parse_jobs, metavar="N",
-    help="Storage operations in flight while walking and reading (default: four walker processes a core, at "
+    help="Storage operations in flight while walking and reading (default: two walker processes a core, at "
     "most 32, on a local disk; 32 threads on a network or FUSE file system).",
 )
 QuarantineOption = typer.Option(
