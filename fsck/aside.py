@@ -10,6 +10,7 @@ be started, `Failed` says so and the caller does the work itself: the child only
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -38,15 +39,22 @@ class Aside:
             ours, theirs = socket.socketpair()
         except OSError as error:
             raise Failed(f"no socket pair: {error.strerror}") from None
+        # Ctrl-C held across the fork: it reaches the whole process group, and only this process acts on it
+        # (a child caught before it ignores SIGINT would unwind this process's stack as its own).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             pid = os.fork()
         except OSError as error:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             ours.close()
             theirs.close()
             raise Failed(f"cannot fork: {error.strerror}") from None
         if pid == 0:  # the child: compute, send, and leave without running any of the parent's clean-up
             code = 1
             try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+                gc.disable()  # a collection would touch, and so copy, the whole inherited heap
                 ours.close()
                 result, files = work()
                 data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
@@ -60,6 +68,11 @@ class Aside:
         theirs.close()
         self.pid: int | None = pid
         self.channel = ours
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C held meanwhile is raised here
+        except BaseException:
+            self.close()
+            raise
 
     def result(self) -> tuple[object, list[IO[bytes]]]:
         """The child's result and its files (open, read-only to the caller as it likes); `Failed` when

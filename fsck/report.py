@@ -8,7 +8,7 @@ import shlex
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import islice
@@ -25,6 +25,7 @@ from .layout import Digest
 from .plan import DAMAGE_IDS, DEFAULT_IDS, UNTAGGED_IDS, Action, Plan
 from .removal import Item, RemovalPlan
 from .spool import FindingLog, row_of
+from .store import usable_cores
 
 FORMAT = "registry-fsck/report/1"
 
@@ -152,41 +153,51 @@ def write_json(audit: Audit, context: Context, exit_code: int, out: BinaryIO) ->
         out.write(head + b"\n")
         return
     out.write(head[: -len(_NO_FINDINGS)] + b"[")
-    ours, theirs = _halves(log)
+    ours, theirs = _halves(log, usable_cores())
     rows = log.rows(ours)  # the log sealed before a child is forked: one sort of what it holds, not two
-    child = None
-    if theirs:
-        try:
-            child = aside.Aside(lambda: _records_to_file(log.rows(theirs)))
-        except aside.Failed:
-            pass
-    with child if child is not None else nullcontext():
+    out.flush()  # nothing of this process's left in a buffer the child holds a copy of
+    with _writing_aside(log, theirs) as child:
         separator = b",\n" if _write_records(rows, out, b"\n") else b"\n"
         if theirs and not (child is not None and _copied(child, out, separator)):
             _write_records(log.rows(theirs), out, separator)
     out.write(b"\n  ]\n}\n")
 
 
-# From this many findings on, a forked child writes the records of the later ids while this process
-# writes the earlier ones (a second core for what takes a few seconds per million findings); fewer
-# take less time than the fork and the copy.
-_HALVES_FROM = 20_000
+# Where several cores are there and each side has this many findings at least, a forked child writes the
+# records of the later ids while this process writes the earlier ones (a second core for what takes a
+# few seconds a million findings); fewer take less time than the fork and the copy.
+_HALF_AT_LEAST = 10_000
 
 
-def _halves(log: FindingLog) -> tuple[frozenset[Id], frozenset[Id]]:
+def _halves(log: FindingLog, cores: int) -> tuple[frozenset[Id], frozenset[Id]]:
     """The ids with findings, in report order, cut where the findings on both sides come closest to half
     of them: this process's first, the child's after (none where not worth a fork)."""
-    tallies = sorted(log.counts.by_id.items(), key=lambda item: KEY_PREFIX[item[0]])
-    ids = [finding_id for finding_id, _ in tallies]
+    ids = sorted(log.ids(), key=KEY_PREFIX.__getitem__)
     total = len(log)
-    if total < _HALVES_FROM:
-        return frozenset(ids), frozenset()
     cut, larger, before = len(ids), total, 0
-    for at, (_, tally) in enumerate(tallies):  # cut before `at`: `before` findings this side
+    for at, finding_id in enumerate(ids):  # cut before `at`: `before` findings this side
         if max(before, total - before) < larger:
             cut, larger = at, max(before, total - before)
-        before += tally.count
+        before += log.count(finding_id)
+    if cores < 2 or total - larger < _HALF_AT_LEAST:
+        return frozenset(ids), frozenset()
     return frozenset(ids[:cut]), frozenset(ids[cut:])
+
+
+@contextmanager
+def _writing_aside(log: FindingLog, ids: frozenset[Id]) -> Iterator[aside.Aside | None]:
+    """A child writing the records of `ids` (None where there are none, or no child could be forked),
+    stopped on the way out."""
+    if not ids:
+        yield None
+        return
+    try:
+        child = aside.Aside(lambda: _records_to_file(log.rows(ids)))
+    except aside.Failed:
+        yield None
+        return
+    with child:
+        yield child
 
 
 def _write_records(rows: Iterator[tuple], out: BinaryIO, separator: bytes) -> bool:

@@ -332,10 +332,11 @@ def _walk_unit(unit: _Unit, store: Store, packed: bool = False) -> _Part:
 _POOL_AFTER_UNITS = 64
 _POOL_AFTER_SECONDS = 0.2
 _REPOSITORIES_PER_PROCESS_UNIT = 16  # a hand-off between processes costs a pickle each way
-# Units handed to walker processes and not yet merged, per job: enough that no walker waits for this
-# process to merge (or to finish walking the namespaces, which it does before merging any), few enough
-# that the parts done ahead of the one being merged do not pile up here. Threads (a network store) walk
-# slower than this process merges: every unit goes to them as it is found.
+# Units handed to walker processes and not yet merged, per job: enough that the walkers seldom wait for
+# this process to merge, few enough that the parts done ahead of the one being merged do not pile up
+# here. While this process walks the namespaces it merges nothing: where that takes longer than the
+# walkers take for the first window of units (many repositories on few cores), they wait for it. Threads
+# (a network store) walk slower than this process merges: every unit goes to them as it is found.
 _WINDOW_PER_JOB = 4
 
 

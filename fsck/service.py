@@ -30,7 +30,7 @@ from . import quarantine as quarantines
 from .catalogue import Id, Severity
 from .config import ConfigError, S3Config, UnsupportedDriver, load_config, load_storage
 from .scan import FollowedLink, Oddity
-from .store import Concurrency, EntryKind, LocalStore, PoolKind, Store
+from .store import Concurrency, EntryKind, LocalStore, PoolKind, Store, usable_cores
 
 if TYPE_CHECKING:  # imported where they are used: an audit does without the S3 driver, ls's and retain's modules
     from . import listing, policy, pulllog
@@ -189,7 +189,8 @@ def load(
         chosen = verify.in_subset(inventory.blobs, subset)
         with progress.counter("verifying", "B", total=sum(chosen.values()), scale=True) as bar:
             verification = verify.verify_blobs(store, chosen, bar.update)
-    checking = 2 if pool.kind is PoolKind.PROCESSES and pool.jobs > 1 else 1
+    # Two walkers on one core overlap their reads; two checking processes there would only share it.
+    checking = 2 if pool.kind is PoolKind.PROCESSES and pool.jobs > 1 and usable_cores() > 1 else 1
     return Loaded(store, inventory, parsed, verification, checking)
 
 

@@ -475,7 +475,8 @@ class FindingLog:
         key, held_form = {_FINDINGS: (Finding.sort_key, None), _ROWS: (_row_key, row_of), _ENCODED: (_Codec.key, None)}[form]
         held_by_id: dict[int, list] = {}
         for finding in held:  # none where runs are merged into one
-            held_by_id.setdefault(_ID_INDEX[finding.id], []).append(finding if held_form is None else held_form(finding))
+            if ids is None or finding.id in ids:
+                held_by_id.setdefault(_ID_INDEX[finding.id], []).append(finding if held_form is None else held_form(finding))
         starts = {index: segment.first_key for run in runs for index, segment in run.segments.items()}
         starts.update((index, key(items[0])) for index, items in held_by_id.items())
         # A sort key begins with the id's place in the report: ids in the order of their keys' prefixes.

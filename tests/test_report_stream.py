@@ -271,7 +271,8 @@ def test_a_document_written_in_halves_is_byte_for_byte_the_whole_one(audit, cont
     """From a few findings on, here: the later ids' records from a forked child, copied in after."""
     from_log, before = as_log(audit, seed, memory_bound=bound, batch=2, fan_in=2)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(report, "_HALVES_FROM", 1)
+        patch.setattr(report, "_HALF_AT_LEAST", 1)
+        patch.setattr(report, "usable_cores", lambda: 2)
         assert report.to_json(audit, context, exit_code) == reference_json(audit, context, exit_code)
         assert streamed(from_log, context, exit_code) == reference_json(before, context, exit_code)
 
@@ -293,6 +294,20 @@ A_CONTEXT = report.Context("/srv/registry", "/srv/registry/docker/registry/v2", 
 THREE_IDS = {Id.MANIFEST_UNTAGGED: 40, Id.BLOB_ORPHAN: 30, Id.BLOB_UNREACHABLE: 50}
 
 
+def writes_here(monkeypatch) -> list[int]:
+    """The findings this process writes itself, one entry a call (a child's calls are its own)."""
+    written: list[int] = []
+    write_records = report._write_records
+
+    def counting(rows, out, separator):
+        rows = list(rows)
+        written.append(len(rows))
+        return write_records(iter(rows), out, separator)
+
+    monkeypatch.setattr(report, "_write_records", counting)
+    return written
+
+
 def test_the_later_ids_are_written_by_a_child_and_copied_in(tmp_path, monkeypatch):
     expected = streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4)  # below the bound: one process
     writers = tmp_path / "writers"
@@ -303,17 +318,36 @@ def test_the_later_ids_are_written_by_a_child_and_copied_in(tmp_path, monkeypatc
             note.write(f"{os.getpid()}\n")
         return records_to_file(rows)
 
-    monkeypatch.setattr(report, "_HALVES_FROM", 100)
+    monkeypatch.setattr(report, "_HALF_AT_LEAST", 50)
+    monkeypatch.setattr(report, "usable_cores", lambda: 2)
     monkeypatch.setattr(report, "_records_to_file", noting_the_writer)
+    written_here = writes_here(monkeypatch)
     assert streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4) == expected
     writing = writers.read_text().split()
     assert len(writing) == 1 and int(writing[0]) != os.getpid()
+    assert written_here == [70]  # manifest-untagged and blob-orphan here; blob-unreachable's 50 copied in
+
+
+def test_on_one_core_or_with_a_small_side_no_child_is_forked(monkeypatch):
+    def no_child(_work):
+        raise AssertionError("a child forked")
+
+    monkeypatch.setattr(aside, "Aside", no_child)
+    monkeypatch.setattr(report, "_HALF_AT_LEAST", 50)
+    monkeypatch.setattr(report, "usable_cores", lambda: 1)
+    written_here = writes_here(monkeypatch)
+    assert streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4)
+    monkeypatch.setattr(report, "usable_cores", lambda: 2)
+    monkeypatch.setattr(report, "_HALF_AT_LEAST", 51)  # the smaller side holds 50
+    assert streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4)
+    assert written_here == [120, 120]
 
 
 @pytest.mark.parametrize("failing", ["the fork", "the child"])
 def test_where_no_child_writes_them_this_process_writes_every_record(failing, monkeypatch):
     expected = streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4)
-    monkeypatch.setattr(report, "_HALVES_FROM", 1)
+    monkeypatch.setattr(report, "_HALF_AT_LEAST", 1)
+    monkeypatch.setattr(report, "usable_cores", lambda: 2)
     if failing == "the fork":
         def no_child(_work):
             raise aside.Failed("cannot fork: out of memory")
@@ -324,7 +358,9 @@ def test_where_no_child_writes_them_this_process_writes_every_record(failing, mo
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(report, "_records_to_file", failing_child)
+    written_here = writes_here(monkeypatch)
     assert streamed(an_audit_of(findings_of_ids(THREE_IDS)), A_CONTEXT, 4) == expected
+    assert written_here == [70, 50]  # its own ids, then the child's
 
 
 @pytest.mark.parametrize(("counts", "ours", "theirs"), [
@@ -333,13 +369,12 @@ def test_where_no_child_writes_them_this_process_writes_every_record(failing, mo
     ({Id.BLOB_ORPHAN: 120}, 1, 0),  # one id: nothing to cut
 ])
 def test_the_ids_are_cut_where_both_sides_come_closest_to_half(counts, ours, theirs, monkeypatch):
-    monkeypatch.setattr(report, "_HALVES_FROM", 100)
-    mine, the_childs = report._halves(findings_of_ids(counts))
+    monkeypatch.setattr(report, "_HALF_AT_LEAST", 10)
+    mine, the_childs = report._halves(findings_of_ids(counts), 2)
     in_order = sorted(counts, key=lambda finding_id: KEY_PREFIX[finding_id])
     assert (len(mine), len(the_childs)) == (ours, theirs)
     assert mine == frozenset(in_order[:ours]) and the_childs == frozenset(in_order[ours:])
-    monkeypatch.setattr(report, "_HALVES_FROM", sum(counts.values()) + 1)
-    assert report._halves(findings_of_ids(counts)) == (frozenset(counts), frozenset())
+    assert report._halves(findings_of_ids(counts), 1) == (frozenset(counts), frozenset())
 
 
 held_values = st.none() | st.builds(
