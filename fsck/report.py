@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shlex
+import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -233,8 +234,7 @@ def _copied(child: aside.Aside, out: BinaryIO, separator: bytes) -> bool:
         written.seek(0)  # the descriptor came over from the child, its offset where the child left it
         if chunk := written.read(_COPY_BYTES):
             out.write(separator + chunk)
-            while chunk := written.read(_COPY_BYTES):
-                out.write(chunk)
+            shutil.copyfileobj(written, out, _COPY_BYTES)
     return True
 
 
